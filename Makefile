@@ -1,0 +1,33 @@
+# `make help` lists the targets. Everything runs from a virtual environment in .venv that the
+# targets create and keep up to date with pyproject.toml.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test test-slow lint demo bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install the project with its test extras
+
+test: $(STAMP) ## run the default test suite (real broker, real PostgreSQL, real model)
+	$(BIN)/python -m pytest -m "not slow and not realdata" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## run the slow and real-data checks (set STEEL_DATA_DIR=../shared/data)
+	$(BIN)/python -m pytest -m "slow or realdata" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check worker tests
+	$(BIN)/mypy worker
+
+clean: ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

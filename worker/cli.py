@@ -1,0 +1,53 @@
+"""`steel-worker`: one command with a subcommand per job.
+
+Each subcommand lives in its own module, which exposes `register(subparsers)`: it adds its parser
+and sets `func` to the function that runs it. Modules import heavy libraries (TensorFlow, Kafka)
+inside that function, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from worker import __version__
+from worker.errors import SteelWorkerError
+
+COMMAND_MODULES = (
+    "worker.datasets.command",  # dataset
+    "worker.model.train_command",  # train
+    "worker.evaluation.command",  # evaluate
+    "worker.model.predict_command",  # predict
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="steel-worker",
+        description=(
+            "Steel strip surface inspection. Build tile sets from labelled images (dataset), train "
+            "the focal-loss ResNet50 classifier (train), judge it (evaluate), classify images "
+            "(predict). Run `steel-worker COMMAND --help` for each command's options."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv`, run the command; a SteelWorkerError prints its message and returns 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except SteelWorkerError as exc:
+        print(f"steel-worker {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"steel-worker {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)

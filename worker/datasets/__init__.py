@@ -1,0 +1,1 @@
+"""Importers that turn labelled images into tile sets, and the synthetic frame generator."""

@@ -1,0 +1,1 @@
+"""The classifier: network, focal loss, data feeding, training, thresholds, model artefact."""

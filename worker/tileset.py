@@ -1,0 +1,166 @@
+"""The tile set on disk: what `steel-worker dataset` writes and `train`/`evaluate` read.
+
+Layout of a tile set directory:
+    labels.csv      one row per tile: tile (path relative to the directory), source (the original
+                    image's name), x, y (the tile's top-left corner in the source, pixels), then one
+                    0/1 column per class, named and ordered as in the catalogue
+    catalogue.json  the class catalogue the labels refer to
+    tiles/          the tile images (8-bit grey PNG)
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from worker.catalogue import Catalogue, load_catalogue, save_catalogue
+from worker.errors import DatasetError
+
+LABELS_FILE = "labels.csv"
+CATALOGUE_FILE = "catalogue.json"
+TILES_DIR = "tiles"
+_FIXED_COLUMNS = ("tile", "source", "x", "y")
+
+
+@dataclass(frozen=True)
+class TileSet:
+    """A tile set in memory: paths and label matrix, rows aligned. Images stay on disk."""
+
+    root: Path
+    catalogue: Catalogue
+    tiles: tuple[str, ...]
+    sources: tuple[str, ...]
+    origins: np.ndarray  # (n, 2) int: x, y
+    labels: np.ndarray  # (n, n_classes) uint8 0/1, columns in catalogue order
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def path(self, i: int) -> Path:
+        return self.root / self.tiles[i]
+
+    def subset(self, indices: np.ndarray | list[int]) -> TileSet:
+        idx = np.asarray(indices, dtype=int)
+        return TileSet(
+            root=self.root,
+            catalogue=self.catalogue,
+            tiles=tuple(self.tiles[i] for i in idx),
+            sources=tuple(self.sources[i] for i in idx),
+            origins=self.origins[idx],
+            labels=self.labels[idx],
+        )
+
+
+class TileSetWriter:
+    """Writes tiles and their labels; `close()` (or leaving the `with` block) writes labels.csv.
+
+    Guarantees: tile names are unique; labels.csv is written only when the writer closes without an
+    exception, so a failed import never leaves a tile set that looks complete.
+    """
+
+    def __init__(self, out_dir: str | Path, catalogue: Catalogue) -> None:
+        self.root = Path(out_dir)
+        self.catalogue = catalogue
+        (self.root / TILES_DIR).mkdir(parents=True, exist_ok=True)
+        self._rows: list[list[str | int]] = []
+        self._names: set[str] = set()
+
+    def add(self, tile: np.ndarray, source: str, x: int, y: int, classes: set[str] | list[str]) -> str:
+        """Save one tile image and remember its row; returns the tile's relative path."""
+        positives = set(classes)
+        for name in positives:
+            self.catalogue.index(name)  # raises CatalogueError for an unknown class
+        stem = Path(source).stem
+        name = f"{TILES_DIR}/{stem}_x{x}_y{y}.png"
+        if name in self._names:
+            raise DatasetError(f"tile {name} was added twice (source {source!r} at x={x}, y={y})")
+        if not cv2.imwrite(str(self.root / name), tile):
+            raise DatasetError(f"could not write tile image {self.root / name}")
+        self._names.add(name)
+        self._rows.append(
+            [name, source, x, y, *(1 if c in positives else 0 for c in self.catalogue.names)]
+        )
+        return name
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def close(self) -> None:
+        if not self._rows:
+            raise DatasetError(f"tile set {self.root}: no tiles were written (empty data set)")
+        save_catalogue(self.catalogue, self.root / CATALOGUE_FILE)
+        with open(self.root / LABELS_FILE, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow([*_FIXED_COLUMNS, *self.catalogue.names])
+            writer.writerows(self._rows)
+
+    def __enter__(self) -> TileSetWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+
+
+def read_tileset(root: str | Path) -> TileSet:
+    """Load a tile set's labels; DatasetError names the file and row that is wrong."""
+    root = Path(root)
+    labels_path = root / LABELS_FILE
+    if not labels_path.is_file():
+        raise DatasetError(f"{root} is not a tile set: {LABELS_FILE} is missing")
+    catalogue = load_catalogue(root / CATALOGUE_FILE) if (root / CATALOGUE_FILE).is_file() else None
+    with open(labels_path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or tuple(header[:4]) != _FIXED_COLUMNS or len(header) < 5:
+            raise DatasetError(
+                f"{labels_path}: expected header {','.join(_FIXED_COLUMNS)},<class>..., received {header}"
+            )
+        class_names = header[4:]
+        if catalogue is None:
+            catalogue = Catalogue.from_names(class_names)
+        missing = [n for n in class_names if n not in catalogue.names]
+        if missing:
+            raise DatasetError(
+                f"{labels_path}: label columns {missing} are not in the catalogue {list(catalogue.names)}"
+            )
+        order = [class_names.index(n) if n in class_names else -1 for n in catalogue.names]
+        tiles, sources, origins, labels = [], [], [], []
+        for line_no, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise DatasetError(
+                    f"{labels_path}:{line_no}: expected {len(header)} columns, received {len(row)}"
+                )
+            try:
+                values = [int(v) for v in row[4:]]
+                x, y = int(row[2]), int(row[3])
+            except ValueError:
+                raise DatasetError(f"{labels_path}:{line_no}: x, y and labels must be integers") from None
+            if any(v not in (0, 1) for v in values):
+                raise DatasetError(f"{labels_path}:{line_no}: labels must be 0 or 1, received {values}")
+            tiles.append(row[0])
+            sources.append(row[1])
+            origins.append((x, y))
+            labels.append([values[j] if j >= 0 else 0 for j in order])
+    if not tiles:
+        raise DatasetError(f"{labels_path}: the tile set is empty")
+    return TileSet(
+        root=root,
+        catalogue=catalogue,
+        tiles=tuple(tiles),
+        sources=tuple(sources),
+        origins=np.asarray(origins, dtype=int).reshape(-1, 2),
+        labels=np.asarray(labels, dtype=np.uint8).reshape(-1, len(catalogue)),
+    )
+
+
+def read_tile(path: str | Path) -> np.ndarray:
+    """Read one tile as 8-bit grey (H, W); DatasetError if it is missing or unreadable."""
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise DatasetError(f"cannot read image {path}: missing, unreadable or not an image")
+    return image
