@@ -1,0 +1,1 @@
+"""The streaming worker: Kafka frames in, detections to PostgreSQL and Kafka out."""
