@@ -1,0 +1,248 @@
+"""The message contracts: JSON Schemas in `schemas/`, and the code that reads and writes them.
+
+Every message that crosses a topic has a schema versioned in its file name (`frame-meta.v1.json`,
+`detection.v1.json`, `alert.v1.json`, `dead-letter-headers.v1.json`). `check_schemas()` runs at
+start-up and fails fast on a missing or malformed schema; `validate()` checks an instance and says
+where it is wrong. The builders here produce exactly what the schemas describe; the tests validate
+their output against the schemas.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import best_match
+
+from worker.catalogue import Catalogue
+from worker.errors import SchemaError
+from worker.streaming.records import FrameMeta, FrameResult
+
+SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+FRAME_META = "frame-meta.v1"
+DETECTION = "detection.v1"
+ALERT = "alert.v1"
+DEAD_LETTER_HEADERS = "dead-letter-headers.v1"
+SCHEMA_NAMES = (FRAME_META, DETECTION, ALERT, DEAD_LETTER_HEADERS)
+
+CONTENT_TYPE_HEADER = "content-type"
+FRAME_META_HEADER = "frame-meta"
+JPEG = "image/jpeg"
+PNG = "image/png"
+RAW_GRAY8 = "application/x-raw-gray8"
+CONTENT_TYPES = (JPEG, PNG, RAW_GRAY8)
+
+PER_FRAME_RULE = "per-frame"
+# Severity of an alert from the highest confidence behind it: (lowest confidence, severity).
+SEVERITY_LEVELS = ((0.9, "high"), (0.7, "medium"), (0.0, "low"))
+
+
+@functools.cache
+def validator(name: str) -> jsonschema.Draft202012Validator:
+    """The validator for schema `name` (e.g. "detection.v1"); SchemaError if missing or malformed."""
+    path = SCHEMAS_DIR / f"{name}.json"
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SchemaError(
+            f"schema {name!r}: expected the file {path}, which does not exist; the worker reads its "
+            "message contracts from the repository's schemas/ folder"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"schema file {path}: expected JSON, {exc}") from None
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise SchemaError(f"schema file {path} is not valid JSON Schema 2020-12: {exc.message}") from None
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+
+
+def check_schemas() -> tuple[str, ...]:
+    """Load and check every contract schema (at start-up); returns their names."""
+    for name in SCHEMA_NAMES:
+        validator(name)
+    return SCHEMA_NAMES
+
+
+def validate(name: str, instance: Any) -> None:
+    """Raise SchemaError naming the first offending field if `instance` breaks schema `name`."""
+    error = best_match(validator(name).iter_errors(instance))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise SchemaError(f"{name}: at {where}: {error.message}")
+
+
+def to_json_bytes(value: Mapping[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; refuses NaN and infinities, which JSON cannot carry."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+# --- frames in --------------------------------------------------------------------------------
+
+
+def normalise_content_type(value: bytes | str | None) -> str | None:
+    """`image/JPEG; q=1` → `image/jpeg`; None stays None."""
+    if value is None:
+        return None
+    text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+    return text.split(";", 1)[0].strip().lower()
+
+
+def parse_frame_meta(raw: bytes | str) -> FrameMeta:
+    """Parse the `frame-meta` header; SchemaError says what is wrong with it."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        data = json.loads(text)
+    except UnicodeDecodeError:
+        raise SchemaError(f"{FRAME_META}: expected UTF-8 JSON, received undecodable bytes") from None
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"{FRAME_META}: expected a JSON object, {exc}") from None
+    validate(FRAME_META, data)
+    try:
+        captured_at = datetime.fromisoformat(data["captured_at"])
+    except ValueError:
+        raise SchemaError(
+            f"{FRAME_META}: at captured_at: expected an RFC 3339 date-time, received {data['captured_at']!r}"
+        ) from None
+    return FrameMeta(
+        frame_id=data["frame_id"],
+        line=data["line"],
+        camera=data["camera"],
+        surface=data["surface"],
+        strip_id=data["strip_id"],
+        captured_at=captured_at,
+        position_m=float(data["position_m"]),
+        mm_per_px_along=float(data["mm_per_px_along"]),
+        mm_per_px_across=float(data["mm_per_px_across"]),
+        edge_offset_mm=float(data["edge_offset_mm"]),
+        width=data.get("width"),
+        height=data.get("height"),
+        image_uri=data.get("image_uri"),
+    )
+
+
+def frame_meta_dict(meta: FrameMeta) -> dict[str, Any]:
+    """The `frame-meta` JSON object of `meta` (for producers: the simulator, tests)."""
+    data: dict[str, Any] = {
+        "frame_id": meta.frame_id,
+        "line": meta.line,
+        "camera": meta.camera,
+        "surface": meta.surface,
+        "strip_id": meta.strip_id,
+        "captured_at": meta.captured_at.isoformat(),
+        "position_m": meta.position_m,
+        "mm_per_px_along": meta.mm_per_px_along,
+        "mm_per_px_across": meta.mm_per_px_across,
+        "edge_offset_mm": meta.edge_offset_mm,
+    }
+    for optional in ("width", "height", "image_uri"):
+        if getattr(meta, optional) is not None:
+            data[optional] = getattr(meta, optional)
+    return data
+
+
+def frame_headers(meta: FrameMeta, content_type: str) -> list[tuple[str, bytes]]:
+    """Kafka headers of a frame message: `content-type` and `frame-meta`."""
+    return [
+        (CONTENT_TYPE_HEADER, content_type.encode("utf-8")),
+        (FRAME_META_HEADER, to_json_bytes(frame_meta_dict(meta))),
+    ]
+
+
+# --- detections and alerts out ----------------------------------------------------------------
+
+
+def severity(confidence: float) -> str:
+    """Alert severity for a confidence in [0, 1] (see SEVERITY_LEVELS)."""
+    for lowest, level in SEVERITY_LEVELS:
+        if confidence >= lowest:
+            return level
+    return SEVERITY_LEVELS[-1][1]
+
+
+def detection_message(result: FrameResult, catalogue: Catalogue) -> dict[str, Any]:
+    """The detection.v1 message for one frame (also a clean one), with cause and prevention."""
+    meta = result.meta
+    detections = []
+    for d in result.detections:
+        defect = catalogue.get(d.class_name)
+        detections.append(
+            {
+                "tile_index": d.tile_index,
+                "class_id": defect.id,
+                "class_name": d.class_name,
+                "confidence": float(d.confidence),
+                "threshold": float(d.threshold),
+                "along_m": d.along_m,
+                "across_mm": d.across_mm,
+                "along_start_m": d.along_start_m,
+                "along_end_m": d.along_end_m,
+                "tile": {"x": d.x, "y": d.y, "size": d.size},
+                "cause": defect.cause,
+                "prevention": defect.prevention,
+            }
+        )
+    return {
+        "schema": DETECTION,
+        "frame_id": meta.frame_id,
+        "strip_id": meta.strip_id,
+        "line": meta.line,
+        "camera": meta.camera,
+        "surface": meta.surface,
+        "captured_at": meta.captured_at.isoformat(),
+        "processed_at": result.processed_at.isoformat(),
+        "position_m": meta.position_m,
+        "model_version": result.model_version,
+        "source": {
+            "topic": result.source.topic,
+            "partition": result.source.partition,
+            "offset": result.source.offset,
+        },
+        "tile_count": result.tile_count,
+        "defect_count": len(detections),
+        "classes_found": sorted({d.class_name for d in result.detections}),
+        "detections": detections,
+    }
+
+
+def per_frame_alerts(result: FrameResult, catalogue: Catalogue) -> list[dict[str, Any]]:
+    """Rule `per-frame`: one alert.v1 message per class found on the frame, in catalogue order."""
+    meta = result.meta
+    alerts = []
+    for defect in catalogue.classes:
+        found = [d for d in result.detections if d.class_name == defect.name]
+        if not found:
+            continue
+        top = max(d.confidence for d in found)
+        alerts.append(
+            {
+                "schema": ALERT,
+                "alert_id": f"{PER_FRAME_RULE}:{meta.frame_id}:{defect.name}",
+                "rule": PER_FRAME_RULE,
+                "severity": severity(top),
+                "class_id": defect.id,
+                "class_name": defect.name,
+                "cause": defect.cause,
+                "prevention": defect.prevention,
+                "strip_id": meta.strip_id,
+                "line": meta.line,
+                "camera": meta.camera,
+                "surface": meta.surface,
+                "frame_ids": [meta.frame_id],
+                "along_start_m": min(d.along_start_m for d in found),
+                "along_end_m": max(d.along_end_m for d in found),
+                "count": len(found),
+                "max_confidence": float(top),
+                "model_version": result.model_version,
+                "raised_at": result.processed_at.isoformat(),
+            }
+        )
+    return alerts

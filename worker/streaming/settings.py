@@ -1,0 +1,367 @@
+"""The worker's settings: one frozen, typed object built once in `main()` from the environment and
+the command line (a flag wins over its environment variable, which wins over the default).
+
+`OPTIONS` is the single table of settings: field, environment variable, command-line flag, type,
+default and help. `steel-worker run` builds its flags from it and the README's configuration table
+is printed from it (`configuration_table()`). Secrets (`DATABASE_URL`, the SASL password, the TLS
+key password) are held as `Secret`, whose repr and str are masked, so logging the settings (or an
+exception that shows them) never prints a password.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from worker.errors import ConfigError
+
+MASK = "**********"
+
+
+class Secret:
+    """A string that does not show itself: repr/str/format print a mask; `reveal()` returns it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        object.__setattr__(self, "_value", value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Secret is immutable")
+
+    def reveal(self) -> str:
+        """The secret itself: pass it to the client that needs it, never to a logger."""
+        return str(self._value)
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK!r})"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __format__(self, spec: str) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Secret cannot be pickled")
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: dataclass field, environment variable, CLI flag, parser, default and help."""
+
+    field: str
+    env: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    secret: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"expected an integer > 0, received {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected an integer >= 0, received {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"expected a TCP port 0..65535, received {text!r}")
+    return value
+
+
+def _choice(choices: tuple[str, ...], upper: bool = False) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().upper() if upper else text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, received {text!r}")
+        return value
+
+    return parse
+
+
+def _text(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError("expected a non-empty value")
+    return value
+
+
+def _path(text: str) -> Path:
+    return Path(_text(text)).expanduser()
+
+
+def _secret(text: str) -> Secret:
+    if not text:
+        raise ValueError("expected a non-empty value")
+    return Secret(text)
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+REQUIRED = object()  # default of the settings that have none
+
+OPTIONS: tuple[Option, ...] = (
+    Option("bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", _text, REQUIRED,
+           "Kafka bootstrap servers, comma-separated host:port"),
+    Option("database_url", "DATABASE_URL", _secret, REQUIRED,
+           "SQLAlchemy URL of the defect database, e.g. postgresql+psycopg2://user:pw@host/db", secret=True),
+    Option("model_path", "MODEL_PATH", _path, REQUIRED, "model artefact directory written by `train`"),
+    Option("frames_topic", "FRAMES_TOPIC", _text, "mill.frames", "topic the cameras publish frames to"),
+    Option("detections_topic", "DETECTIONS_TOPIC", _text, "mill.detections",
+           "topic for one detection message per frame"),
+    Option("alerts_topic", "ALERTS_TOPIC", _text, "mill.alerts", "topic for cause-linked alerts"),
+    Option("dlq_topic", "DLQ_TOPIC", _text, "mill.frames.dlq", "dead-letter topic for frames refused"),
+    Option("consumer_group", "CONSUMER_GROUP", _text, "steel-worker", "Kafka consumer group of the workers"),
+    Option("batch_tiles", "BATCH_TILES", _positive_int, 32,
+           "close a micro-batch once it holds this many tiles (frames are never split)"),
+    Option("batch_max_wait_ms", "BATCH_MAX_WAIT_MS", _non_negative_int, 500,
+           "close a micro-batch once its oldest frame waited this long"),
+    Option("tile_size", "TILE_SIZE", _positive_int, 256, "tile side in pixels"),
+    Option("tile_min_overlap", "TILE_MIN_OVERLAP", _non_negative_int, 0,
+           "least overlap between neighbouring tiles, in pixels"),
+    Option("decode_threads", "DECODE_THREADS", _positive_int, 2, "threads decoding images"),
+    Option("max_frame_bytes", "MAX_FRAME_BYTES", _positive_int, 16 * 1024 * 1024,
+           "refuse frames whose payload is larger (dead-letter reason oversize-payload)"),
+    Option("max_frame_pixels", "MAX_FRAME_PIXELS", _positive_int, 40_000_000,
+           "refuse images whose header declares more pixels, before decoding (image-too-large)"),
+    Option("metrics_host", "METRICS_HOST", _text, "0.0.0.0", "address of the /metrics and /healthz server"),
+    Option("metrics_port", "METRICS_PORT", _port, 9108, "port of /metrics and /healthz; 0 picks a free port"),
+    Option("max_poll_records", "KAFKA_MAX_POLL_RECORDS", _positive_int, 64, "most frames one poll returns"),
+    Option("poll_timeout_ms", "KAFKA_POLL_TIMEOUT_MS", _positive_int, 200, "longest wait of one poll"),
+    Option("session_timeout_ms", "KAFKA_SESSION_TIMEOUT_MS", _positive_int, 10_000,
+           "consumer group session timeout"),
+    Option("max_poll_interval_ms", "KAFKA_MAX_POLL_INTERVAL_MS", _positive_int, 300_000,
+           "longest time between polls before the group evicts the worker"),
+    Option("retry_backoff_ms", "RETRY_BACKOFF_MS", _positive_int, 200,
+           "first wait after a failed database write or publish; doubles per retry"),
+    Option("retry_backoff_max_ms", "RETRY_BACKOFF_MAX_MS", _positive_int, 10_000,
+           "longest wait between retries"),
+    Option("shutdown_timeout_s", "SHUTDOWN_TIMEOUT_S", _positive_int, 30,
+           "on SIGTERM, how long to keep retrying the batch in flight before leaving it uncommitted"),
+    Option("worker_id", "WORKER_ID", _text, None, "name of this worker in logs and dead-letter headers "
+           "(default: host-pid)"),
+    Option("log_format", "LOG_FORMAT", _choice(LOG_FORMATS), "auto",
+           "auto: JSON unless stdout is a terminal"),
+    Option("log_level", "LOG_LEVEL", _choice(LOG_LEVELS), "info", "least level logged"),
+    Option("security_protocol", "KAFKA_SECURITY_PROTOCOL", _choice(SECURITY_PROTOCOLS, upper=True),
+           "PLAINTEXT", "Kafka security protocol: " + ", ".join(SECURITY_PROTOCOLS)),
+    Option("sasl_mechanism", "KAFKA_SASL_MECHANISM", _choice(SASL_MECHANISMS, upper=True), None,
+           "SASL mechanism: " + ", ".join(SASL_MECHANISMS)),
+    Option("sasl_username", "KAFKA_SASL_USERNAME", _text, None, "SASL user name"),
+    Option("sasl_password", "KAFKA_SASL_PASSWORD", _secret, None, "SASL password", secret=True),
+    Option("ssl_cafile", "KAFKA_SSL_CA_FILE", _path, None, "CA bundle that signed the brokers' certificates"),
+    Option("ssl_certfile", "KAFKA_SSL_CERT_FILE", _path, None, "client certificate (mutual TLS)"),
+    Option("ssl_keyfile", "KAFKA_SSL_KEY_FILE", _path, None, "client private key (mutual TLS)"),
+    Option("ssl_key_password", "KAFKA_SSL_KEY_PASSWORD", _secret, None, "password of the client key",
+           secret=True),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `steel-worker run` is configured with; see OPTIONS for each field's meaning."""
+
+    bootstrap_servers: str
+    database_url: Secret
+    model_path: Path
+    frames_topic: str
+    detections_topic: str
+    alerts_topic: str
+    dlq_topic: str
+    consumer_group: str
+    batch_tiles: int
+    batch_max_wait_ms: int
+    tile_size: int
+    tile_min_overlap: int
+    decode_threads: int
+    max_frame_bytes: int
+    max_frame_pixels: int
+    metrics_host: str
+    metrics_port: int
+    max_poll_records: int
+    poll_timeout_ms: int
+    session_timeout_ms: int
+    max_poll_interval_ms: int
+    retry_backoff_ms: int
+    retry_backoff_max_ms: int
+    shutdown_timeout_s: int
+    worker_id: str
+    log_format: str
+    log_level: str
+    security_protocol: str
+    sasl_mechanism: str | None
+    sasl_username: str | None
+    sasl_password: Secret | None
+    ssl_cafile: Path | None
+    ssl_certfile: Path | None
+    ssl_keyfile: Path | None
+    ssl_key_password: Secret | None
+
+    def __post_init__(self) -> None:
+        _check_consistency(self)
+
+    def kafka_options(self) -> dict[str, Any]:
+        """Connection and security keyword arguments shared by KafkaConsumer and KafkaProducer."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()],
+            "client_id": self.worker_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password.reveal() if self.sasl_password else None
+        if self.security_protocol.endswith("SSL"):
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                value = getattr(self, name)
+                if value is not None:
+                    options[name] = str(value)
+            if self.ssl_key_password is not None:
+                options["ssl_password"] = self.ssl_key_password.reveal()
+        return options
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as plain values safe to log: secrets masked, the database password hidden."""
+        described: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            described[f.name] = str(value) if isinstance(value, Secret | Path) else value
+        described["database_url"] = masked_database_url(self.database_url)
+        return described
+
+
+def masked_database_url(url: Secret) -> str:
+    """The database URL with its password replaced by '***' (for logs and error messages)."""
+    try:
+        return make_url(url.reveal()).render_as_string(hide_password=True)
+    except ArgumentError:
+        return MASK
+
+
+def _check_consistency(s: Settings) -> None:
+    """Refuse combinations that cannot work or that would leak a password on the network."""
+    sasl = s.security_protocol.startswith("SASL")
+    if sasl and (s.sasl_mechanism is None or s.sasl_username is None or s.sasl_password is None):
+        raise ConfigError(
+            f"KAFKA_SECURITY_PROTOCOL={s.security_protocol} needs KAFKA_SASL_MECHANISM, "
+            "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD; received "
+            f"mechanism={s.sasl_mechanism}, username={s.sasl_username}, "
+            f"password={'set' if s.sasl_password else 'missing'}"
+        )
+    if not sasl and (s.sasl_mechanism or s.sasl_username or s.sasl_password):
+        raise ConfigError(
+            f"SASL credentials are set but KAFKA_SECURITY_PROTOCOL={s.security_protocol}; "
+            "expected SASL_SSL (or SASL_PLAINTEXT) so that they are used"
+        )
+    if s.security_protocol == "SASL_PLAINTEXT" and s.sasl_mechanism == "PLAIN":
+        raise ConfigError(
+            "KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT with KAFKA_SASL_MECHANISM=PLAIN would send the "
+            "password unencrypted; expected SASL_SSL, or a SCRAM mechanism"
+        )
+    if not s.security_protocol.endswith("SSL") and (s.ssl_cafile or s.ssl_certfile or s.ssl_keyfile):
+        raise ConfigError(
+            f"TLS files are set but KAFKA_SECURITY_PROTOCOL={s.security_protocol}; expected SSL or SASL_SSL"
+        )
+    if (s.ssl_certfile is None) != (s.ssl_keyfile is None):
+        raise ConfigError("KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE go together; expected both or neither")
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(s, name)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{_option(name).env}={path}: expected an existing file")
+    if s.tile_min_overlap >= s.tile_size:
+        raise ConfigError(
+            f"TILE_MIN_OVERLAP must be smaller than TILE_SIZE, received {s.tile_min_overlap} >= {s.tile_size}"
+        )
+    if s.retry_backoff_max_ms < s.retry_backoff_ms:
+        raise ConfigError(
+            f"RETRY_BACKOFF_MAX_MS ({s.retry_backoff_max_ms}) must be >= "
+            f"RETRY_BACKOFF_MS ({s.retry_backoff_ms})"
+        )
+    if s.poll_timeout_ms >= s.max_poll_interval_ms:
+        raise ConfigError(
+            f"KAFKA_POLL_TIMEOUT_MS ({s.poll_timeout_ms}) must be below "
+            f"KAFKA_MAX_POLL_INTERVAL_MS ({s.max_poll_interval_ms})"
+        )
+
+
+def _option(field_name: str) -> Option:
+    return next(o for o in OPTIONS if o.field == field_name)
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build Settings: `overrides` (CLI values, None = not given) over `env` (default os.environ)
+    over defaults. ConfigError names the variable and flag of a missing or invalid setting."""
+    env = os.environ if env is None else env
+    overrides = overrides or {}
+    values: dict[str, Any] = {}
+    missing: list[str] = []
+    for option in OPTIONS:
+        given = overrides.get(option.field)
+        source = f"{option.flag}"
+        if given is None:
+            given = env.get(option.env) or None  # an empty variable counts as unset
+            source = option.env
+        if given is None:
+            if option.default is REQUIRED:
+                missing.append(f"{option.env} (or {option.flag})")
+                continue
+            values[option.field] = _default_worker_id() if option.field == "worker_id" else option.default
+            continue
+        if not isinstance(given, str):
+            values[option.field] = given  # already typed (argparse type= or a test)
+            continue
+        try:
+            values[option.field] = option.parse(given)
+        except ValueError as exc:
+            shown = MASK if option.secret else repr(given)
+            detail = str(exc).replace(repr(given), shown) if option.secret else str(exc)
+            raise ConfigError(f"{source}: {detail} (received {shown})") from None
+    if missing:
+        raise ConfigError("missing required settings: " + ", ".join(missing))
+    return Settings(**values)
+
+
+def configuration_table() -> str:
+    """A Markdown table of every setting: variable, flag, default, meaning (for the README)."""
+    rows = ["| variable | flag | default | meaning |", "|---|---|---|---|"]
+    for o in OPTIONS:
+        default = "required" if o.default is REQUIRED else ("—" if o.default is None else f"`{o.default}`")
+        rows.append(f"| `{o.env}` | `{o.flag}` | {default} | {o.help} |")
+    return "\n".join(rows)
