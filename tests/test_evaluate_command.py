@@ -1,0 +1,213 @@
+"""`steel-worker evaluate`: exact numbers from a crafted scores file, the report files, every bad input.
+
+The CLI runs through `worker.cli.main` with only the evaluate command registered, so these tests
+depend on nothing but the evaluation package.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from worker import cli
+from worker.evaluation.command import read_scores_csv, write_scores_csv
+from worker.evaluation.report import evaluate_scores
+
+# The six images of tests/test_metrics.py, with extra columns and the score columns out of order.
+CRAFTED = """\
+tile,score_scratches,label_holes,score_holes,label_scratches,note
+a.png,0.1,1,0.9,0,x
+b.png,0.8,1,0.4,1,
+c.png,0.2,0,0.3,0,
+d.png,0.55,0,0.6,1,y
+e.png,0.45,1,0.7,0,
+f.png,0.05,0,0.1,0,
+"""
+FIGURES = ("roc.png", "confusion_matrices.png", "threshold_sweep.png")
+
+
+@pytest.fixture(autouse=True)
+def _only_evaluate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("worker.evaluation.command",))
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _evaluate(*argv: str) -> int:
+    return cli.main(["evaluate", *argv])
+
+
+def test_crafted_scores_give_exact_report(tmp_path: Path) -> None:
+    """holes at 0.4: tp 3 (.9 .4 .7), fp 1 (.6), tn 2, fn 0 → P 3/4, R 1, F1 6/7, acc 5/6, AUC 8/9;
+    scratches at the default 0.5: perfect; binary accuracy (1+1+1+.5+1+1)/6 = 11/12."""
+    scores = _write(tmp_path / "scores.csv", CRAFTED)
+    out = tmp_path / "report"
+    assert _evaluate("--scores", str(scores), "--thresholds", "holes=0.4", "--out", str(out)) == 0
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_images"] == 6
+    assert str(scores) in report["source"]
+    assert list(report["classes"]) == ["holes", "scratches"]
+    holes, scratches = report["classes"]["holes"], report["classes"]["scratches"]
+    assert {k: holes[k] for k in ("tp", "tn", "fp", "fn", "threshold")} == {
+        "tp": 3, "tn": 2, "fp": 1, "fn": 0, "threshold": 0.4,
+    }
+    assert holes["precision"] == pytest.approx(3 / 4)
+    assert holes["recall"] == 1.0
+    assert holes["f1"] == pytest.approx(6 / 7)
+    assert holes["accuracy"] == pytest.approx(5 / 6)
+    assert holes["auc"] == pytest.approx(8 / 9)
+    assert scratches == {
+        "tp": 2, "tn": 4, "fp": 0, "fn": 0, "recall": 1.0, "precision": 1.0, "accuracy": 1.0,
+        "f1": 1.0, "auc": 1.0, "threshold": 0.5,
+    }
+    assert report["binary_accuracy"] == pytest.approx(11 / 12)
+    # holes at the fixed 0.2: .9 .4 .3 .6 .7 positive → tp 3, fp 2, tn 1, fn 0
+    at_02 = report["fixed_thresholds"]["0.2"]["classes"]["holes"]
+    assert (at_02["tp"], at_02["fp"], at_02["tn"], at_02["fn"]) == (3, 2, 1, 0)
+
+    for name in FIGURES:
+        image = cv2.imread(str(out / name))
+        assert image is not None and image.shape[0] > 200 and image.shape[1] > 200, name
+        assert report["figures"][Path(name).stem] == name
+    assert "training_curves" not in report["figures"]  # no model, no history
+    markdown = (out / "report.md").read_text()
+    assert "| holes | 3 | 0.40 | 3 | 1 | 2 | 0 | 0.7500 | 1.0000 | 0.8571 | 0.8333 | 0.8889 |" in markdown
+    assert "0.9167" in markdown  # binary accuracy
+    for name in FIGURES:
+        assert f"]({name})" in markdown
+    sweep_rows = (out / "sweep.csv").read_text().splitlines()
+    assert sweep_rows[0] == "threshold,class,tp,fp,tn,fn,precision,recall,f1,errors"
+    assert len(sweep_rows) == 1 + 21 * 2
+
+
+def test_default_threshold_is_half(tmp_path: Path) -> None:
+    """Without --thresholds every class is judged at 0.5: holes tp 2, fn 1, fp 1; binary accuracy 5/6."""
+    scores = _write(tmp_path / "scores.csv", CRAFTED)
+    assert _evaluate("--scores", str(scores), "--out", str(tmp_path / "r")) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    holes = report["classes"]["holes"]
+    assert (holes["tp"], holes["fn"], holes["fp"], holes["threshold"]) == (2, 1, 1, 0.5)
+    assert report["binary_accuracy"] == pytest.approx(5 / 6)
+
+
+def test_class_without_both_label_values_reports_undefined_auc(tmp_path: Path) -> None:
+    """A class never present in the file: AUC null in JSON, 'undefined' in the markdown, no crash."""
+    scores = _write(tmp_path / "s.csv", "label_holes,score_holes\n0,0.2\n0,0.7\n0,0.1\n")
+    assert _evaluate("--scores", str(scores), "--out", str(tmp_path / "r")) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["classes"]["holes"]["auc"] is None
+    assert report["classes"]["holes"]["fp"] == 1
+    assert "undefined" in (tmp_path / "r" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "empty, expected a header"),
+        ("label_holes,score_holes\n", "no rows after the header"),
+        ("tile,a,b\nx.png,1,0.5\n", "expected columns label_<class> and score_<class>"),
+        ("label_holes,score_holes,label_rolling\n1,0.5,0\n", r"missing columns \['score_rolling'\]"),
+        ("label_holes,score_holes,score_rolling\n1,0.5,0.1\n", r"missing columns \['label_rolling'\]"),
+        ("label_holes,score_holes\n1,0.5\n2,0.5\n", r":3: label_holes must be 0 or 1, received '2'"),
+        ("label_holes,score_holes\nyes,0.5\n", r":2: label_holes must be 0 or 1, received 'yes'"),
+        ("label_holes,score_holes\n1,1.5\n", r":2: score_holes must be a number in \[0, 1\], received '1.5'"),
+        ("label_holes,score_holes\n1,-0.1\n", r"score_holes must be a number in \[0, 1\], received '-0.1'"),
+        ("label_holes,score_holes\n1,nan\n", r"score_holes must be a number in \[0, 1\], received 'nan'"),
+        ("label_holes,score_holes\n1,high\n", r"score_holes must be a number in \[0, 1\], received 'high'"),
+        ("label_holes,score_holes\n1,0.5,7\n", ":2: expected 2 columns, received 3"),
+        ("label_holes,score_holes,label_holes\n1,0.5,1\n", r"duplicate columns \['label_holes'\]"),
+    ],
+)
+def test_bad_scores_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    """Each malformed file exits with status 2 and a message naming the file, line and column."""
+    scores = _write(tmp_path / "bad.csv", content)
+    assert _evaluate("--scores", str(scores), "--out", str(tmp_path / "r")) == 2
+    err = capsys.readouterr().err
+    assert "steel-worker evaluate: error: scores file" in err and str(scores) in err
+    assert re.search(message, err), err
+    assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_missing_scores_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _evaluate("--scores", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "r")) == 2
+    assert "nope.csv: not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "message"),
+    [
+        ("rolling=0.3", "unknown class 'rolling'; expected one of ['holes', 'scratches']"),
+        ("holes=1.5", "holes: expected a number in [0, 1], received '1.5'"),
+        ("holes=low", "holes: expected a number in [0, 1], received 'low'"),
+        ("holes:0.3", "expected NAME=VALUE items separated by commas, received 'holes:0.3'"),
+        ("holes=0.3,holes=0.4", "class 'holes' is given twice"),
+    ],
+)
+def test_bad_thresholds_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], thresholds: str, message: str
+) -> None:
+    scores = _write(tmp_path / "scores.csv", CRAFTED)
+    assert _evaluate("--scores", str(scores), "--thresholds", thresholds, "--out", str(tmp_path / "r")) == 2
+    err = capsys.readouterr().err
+    assert f"--thresholds: {message}" in err
+
+
+def test_data_is_refused_with_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scores = _write(tmp_path / "scores.csv", CRAFTED)
+    assert _evaluate("--scores", str(scores), "--data", str(tmp_path), "--out", str(tmp_path / "r")) == 2
+    assert "--data: only with --model" in capsys.readouterr().err
+
+
+def test_scores_and_model_are_exclusive(tmp_path: Path) -> None:
+    """argparse refuses both sources at once (usage error, exit status 2)."""
+    with pytest.raises(SystemExit) as exc:
+        _evaluate("--scores", "a.csv", "--model", "m", "--out", str(tmp_path))
+    assert exc.value.code == 2
+
+
+def test_scores_csv_round_trip_is_exact(tmp_path: Path) -> None:
+    """write_scores_csv then read_scores_csv returns the same float32 scores bit for bit, so
+    `evaluate --scores REPORT/scores.csv` re-judges a model's run without drift."""
+    rng = np.random.default_rng(3)
+    scores = rng.random((20, 3)).astype(np.float32)
+    labels = (rng.random((20, 3)) < 0.3).astype(np.uint8)
+    tiles = tuple(f"tiles/t{i}.png" for i in range(20))
+    write_scores_csv(tmp_path / "scores.csv", tiles, ("a", "b", "c"), labels, scores)
+    table = read_scores_csv(tmp_path / "scores.csv")
+    assert table.class_names == ("a", "b", "c")
+    np.testing.assert_array_equal(table.labels, labels)
+    np.testing.assert_array_equal(table.scores, scores.astype(float))
+
+
+def test_history_adds_training_curves(tmp_path: Path) -> None:
+    """A Keras CSVLogger history gives training_curves.png and its link; extra keys reach report.json."""
+    history = _write(
+        tmp_path / "history.csv",
+        "epoch,auc,learning_rate,loss,val_auc,val_loss\n"
+        "0,0.61,0.001,0.9,0.58,1.0\n1,0.70,0.001,0.6,0.66,0.8\n2,0.78,0.00075,0.4,0.71,0.7\n",
+    )
+    table = read_scores_csv(_write(tmp_path / "scores.csv", CRAFTED))
+    report = evaluate_scores(
+        table.labels, table.scores, table.class_names, 0.5, tmp_path / "r",
+        history_csv=history, extra={"model_version": "abc123"},
+    )
+    assert report["figures"]["training_curves"] == "training_curves.png"
+    assert cv2.imread(str(tmp_path / "r" / "training_curves.png")) is not None
+    saved = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert saved["model_version"] == "abc123"
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "](training_curves.png)" in markdown and "abc123" in markdown
+    with pytest.raises(ValueError, match="would replace"):
+        evaluate_scores(table.labels, table.scores, table.class_names, 0.5, tmp_path / "r2",
+                        extra={"classes": {}})
