@@ -1,0 +1,1 @@
+"""The defect database: schema (tables), migrations helpers, the writer, the schema check."""
