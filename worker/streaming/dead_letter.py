@@ -1,0 +1,64 @@
+"""The dead-letter queue: a refused frame goes, unchanged, to the DLQ topic with headers saying why.
+
+The message keeps its original key, value and headers (so it can be inspected and replayed as it
+was); the `dlq-*` headers of `schemas/dead-letter-headers.v1.json` are added, replacing any that a
+previous trip through a dead-letter queue left.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.streaming import contracts
+from worker.streaming.decode import InboundMessage, Rejected
+
+DLQ_PREFIX = "dlq-"
+MAX_DETAIL = 2000
+
+
+def dead_letter_header_values(
+    message: InboundMessage, rejected: Rejected, worker_id: str, at: datetime
+) -> dict[str, str]:
+    """The `dlq-*` headers as strings; valid against dead-letter-headers.v1 (checked)."""
+    values = {
+        "dlq-reason": rejected.reason,
+        "dlq-stage": rejected.stage,
+        "dlq-detail": rejected.detail[:MAX_DETAIL],
+        "dlq-source-topic": message.source.topic,
+        "dlq-source-partition": str(message.source.partition),
+        "dlq-source-offset": str(message.source.offset),
+        "dlq-at": at.astimezone(UTC).isoformat(),
+        "dlq-worker": worker_id,
+    }
+    contracts.validate(contracts.DEAD_LETTER_HEADERS, values)
+    return values
+
+
+def dead_letter_headers(
+    message: InboundMessage, rejected: Rejected, worker_id: str, at: datetime
+) -> list[tuple[str, bytes]]:
+    """The original headers (less earlier `dlq-*` ones) followed by this refusal's `dlq-*` headers."""
+    kept = [(k, v) for k, v in message.headers if not k.lower().startswith(DLQ_PREFIX)]
+    added = [
+        (k, v.encode("utf-8")) for k, v in dead_letter_header_values(message, rejected, worker_id, at).items()
+    ]
+    return kept + added
+
+
+class DeadLetterPublisher:
+    """Produces refused frames to the dead-letter topic; the caller flushes the producer."""
+
+    def __init__(self, producer: Any, topic: str, worker_id: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.worker_id = worker_id
+
+    def publish(self, message: InboundMessage, rejected: Rejected) -> Any:
+        """Send the original message plus `dlq-*` headers; returns the send future."""
+        return self.producer.send(
+            self.topic,
+            key=message.key,
+            value=message.value,
+            headers=dead_letter_headers(message, rejected, self.worker_id, datetime.now(UTC)),
+        )

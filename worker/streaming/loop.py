@@ -1,0 +1,448 @@
+"""The worker loop: frames from Kafka → detections in PostgreSQL and on Kafka, nothing lost, nothing
+written twice.
+
+Read `Worker.run` top to bottom:
+
+    poll → decode + validate (thread pool; bad frames become Rejected) → tile → queue
+    → when the queue holds BATCH_TILES tiles, or its oldest frame waited BATCH_MAX_WAIT_MS:
+      take one micro-batch (whole frames, in arrival order) → model → per-class thresholds
+      → deliver: StorageWriter.write_results (one transaction, idempotent by frame id)
+                 → produce one detection message per frame, one alert per frame and class found,
+                   the refused frames to the dead-letter topic → producer.flush + every send checked
+                 → commit, per partition, the offset after the batch's last message
+
+Guarantees:
+- An offset is committed only after the database transaction and the producer flush that cover
+  every message before it on its partition succeeded. Batches are prefixes of the queue, so
+  committed offsets never pass an unwritten frame.
+- A failed step (database or broker down) is retried with exponential backoff, resuming at the
+  step that failed; consumption is paused meanwhile (the consumer keeps polling, so it stays in
+  its group). A batch is never skipped.
+- Database writes are exactly-once (the ledger is keyed by frame id). Detection, alert and
+  dead-letter messages are at-least-once: a frame redelivered after a crash between the database
+  commit and the flush is published again; consumers deduplicate by frame id (alert id).
+- Rebalance: kafka-python 3 calls the listener on its IO thread, where blocking calls such as
+  commit are refused, so the listener only records the revoked partitions. Everything the loop
+  has processed is already committed when it polls (commits happen at the end of each batch,
+  before the next poll); after each poll the loop drops queued and in-flight work of revoked
+  partitions, which is uncommitted and goes to the partitions' next owner.
+- SIGTERM/SIGINT (`request_stop`) only sets a flag. The loop finishes the batch in flight
+  (retrying up to SHUTDOWN_TIMEOUT_S), commits it, and returns; frames fetched but not yet in a
+  batch are left uncommitted and are redelivered. After a clean stop, the committed offsets and
+  the ledger agree: every frame before the committed offset is written, none after it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+from sqlalchemy import exc as sa_exc
+
+from worker.errors import SteelWorkerError
+from worker.streaming import contracts
+from worker.streaming.classify import FrameClassifier, TiledFrame, tile_frame
+from worker.streaming.dead_letter import DeadLetterPublisher
+from worker.streaming.decode import Decoder, InboundMessage, Rejected
+from worker.streaming.observability import (
+    RETRYING,
+    RUNNING,
+    STOPPED,
+    STOPPING,
+    Health,
+    Metrics,
+    message_context,
+)
+from worker.streaming.records import DecodedFrame, FrameResult, KafkaCoordinates
+from worker.streaming.settings import Settings
+
+log = structlog.get_logger("worker.streaming")
+
+PUBLISH_TIMEOUT_S = 35.0  # a little over the producer's delivery timeout (see run_command)
+
+# Failures that pass: the database or the broker is unreachable, restarting, or timing out.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+    KafkaError,
+)
+
+
+class DeliveryError(SteelWorkerError):
+    """Some output messages of a batch were not acknowledged by the broker (retried)."""
+
+
+class ResultWriter(Protocol):
+    """The storage side (`worker.storage.StorageWriter`): one idempotent transaction per call."""
+
+    def write_results(self, results: Sequence[FrameResult]) -> Any: ...
+
+
+@dataclass
+class Entry:
+    """One consumed message on its way through the loop: a tiled frame, or a refusal."""
+
+    message: InboundMessage
+    outcome: TiledFrame | Rejected
+    received_at: float
+    result: FrameResult | None = None
+
+    @property
+    def partition(self) -> TopicPartition:
+        return TopicPartition(self.message.source.topic, self.message.source.partition)
+
+    @property
+    def tiles(self) -> int:
+        return len(self.outcome.tiles) if isinstance(self.outcome, TiledFrame) else 0
+
+
+@dataclass
+class Batch:
+    """A micro-batch: whole frames in arrival order, and how far its delivery got."""
+
+    entries: list[Entry]
+    written: bool = False
+    published: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    def drop(self, partitions: set[TopicPartition]) -> int:
+        """Forget the entries of `partitions` (revoked); returns how many were dropped."""
+        kept = [e for e in self.entries if e.partition not in partitions]
+        dropped = len(self.entries) - len(kept)
+        self.entries = kept
+        return dropped
+
+    def results(self) -> list[FrameResult]:
+        return [e.result for e in self.entries if e.result is not None]
+
+    def next_offsets(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the batch's last message there: what to commit."""
+        offsets: dict[TopicPartition, int] = {}
+        for e in self.entries:
+            offsets[e.partition] = max(offsets.get(e.partition, 0), e.message.source.offset + 1)
+        return offsets
+
+
+class _RecordRevocations(ConsumerRebalanceListener):
+    """Runs on kafka-python's IO thread: only records what was revoked, for the loop to apply."""
+
+    def __init__(self, revoked: list[set[TopicPartition]]) -> None:
+        self._revoked = revoked
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._revoked.append(set(revoked))  # list.append is atomic; the loop drains it after poll
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        log.info("partitions.assigned", partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+
+class Worker:
+    """The streaming worker. Build it with its parts (see `run_command`), then call `run()`.
+
+    The consumer must be created with `enable_auto_commit=False`; the worker subscribes it.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        consumer: Any,
+        producer: Any,
+        classifier: FrameClassifier,
+        writer: ResultWriter,
+        decoder: Decoder,
+        metrics: Metrics,
+        health: Health,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.producer = producer
+        self.classifier = classifier
+        self.writer = writer
+        self.decoder = decoder
+        self.metrics = metrics
+        self.health = health
+        self.dead_letters = DeadLetterPublisher(producer, settings.dlq_topic, settings.worker_id)
+        self._queue: deque[Entry] = deque()
+        self._in_flight: Batch | None = None
+        self._revoked: list[set[TopicPartition]] = []
+        self._paused: set[TopicPartition] = set()
+        self._stopping = False
+        self._stop_requested_at: float | None = None
+        self._abandoned = False
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Consume until `request_stop()`; returns 0 after a clean stop, 1 if the batch in flight
+        had to be left uncommitted (it will be redelivered)."""
+        self.consumer.subscribe([self.settings.frames_topic], listener=_RecordRevocations(self._revoked))
+        log.info("worker.started", topic=self.settings.frames_topic, group=self.settings.consumer_group)
+        while not self._stopping:
+            self._poll(self._poll_timeout_ms())
+            while self._batch_due() and not self._stopping:
+                self._process(self._take_batch())
+        self.health.tick(STOPPING)
+        if self._queue:  # fetched, not started: uncommitted, so redelivered to the next owner
+            log.info("worker.stopping", left_uncommitted=len(self._queue))
+            self._queue.clear()
+        self.health.tick(STOPPED)
+        log.info("worker.stopped", abandoned=self._abandoned)
+        return 1 if self._abandoned else 0
+
+    def request_stop(self) -> None:
+        """Ask the loop to finish its batch and return (safe to call from a signal handler)."""
+        if not self._stopping:
+            self._stop_requested_at = time.monotonic()
+        self._stopping = True
+
+    # --- poll, decode, tile, queue --------------------------------------------------------------
+
+    def _poll(self, timeout_ms: int) -> None:
+        records = self.consumer.poll(timeout_ms=timeout_ms)
+        self._apply_revocations()
+        if self._paused:
+            self._pause_all()  # partitions assigned during an outage start paused too
+        messages = [_inbound(r) for batch in records.values() for r in batch]
+        if messages:
+            now = time.monotonic()
+            for message, outcome in zip(messages, self.decoder.decode_all(messages), strict=True):
+                self._queue.append(Entry(message, self._tile_or_refusal(message, outcome), now))
+        self.health.tick(RETRYING if self._paused else RUNNING, queued=len(self._queue))
+
+    def _tile_or_refusal(
+        self, message: InboundMessage, outcome: DecodedFrame | Rejected
+    ) -> TiledFrame | Rejected:
+        if isinstance(outcome, Rejected):
+            with message_context(message.source, outcome.meta.frame_id if outcome.meta else None):
+                log.warning(
+                    "frame.refused", reason=outcome.reason, stage=outcome.stage, detail=outcome.detail
+                )
+            return outcome
+        return tile_frame(outcome, self.settings.tile_size, self.settings.tile_min_overlap)
+
+    def _apply_revocations(self) -> None:
+        while self._revoked:
+            revoked = self._revoked.pop(0)
+            dropped = 0
+            if self._in_flight is not None:
+                dropped += self._in_flight.drop(revoked)
+            kept = [e for e in self._queue if e.partition not in revoked]
+            dropped += len(self._queue) - len(kept)
+            self._queue = deque(kept)
+            self._paused -= revoked
+            log.info(
+                "partitions.revoked",
+                partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked),
+                dropped_uncommitted=dropped,
+            )
+
+    def _poll_timeout_ms(self) -> int:
+        if not self._queue:
+            return self.settings.poll_timeout_ms
+        waited_ms = (time.monotonic() - self._queue[0].received_at) * 1000
+        left_ms = self.settings.batch_max_wait_ms - waited_ms
+        return int(max(0, min(self.settings.poll_timeout_ms, left_ms)))
+
+    def _batch_due(self) -> bool:
+        if not self._queue:
+            return False
+        if sum(e.tiles for e in self._queue) >= self.settings.batch_tiles:
+            return True
+        waited_ms = (time.monotonic() - self._queue[0].received_at) * 1000
+        return waited_ms >= self.settings.batch_max_wait_ms
+
+    def _take_batch(self) -> Batch:
+        """The oldest queued entries, whole frames, up to BATCH_TILES tiles (at least one entry)."""
+        entries: list[Entry] = []
+        tiles = 0
+        while self._queue and (not entries or tiles + self._queue[0].tiles <= self.settings.batch_tiles):
+            entry = self._queue.popleft()
+            entries.append(entry)
+            tiles += entry.tiles
+        return Batch(entries)
+
+    # --- one batch: model, then deliver ---------------------------------------------------------
+
+    def _process(self, batch: Batch) -> None:
+        frames = [e for e in batch.entries if isinstance(e.outcome, TiledFrame)]
+        results = self.classifier.classify([e.outcome for e in frames], datetime.now(UTC))  # type: ignore[misc]
+        for entry, result in zip(frames, results, strict=True):
+            entry.result = result
+        self._in_flight = batch
+        try:
+            delivered = self._deliver(batch)
+        finally:
+            self._in_flight = None
+        if delivered:
+            self._count(batch)
+
+    def _deliver(self, batch: Batch) -> bool:
+        """Write, publish, commit; each failed step retried with backoff. False if abandoned."""
+        attempt = 0
+        while True:
+            if not batch.entries:  # every partition of the batch was revoked meanwhile
+                self._resume_all()
+                return True
+            step = "write"
+            try:
+                if not batch.written:
+                    self.writer.write_results(batch.results())
+                    batch.written = True
+                step = "publish"
+                if not batch.published:
+                    self._publish(batch)
+                    batch.published = True
+                step = "commit"
+                self._commit(batch)
+            except (*RETRYABLE_ERRORS, DeliveryError) as error:
+                attempt += 1
+                if not self._may_retry(batch, step, attempt, error):
+                    return False
+                continue
+            self._resume_all()
+            return True
+
+    def _publish(self, batch: Batch) -> None:
+        futures = []
+        catalogue = self.classifier.catalogue
+        for entry in batch.entries:
+            key = entry.message.key
+            if isinstance(entry.outcome, Rejected):
+                futures.append(self.dead_letters.publish(entry.message, entry.outcome))
+                continue
+            assert entry.result is not None
+            detection = contracts.detection_message(entry.result, catalogue)
+            futures.append(
+                self.producer.send(
+                    self.settings.detections_topic, key=key, value=contracts.to_json_bytes(detection)
+                )
+            )
+            for alert in contracts.per_frame_alerts(entry.result, catalogue):
+                futures.append(
+                    self.producer.send(
+                        self.settings.alerts_topic, key=key, value=contracts.to_json_bytes(alert)
+                    )
+                )
+        self.producer.flush(timeout=PUBLISH_TIMEOUT_S)
+        failed = [f for f in futures if not (f.is_done and f.succeeded())]
+        if failed:
+            first = failed[0].exception if failed[0].is_done else "not acknowledged in time"
+            raise DeliveryError(f"{len(failed)} of {len(futures)} output messages not delivered: {first!r}")
+
+    def _commit(self, batch: Batch) -> None:
+        offsets = batch.next_offsets()
+        if not offsets:
+            return
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        except CommitFailedError as error:
+            # The group rebalanced: the partitions have a new owner, who re-reads from the last
+            # commit. Everything is written; the redelivered frames are deduplicated by frame id.
+            log.warning("batch.commit_refused", error=str(error), offsets=_offset_text(offsets))
+            return
+        log.info(
+            "batch.committed",
+            frames=len(batch.results()),
+            refused=sum(isinstance(e.outcome, Rejected) for e in batch.entries),
+            tiles=sum(e.tiles for e in batch.entries),
+            offsets=_offset_text(offsets),
+        )
+        self._update_lag(offsets)
+
+    # --- failures: backoff, pause, stop ---------------------------------------------------------
+
+    def _may_retry(self, batch: Batch, step: str, attempt: int, error: BaseException) -> bool:
+        """Log, count, pause consumption and wait before the next attempt (polling meanwhile, so
+        the group keeps this worker). False when a stop was requested and SHUTDOWN_TIMEOUT_S
+        passed: the batch is abandoned, uncommitted."""
+        delay_ms = min(
+            self.settings.retry_backoff_ms * 2 ** (attempt - 1), self.settings.retry_backoff_max_ms
+        )
+        self.metrics.retries.labels(step=step).inc()
+        log.warning(
+            "batch.retry",
+            step=step,
+            attempt=attempt,
+            delay_ms=delay_ms,
+            error=f"{type(error).__name__}: {error}",
+        )
+        if self._stop_requested_at is not None:
+            waited = time.monotonic() - self._stop_requested_at
+            if waited >= self.settings.shutdown_timeout_s:
+                log.error(
+                    "batch.abandoned",
+                    frames=len(batch.entries),
+                    reason=f"stop requested {waited:.0f} s ago and {step} still fails; "
+                    "the batch stays uncommitted and will be redelivered",
+                )
+                self._abandoned = True
+                return False
+        self._pause_all()
+        deadline = time.monotonic() + delay_ms / 1000
+        while (left := deadline - time.monotonic()) > 0:
+            self._poll(int(min(left * 1000, self.settings.poll_timeout_ms)) or 1)
+        return True
+
+    def _pause_all(self) -> None:
+        assigned = set(self.consumer.assignment())
+        new = assigned - self._paused
+        if new:
+            self.consumer.pause(*new)
+            self._paused |= new
+
+    def _resume_all(self) -> None:
+        if self._paused:
+            still = self._paused & set(self.consumer.assignment())
+            if still:
+                self.consumer.resume(*still)
+            log.info("consumption.resumed", partitions=len(still))
+            self._paused = set()
+
+    # --- metrics --------------------------------------------------------------------------------
+
+    def _count(self, batch: Batch) -> None:
+        m = self.metrics
+        m.batch_seconds.observe(time.monotonic() - batch.started)
+        m.batch_frames.observe(len(batch.entries))
+        for entry in batch.entries:
+            if isinstance(entry.outcome, Rejected):
+                m.dead_lettered.labels(reason=entry.outcome.reason).inc()
+            elif entry.result is not None:
+                m.frames.inc()
+                m.tiles.inc(entry.result.tile_count)
+                for d in entry.result.detections:
+                    m.detections.labels(class_name=d.class_name).inc()
+
+    def _update_lag(self, committed: dict[TopicPartition, int]) -> None:
+        for tp, offset in committed.items():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                    max(0, highwater - offset)
+                )
+
+
+def _inbound(record: Any) -> InboundMessage:
+    headers = tuple((str(k), bytes(v) if v is not None else b"") for k, v in (record.headers or ()))
+    return InboundMessage(
+        source=KafkaCoordinates(record.topic, record.partition, record.offset),
+        key=record.key,
+        value=record.value,
+        headers=headers,
+        timestamp_ms=record.timestamp,
+    )
+
+
+def _offset_text(offsets: dict[TopicPartition, int]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]@{o}" for tp, o in sorted(offsets.items()))

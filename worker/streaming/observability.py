@@ -1,0 +1,199 @@
+"""Logs, metrics and health of the worker.
+
+- Logging: structlog, JSON lines when stdout is not a terminal (or LOG_FORMAT=json), key=value
+  console output otherwise. `message_context(...)` binds topic/partition/offset/frame_id through
+  contextvars, so every line logged while handling a message names it.
+- Metrics: `Metrics` holds the Prometheus series in its own registry (several workers may live in
+  one test process): frames, tiles, detections by class, dead-lettered by reason, retries, batch
+  latency histogram, consumer lag per partition.
+- Health: `Health` is the loop's heartbeat; `ObservabilityServer` serves `/metrics` and `/healthz`
+  (200 while the loop is alive — also while it retries an outage —, 503 while starting, stalled or
+  stopped) on METRICS_PORT.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import IO, Any
+
+import structlog
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from worker.streaming.records import KafkaCoordinates
+
+
+def configure_logging(fmt: str = "auto", level: str = "info", stream: IO[str] | None = None) -> None:
+    """Configure structlog once for the process: JSON or console, at least `level`."""
+    out = stream if stream is not None else sys.stdout
+    as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    if as_json:
+        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+
+
+@contextmanager
+def message_context(source: KafkaCoordinates, frame_id: str | None = None) -> Iterator[None]:
+    """Bind topic, partition, offset (and frame id when known) to every log line inside."""
+    with structlog.contextvars.bound_contextvars(
+        topic=source.topic, partition=source.partition, offset=source.offset, frame_id=frame_id
+    ):
+        yield
+
+
+class Metrics:
+    """The worker's Prometheus series, registered in `registry` (a fresh one by default)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.frames = Counter("steel_worker_frames", "Frames classified, written and published", registry=r)
+        self.tiles = Counter("steel_worker_tiles", "Tiles classified", registry=r)
+        self.detections = Counter(
+            "steel_worker_detections", "Detections written, by class", ["class_name"], registry=r
+        )
+        self.dead_lettered = Counter(
+            "steel_worker_dead_lettered",
+            "Frames sent to the dead-letter topic, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "steel_worker_retries", "Failed attempts to deliver a batch, by step", ["step"], registry=r
+        )
+        self.batch_seconds = Histogram(
+            "steel_worker_batch_seconds",
+            "Time to classify, write, publish and commit one micro-batch",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.batch_frames = Histogram(
+            "steel_worker_batch_frames",
+            "Frames per micro-batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "steel_worker_consumer_lag",
+            "Messages behind the end of each assigned partition (high watermark minus committed offset)",
+            ["topic", "partition"],
+            registry=r,
+        )
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """Current value of sample `name` (e.g. 'steel_worker_frames_total'); 0.0 when absent."""
+        found = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if found is None else found
+
+
+STARTING, RUNNING, RETRYING, STOPPING, STOPPED = "starting", "running", "retrying", "stopping", "stopped"
+
+
+class Health:
+    """The loop's heartbeat and state, read by the /healthz handler from another thread."""
+
+    def __init__(self, stall_after_s: float) -> None:
+        self.stall_after_s = stall_after_s
+        self._lock = threading.Lock()
+        self._state = STARTING
+        self._last_tick = time.monotonic()
+        self._detail: dict[str, Any] = {}
+
+    def tick(self, state: str | None = None, **detail: Any) -> None:
+        """The loop is alive (call at least every `stall_after_s`); optionally a new state/detail."""
+        with self._lock:
+            self._last_tick = time.monotonic()
+            if state is not None:
+                self._state = state
+            self._detail.update(detail)
+
+    def report(self) -> tuple[bool, dict[str, Any]]:
+        """(healthy, body): healthy while running or retrying with a recent heartbeat."""
+        with self._lock:
+            age = time.monotonic() - self._last_tick
+            state = self._state
+            body = {"state": state, "heartbeat_age_s": round(age, 3), **self._detail}
+        stalled = age > self.stall_after_s
+        if stalled:
+            body["state"] = "stalled"
+        return state in (RUNNING, RETRYING) and not stalled, body
+
+
+class ObservabilityServer:
+    """`/metrics` (Prometheus text format) and `/healthz` (JSON) on a background thread."""
+
+    def __init__(self, host: str, port: int, metrics: Metrics, health: Health) -> None:
+        handler = _handler(metrics, health)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> ObservabilityServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> ObservabilityServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _handler(metrics: Metrics, health: Health) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
+            elif path == "/healthz":
+                healthy, body = health.report()
+                self._send(200 if healthy else 503, "application/json", json.dumps(body).encode())
+            else:
+                self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n")
+
+        def _send(self, status: int, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Scrapes are not worth a log line each."""
+
+    return Handler
