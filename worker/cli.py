@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "worker.model.train_command",  # train
     "worker.evaluation.command",  # evaluate
     "worker.model.predict_command",  # predict
+    "worker.storage.command",  # db
 )
 
 
