@@ -151,22 +151,31 @@ def write_tileset(
 ) -> ImportSummary:
     """Write every tile through a `TileSetWriter`; labels.csv appears only if all went well.
 
+    On any failure the tiles written so far are removed again (and `out_dir`, if this call made it).
     DatasetError when no tile was produced (empty data set); CatalogueError when a tile names a
     class the catalogue lacks.
     """
     out = Path(out_dir)
+    created = not out.exists()
     prepare_out_dir(out, overwrite)
     class_counts: Counter[str] = Counter()
     combos: Counter[tuple[str, ...]] = Counter()
     sources: set[str] = set()
     order = {name: i for i, name in enumerate(catalogue.names)}
-    with TileSetWriter(out, catalogue) as writer:
-        for t in tiles:
-            writer.add(t.image, t.source, t.x, t.y, t.labels)
-            sources.add(t.source)
-            class_counts.update(t.labels)
-            combos[tuple(sorted(t.labels, key=lambda n: order.get(n, len(order))))] += 1
-        count = len(writer)
+    try:
+        with TileSetWriter(out, catalogue) as writer:
+            for t in tiles:
+                writer.add(t.image, t.source, t.x, t.y, t.labels)
+                sources.add(t.source)
+                class_counts.update(t.labels)
+                combos[tuple(sorted(t.labels, key=lambda n: order.get(n, len(order))))] += 1
+            count = len(writer)
+    except BaseException:
+        # Leave --out as it was found: no half-written tiles to trip over on the next run.
+        shutil.rmtree(out / TILES_DIR, ignore_errors=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     return ImportSummary(
         out_dir=out,
         catalogue=catalogue,

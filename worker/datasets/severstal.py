@@ -179,11 +179,12 @@ def iter_severstal_tiles(
     class_map: Mapping[int, str] | None = None,
     progress: bool = True,
 ) -> Iterator[LabelledTile]:
-    """Yield the labelled tiles of every image in `source/train_images`, sorted by name.
+    """The labelled tiles of every image in `source/train_images`, sorted by name (lazily).
 
-    DatasetError for a missing train.csv or train_images/, malformed RLE, an unreadable image
-    (also one named in train.csv but absent), a class map naming classes the catalogue lacks, or a
-    data set without images.
+    The file and class-map checks run at once, before the first tile. DatasetError for a missing
+    train.csv or train_images/, a class map naming classes the catalogue lacks, or a data set
+    without images (at once); for malformed RLE or an unreadable image, also one named in train.csv
+    but absent (when that image's turn comes).
     """
     root = Path(source)
     mapping = dict(DEFAULT_CLASS_MAP if class_map is None else class_map)
@@ -199,10 +200,22 @@ def iter_severstal_tiles(
         paths.setdefault(image_id, images_dir / image_id)  # a labelled image that is absent fails on read
     if not paths:
         raise DatasetError(f"{root}: empty data set, no images in {images_dir} and no rows in {TRAIN_CSV}")
+    return _severstal_tiles(paths, rows, mapping, tile, min_pixels, progress)
+
+
+def _severstal_tiles(  # noqa: PLR0917  (private; called once, positionally)
+    paths: Mapping[str, Path],
+    rows: Mapping[str, Mapping[int, list[str]]],
+    mapping: Mapping[int, str],
+    tile: int,
+    min_pixels: int,
+    progress: bool,
+) -> Iterator[LabelledTile]:
     for image_id in tqdm(sorted(paths), desc="severstal", unit="image", disable=not progress):
         image = read_grey(paths[image_id])
         height, width = image.shape
         masks = frame_masks(rows.get(image_id, {}), mapping, height, width, image_id)
+        # Masks are padded like the image, so a padded tile's labels describe the pixels it shows.
         image = pad_to_tile(image, tile)
         masks = {n: pad_to_tile(m.astype(np.uint8), tile).astype(bool) for n, m in masks.items()}
         windows = tile_windows(image.shape[0], image.shape[1], tile)

@@ -157,12 +157,14 @@ class SyntheticFrameGenerator:
             if not d.scale > 0:
                 raise ConfigError(f"DefectPlacement: scale must be > 0, received {d.scale}")
         image = self._background()
+        # Sensor noise is drawn before the defects, so a frame rendered with or without a defect from
+        # the same random state differs only where the defect was painted.
+        noise = self.rng.standard_normal(image.shape, dtype=np.float32) * self.rng.uniform(1.8, 3.2)
         masks = {n: np.zeros((self.height, self.width), dtype=bool) for n in SYNTHETIC_CLASSES}
         painters = {"holes": self._holes, "scratches": self._scratches, "rolling": self._tongue}
         for d in defects:
             mask = painters[d.class_name](image, d)
             masks[d.class_name] |= mask
-        noise = self.rng.standard_normal(image.shape, dtype=np.float32) * self.rng.uniform(1.8, 3.2)
         out = np.clip(image + noise, 0, 255).round().astype(np.uint8)
         return SyntheticFrame(image=out, masks=masks, defects=tuple(defects))
 
@@ -273,7 +275,7 @@ class SyntheticFrameGenerator:
             mid = np.array([d.column, d.row], dtype=float) + offset
             bend = normal * length * (curvature + rng.normal(0.0, 0.01))
             t = np.linspace(-0.5, 0.5, 48)[:, None]
-            points = mid + t * length * direction + (1 - 4 * t**2) * bend  # quadratic arc
+            points = mid + t * length * direction - 4 * t**2 * bend  # quadratic arc through mid
             pts = np.round(points * 16).astype(np.int32).reshape(-1, 1, 2)
             cv2.polylines(groove, [pts], False, 1, width, cv2.LINE_8, 4)
             lip_pts = np.round((points + normal * (width / 2 + 1.5)) * 16).astype(np.int32).reshape(-1, 1, 2)
@@ -343,10 +345,10 @@ def iter_synthetic_tiles(
     defect_rate: float = DEFAULT_DEFECT_RATE,
     progress: bool = True,
 ) -> Iterator[LabelledTile]:
-    """Yield the labelled tiles of `frames` generated frames (sources `synthetic-<seed>-<n>.png`).
+    """The labelled tiles of `frames` generated frames (sources `synthetic-<seed>-<n>.png`), lazily.
 
-    CatalogueError when the catalogue lacks holes, scratches or rolling; ConfigError for a frame
-    smaller than the tile or a non-positive frame count.
+    The checks run at once: CatalogueError when the catalogue lacks holes, scratches or rolling;
+    ConfigError for a frame smaller than the tile or a non-positive frame count.
     """
     check_synthetic_catalogue(catalogue)
     if frames < 1:
@@ -356,10 +358,16 @@ def iter_synthetic_tiles(
             f"synthetic frames of {frame_height}×{frame_width} px are smaller than the tile {tile}"
         )
     generator = SyntheticFrameGenerator(seed, frame_height, frame_width, defect_rate)
-    windows = tile_windows(frame_height, frame_width, tile)
+    return _synthetic_tiles(generator, frames, tile, min_pixels, progress)
+
+
+def _synthetic_tiles(
+    generator: SyntheticFrameGenerator, frames: int, tile: int, min_pixels: int, progress: bool
+) -> Iterator[LabelledTile]:
+    windows = tile_windows(generator.height, generator.width, tile)
     for n in tqdm(range(frames), desc="synthetic", unit="frame", disable=not progress):
         frame = generator.next_frame()
         labels = tile_labels(frame.masks, windows, min_pixels)
-        source = f"synthetic-{seed}-{n:05d}.png"
+        source = f"synthetic-{generator.seed}-{n:05d}.png"
         for window, pixels, classes in zip(windows, cut_tiles(frame.image, windows), labels, strict=True):
             yield LabelledTile(pixels, source, window.x, window.y, frozenset(classes))
