@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "worker.evaluation.command",  # evaluate
     "worker.model.predict_command",  # predict
     "worker.storage.command",  # db
+    "worker.streaming.run_command",  # run
 )
 
 

@@ -1,0 +1,132 @@
+"""The running worker: open everything it needs in order, run the loop, close in reverse.
+
+`open_worker(settings)` is a context manager that yields a ready `Worker` (tests run it in a
+thread and stop it with `request_stop()`); `serve(settings)` adds the SIGTERM/SIGINT handlers and
+runs it. Start-up fails fast, with a message that says what to do: message schemas checked →
+database reachable and at the migrations' head (else `steel-worker db upgrade`) → model artefact
+loaded → catalogue and model version recorded → /metrics and /healthz → Kafka clients.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+import structlog
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+from sqlalchemy import exc as sa_exc
+
+from worker.infra import InfrastructureError
+from worker.model.artefact import Classifier, load_classifier
+from worker.storage.engine import create_engine
+from worker.storage.schema_check import assert_schema_current
+from worker.storage.writer import StorageWriter
+from worker.streaming import contracts
+from worker.streaming.classify import FrameClassifier
+from worker.streaming.decode import DecodeLimits, Decoder
+from worker.streaming.loop import Worker
+from worker.streaming.observability import Health, Metrics, ObservabilityServer
+from worker.streaming.settings import Settings, masked_database_url
+
+log = structlog.get_logger("worker.streaming")
+
+
+def serve(settings: Settings) -> int:
+    """Run the worker until SIGTERM/SIGINT; returns the exit status (0 after a clean stop)."""
+    with open_worker(settings) as worker:
+        handler = lambda signum, frame: worker.request_stop()  # noqa: E731
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return worker.run()
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+@contextmanager
+def open_worker(settings: Settings, classifier: Classifier | None = None) -> Iterator[Worker]:
+    """Everything the worker needs, opened in order and closed in reverse on exit.
+
+    `classifier` replaces loading MODEL_PATH (tests reuse one loaded model).
+    """
+    log.info("worker.starting", settings=settings.describe())
+    contracts.check_schemas()
+    with ExitStack() as stack:
+        engine = create_engine(settings.database_url.reveal(), connect_args={"connect_timeout": 10})
+        stack.callback(engine.dispose)
+        try:
+            revision = assert_schema_current(engine)
+        except sa_exc.OperationalError as exc:
+            raise InfrastructureError(
+                f"database {masked_database_url(settings.database_url)} is unreachable: "
+                f"{str(exc.orig).strip() or exc}"
+            ) from None
+        model = (
+            classifier
+            if classifier is not None
+            else load_classifier(settings.model_path, settings.batch_tiles)
+        )
+        writer = StorageWriter(engine)
+        writer.ensure_catalogue(model.catalogue)
+        writer.register_model(
+            version=model.version,
+            backbone=model.backbone,
+            input_size=model.input_size,
+            class_names=list(model.catalogue.names),
+            thresholds=dict(zip(model.catalogue.names, map(float, model.thresholds), strict=True)),
+            metrics=model.metrics,
+        )
+        log.info("worker.model", version=model.version, classes=list(model.catalogue.names), schema=revision)
+
+        metrics = Metrics()
+        health = Health(stall_after_s=max(30.0, settings.max_poll_interval_ms / 1000))
+        server = stack.enter_context(
+            ObservabilityServer(settings.metrics_host, settings.metrics_port, metrics, health)
+        )
+        log.info("worker.metrics", url=f"http://{settings.metrics_host}:{server.port}/metrics")
+        decoder = stack.enter_context(
+            Decoder(
+                DecodeLimits(settings.max_frame_bytes, settings.max_frame_pixels), settings.decode_threads
+            )
+        )
+        kafka = settings.kafka_options()
+        try:
+            producer = KafkaProducer(
+                **kafka,
+                acks="all",
+                linger_ms=5,
+                max_block_ms=10_000,
+                request_timeout_ms=10_000,
+                delivery_timeout_ms=30_000,
+                max_request_size=max(1_048_576, settings.max_frame_bytes + 65_536),  # dead letters
+            )
+            stack.callback(producer.close, timeout=10)
+            consumer = KafkaConsumer(
+                **kafka,
+                group_id=settings.consumer_group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=settings.max_poll_records,
+                session_timeout_ms=settings.session_timeout_ms,
+                heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
+                max_poll_interval_ms=settings.max_poll_interval_ms,
+                fetch_max_bytes=max(52_428_800, settings.max_frame_bytes + 65_536),
+                max_partition_fetch_bytes=max(1_048_576, settings.max_frame_bytes + 65_536),
+            )
+            stack.callback(consumer.close, autocommit=False)
+        except KafkaError as exc:
+            raise InfrastructureError(
+                f"Kafka at {settings.bootstrap_servers} is unreachable: {type(exc).__name__}: {exc}"
+            ) from None
+        yield Worker(
+            settings=settings,
+            consumer=consumer,
+            producer=producer,
+            classifier=FrameClassifier(model),
+            writer=writer,
+            decoder=decoder,
+            metrics=metrics,
+            health=health,
+        )
