@@ -15,8 +15,12 @@ import numpy as np
 import pytest
 
 from worker import cli
+from worker.catalogue import Catalogue, load_catalogue
 from worker.evaluation.command import read_scores_csv, write_scores_csv
 from worker.evaluation.report import evaluate_scores
+from worker.model.artefact import create_untrained_artefact, load_classifier
+from worker.model.split import Split, load_split, save_split
+from worker.tileset import TileSetWriter, read_tile, read_tileset
 
 # The six images of tests/test_metrics.py, with extra columns and the score columns out of order.
 CRAFTED = """\
@@ -211,3 +215,117 @@ def test_history_adds_training_curves(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="would replace"):
         evaluate_scores(table.labels, table.scores, table.class_names, 0.5, tmp_path / "r2",
                         extra={"classes": {}})
+
+
+# --- --model: a real (randomly initialised) artefact on a real tile set --------------------------
+
+MODEL_INPUT = 32  # the smallest ResNet input keeps the forward passes to seconds on a CPU
+
+
+def _tileset(root: Path, class_names: tuple[str, ...], n: int, seed: int) -> Path:
+    """A tile set of `n` noise tiles (32×32) with every label combination represented."""
+    rng = np.random.default_rng(seed)
+    with TileSetWriter(root, Catalogue.from_names(list(class_names))) as writer:
+        for i in range(n):
+            positives = [name for k, name in enumerate(class_names) if (i >> k) & 1]
+            tile = rng.integers(0, 256, (MODEL_INPUT, MODEL_INPUT), dtype=np.uint8)
+            writer.add(tile, f"frame{i:03d}.png", 0, 0, positives)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A randomly initialised artefact, a split of a 40-tile set (test = every fifth tile), a
+    history.csv, and one `evaluate --model` run on the persisted test split."""
+    root = tmp_path_factory.mktemp("model_eval")
+    catalogue = load_catalogue()
+    data = _tileset(root / "tiles", catalogue.names, 40, seed=1)
+    model = root / "model"
+    create_untrained_artefact(model, catalogue, input_size=MODEL_INPUT, thresholds=np.array([0.3, 0.5, 0.7]))
+    tiles = read_tileset(data).tiles
+    train = tuple(t for i, t in enumerate(tiles) if i % 5 > 1)
+    save_split(Split(str(data.resolve()), 0, train=train, validation=tiles[1::5], test=tiles[::5]), model)
+    _write(model / "history.csv", "epoch,loss,val_loss,auc,val_auc\n0,0.9,1.0,0.5,0.5\n1,0.7,0.9,0.6,0.55\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "COMMAND_MODULES", ("worker.evaluation.command",))
+        assert cli.main(["evaluate", "--model", str(model), "--out", str(root / "report"),
+                         "--batch-size", "7"]) == 0
+    return {"root": root, "data": data, "model": model, "report": root / "report"}
+
+
+def test_model_mode_scores_the_test_split_with_the_model(model_run: dict[str, Path]) -> None:
+    """scores.csv holds exactly the split's test tiles, their labels, and the model's own predictions
+    for them; report.json carries the model version, the stored thresholds and the test-set size."""
+    split = load_split(model_run["model"])
+    report = json.loads((model_run["report"] / "report.json").read_text())
+    classifier = load_classifier(model_run["model"])
+    assert report["model_version"] == classifier.version
+    assert report["split"] == "test"
+    assert report["n_images"] == len(split.test) == 8
+    assert [report["classes"][n]["threshold"] for n in classifier.catalogue.names] == [0.3, 0.5, 0.7]
+
+    rows = (model_run["report"] / "scores.csv").read_text().splitlines()
+    assert rows[0] == (
+        "tile,label_holes,label_scratches,label_rolling,score_holes,score_scratches,score_rolling"
+    )
+    assert [r.split(",")[0] for r in rows[1:]] == list(split.test)
+    table = read_scores_csv(model_run["report"] / "scores.csv")
+    tileset = read_tileset(model_run["data"])
+    expected_labels = tileset.labels[[tileset.tiles.index(t) for t in split.test]]
+    np.testing.assert_array_equal(table.labels, expected_labels)
+    tiles = np.stack([read_tile(model_run["data"] / t) for t in split.test])
+    # atol: the command ran batches of 7, this call one batch of 8 (float sums in another order)
+    np.testing.assert_allclose(table.scores, classifier.predict(tiles), rtol=0, atol=1e-5)
+    counts = report["classes"]["holes"]
+    assert counts["tp"] + counts["fn"] == int(expected_labels[:, 0].sum())
+
+
+def test_model_mode_report_has_training_curves_and_rejudges_identically(
+    model_run: dict[str, Path], tmp_path: Path
+) -> None:
+    """The model's history.csv becomes training_curves.png; `evaluate --scores` on the written
+    scores.csv at the model's thresholds reproduces the per-class numbers exactly."""
+    report = json.loads((model_run["report"] / "report.json").read_text())
+    assert report["figures"]["training_curves"] == "training_curves.png"
+    assert cv2.imread(str(model_run["report"] / "training_curves.png")) is not None
+    args = ["--scores", str(model_run["report"] / "scores.csv"), "--thresholds",
+            "holes=0.3,scratches=0.5,rolling=0.7", "--out", str(tmp_path / "again")]
+    assert _evaluate(*args) == 0
+    again = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert again["classes"] == report["classes"]
+    assert again["binary_accuracy"] == report["binary_accuracy"]
+
+
+def test_model_mode_with_data_uses_every_tile(model_run: dict[str, Path], tmp_path: Path) -> None:
+    """--data evaluates all tiles of that tile set (here 6 tiles); --thresholds replaces the named
+    class's stored threshold and keeps the others."""
+    data = _tileset(tmp_path / "other", ("holes", "scratches", "rolling"), 6, seed=2)
+    out = tmp_path / "r"
+    args = ["--model", str(model_run["model"]), "--data", str(data), "--thresholds", "rolling=0.9"]
+    assert _evaluate(*args, "--out", str(out)) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_images"] == 6 and report["split"] == "all tiles"
+    assert report["positives"] == {"holes": 3, "scratches": 2, "rolling": 2}
+    assert [report["classes"][n]["threshold"] for n in ("holes", "scratches", "rolling")] == [0.3, 0.5, 0.9]
+
+
+def test_model_mode_refuses_tileset_without_the_models_classes(
+    model_run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _tileset(tmp_path / "two", ("holes", "scratches"), 4, seed=3)
+    out = tmp_path / "r"
+    assert _evaluate("--model", str(model_run["model"]), "--data", str(data), "--out", str(out)) == 2
+    assert "has no labels for the model's classes ['rolling']" in capsys.readouterr().err
+
+
+def test_model_mode_refuses_missing_model_or_split(
+    model_run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _evaluate("--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")) == 2
+    assert "model directory" in capsys.readouterr().err
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("model.json", "model.weights.h5"):
+        (bare / name).write_bytes((model_run["model"] / name).read_bytes())
+    assert _evaluate("--model", str(bare), "--out", str(tmp_path / "r")) == 2
+    assert "split.json does not exist" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from worker.catalogue import Catalogue
 from worker.errors import ConfigError, DatasetError
 
 LABEL_PREFIX = "label_"
@@ -143,12 +144,12 @@ def read_scores_csv(path: str | Path) -> ScoreTable:
     )
 
 
-def parse_thresholds(text: str | None, class_names: tuple[str, ...], defaults: np.ndarray) -> np.ndarray:
-    """`name=value,...` over `defaults` (one per class); ConfigError for unknown names, bad values."""
-    thresholds = np.array(defaults, dtype=float)
+def parse_thresholds(text: str | None, class_names: tuple[str, ...]) -> dict[str, float]:
+    """`name=value,...` as {name: value}; ConfigError for unknown or repeated names, values outside
+    [0, 1], malformed items. None gives {}."""
     if text is None:
-        return thresholds
-    seen: set[str] = set()
+        return {}
+    overrides: dict[str, float] = {}
     for item in text.split(","):
         name, sep, value = (part.strip() for part in item.partition("="))
         if not sep or not name or not value:
@@ -159,16 +160,25 @@ def parse_thresholds(text: str | None, class_names: tuple[str, ...], defaults: n
             raise ConfigError(
                 f"--thresholds: unknown class {name!r}; expected one of {list(class_names)}"
             )
-        if name in seen:
+        if name in overrides:
             raise ConfigError(f"--thresholds: class {name!r} is given twice")
-        seen.add(name)
         try:
             number = float(value)
         except ValueError:
             number = math.nan
         if not 0.0 <= number <= 1.0:  # also false for NaN
             raise ConfigError(f"--thresholds: {name}: expected a number in [0, 1], received {value!r}")
-        thresholds[class_names.index(name)] = number
+        overrides[name] = number
+    return overrides
+
+
+def apply_thresholds(
+    defaults: np.ndarray, class_names: tuple[str, ...], overrides: dict[str, float]
+) -> np.ndarray:
+    """`defaults` (one per class, in `class_names` order) with the named classes replaced."""
+    thresholds = np.array(defaults, dtype=float)
+    for name, value in overrides.items():
+        thresholds[class_names.index(name)] = value
     return thresholds
 
 
@@ -190,9 +200,9 @@ def _evaluate_scores_file(scores_path: Path, thresholds_text: str | None, out: P
     from worker.evaluation.report import evaluate_scores  # noqa: PLC0415  (matplotlib: only when run)
 
     table = read_scores_csv(scores_path)
-    thresholds = parse_thresholds(
-        thresholds_text, table.class_names, np.full(len(table.class_names), DEFAULT_THRESHOLD)
-    )
+    overrides = parse_thresholds(thresholds_text, table.class_names)
+    defaults = np.full(len(table.class_names), DEFAULT_THRESHOLD)
+    thresholds = apply_thresholds(defaults, table.class_names, overrides)
     return evaluate_scores(
         table.labels, table.scores, table.class_names, thresholds, out, source=f"scores file {scores_path}"
     )
@@ -205,12 +215,14 @@ def _evaluate_model(
     from tqdm import tqdm  # noqa: PLC0415
 
     from worker.evaluation.report import evaluate_scores  # noqa: PLC0415
-    from worker.model.artefact import load_classifier  # noqa: PLC0415
+    from worker.model.artefact import load_classifier, read_model_meta  # noqa: PLC0415
     from worker.model.split import load_split  # noqa: PLC0415
     from worker.tileset import read_tile, read_tileset  # noqa: PLC0415
 
-    classifier = load_classifier(model_dir)
-    names = tuple(classifier.catalogue.names)
+    # The artefact's description and the data are checked before the network is built (seconds).
+    meta = read_model_meta(model_dir)
+    names = tuple(Catalogue.from_dict(meta["catalogue"], source=f"{model_dir}/model.json").names)
+    overrides = parse_thresholds(thresholds_text, names)
     if data_dir is not None:
         tileset = read_tileset(data_dir)
         part = "all tiles"
@@ -227,7 +239,8 @@ def _evaluate_model(
             f"(tile set classes: {list(tileset.catalogue.names)})"
         )
     labels = tileset.labels[:, [tileset.catalogue.index(n) for n in names]]
-    thresholds = parse_thresholds(thresholds_text, names, np.asarray(classifier.thresholds, dtype=float))
+    classifier = load_classifier(model_dir)  # same model.json, so the same classes in the same order
+    thresholds = apply_thresholds(classifier.thresholds, names, overrides)
 
     scores = np.empty((len(tileset), len(names)), dtype=np.float32)
     with tqdm(total=len(tileset), unit="tile", desc="evaluate") as progress:
