@@ -1,0 +1,141 @@
+"""The defect database's tables (SQLAlchemy Core): the one description of the schema in Python.
+
+Alembic migrations in `migrations/` create these tables (never `metadata.create_all`), and
+`alembic check` (run in the tests) fails when this file and the migrations disagree. Every time is
+`timestamptz`. Constraint names follow `NAMING_CONVENTION`, so migrations can name what they drop.
+
+Tables: `defect_classes` (the catalogue, id = catalogue id), `models` (version = sha256 of the
+weights), `frames` (ledger of processed frames, one row per frame id), `detections` (one row per
+frame, tile and class over threshold), `alerts` (cause-linked alerts; an outbox for the alerts
+topic via `published_at`). Views and the read-only role `steel_analyst` live in the migrations.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Read-only role for analysts: SELECT on every table and view, nothing else.
+ANALYST_ROLE = "steel_analyst"
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _timestamp(name: str, *, nullable: bool = False, default_now: bool = False) -> sa.Column[object]:
+    return sa.Column(
+        name,
+        sa.TIMESTAMP(timezone=True),
+        nullable=nullable,
+        server_default=sa.func.now() if default_now else None,
+    )
+
+
+defect_classes = sa.Table(
+    "defect_classes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False, comment="catalogue id"),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("features", sa.Text, nullable=False, server_default=""),
+    sa.Column("type", sa.Text, nullable=False, server_default=""),
+    sa.Column("cause", sa.Text, nullable=False, server_default=""),
+    sa.Column("automatic_inspection", sa.Text, nullable=False, server_default=""),
+    sa.Column("prevention", sa.Text, nullable=False, server_default=""),
+    comment="The defect catalogue: each class with its cause and preventive action",
+)
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("version", sa.Text, primary_key=True, comment="sha256 of the weights file"),
+    sa.Column("backbone", sa.Text, nullable=False),
+    sa.Column("input_size", sa.Integer, nullable=False, comment="tile side in pixels fed to the network"),
+    sa.Column("class_names", ARRAY(sa.Text), nullable=False, comment="output order of the network"),
+    sa.Column("thresholds", JSONB, nullable=False, comment="class name -> decision threshold"),
+    sa.Column("metrics", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    _timestamp("registered_at", default_now=True),
+    comment="Classifier versions that wrote detections",
+)
+
+frames = sa.Table(
+    "frames",
+    metadata,
+    sa.Column("frame_id", sa.Text, primary_key=True),
+    sa.Column("strip_id", sa.Text, nullable=False),
+    sa.Column("line", sa.Text, nullable=False),
+    sa.Column("camera", sa.Text, nullable=False),
+    sa.Column("surface", sa.Text, nullable=False),
+    _timestamp("captured_at"),
+    sa.Column("position_m", sa.Float, nullable=False, comment="along the strip, of the frame's first row"),
+    sa.Column("length_m", sa.Float, nullable=True, comment="extent along the strip"),
+    sa.Column("width_mm", sa.Float, nullable=True, comment="extent across the strip"),
+    sa.Column("model_version", sa.Text, sa.ForeignKey("models.version"), nullable=False),
+    sa.Column("kafka_topic", sa.Text, nullable=False),
+    sa.Column("kafka_partition", sa.Integer, nullable=False),
+    sa.Column("kafka_offset", sa.BigInteger, nullable=False),
+    sa.Column("tile_count", sa.Integer, nullable=False),
+    sa.Column("detection_count", sa.Integer, nullable=False),
+    _timestamp("processed_at"),
+    sa.CheckConstraint("tile_count >= 0 AND detection_count >= 0", name="counts_not_negative"),
+    sa.Index("ix_frames_strip_id_position_m", "strip_id", "position_m"),
+    comment="Ledger of processed frames: one row per frame id, written with its detections",
+)
+
+detections = sa.Table(
+    "detections",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("frame_id", sa.Text, sa.ForeignKey("frames.frame_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("tile_index", sa.Integer, nullable=False),
+    sa.Column("class_id", sa.Integer, sa.ForeignKey("defect_classes.id"), nullable=False),
+    sa.Column("confidence", sa.REAL, nullable=False),
+    sa.Column("threshold", sa.REAL, nullable=False, comment="the class threshold the model used"),
+    sa.Column("along_m", sa.Float, nullable=False, comment="tile centre, metres from the strip head"),
+    sa.Column("across_mm", sa.Float, nullable=False, comment="tile centre, mm from the strip edge"),
+    sa.Column("along_start_m", sa.Float, nullable=False),
+    sa.Column("along_end_m", sa.Float, nullable=False),
+    sa.Column("x", sa.Integer, nullable=False, comment="tile window in frame pixels"),
+    sa.Column("y", sa.Integer, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    _timestamp("created_at", default_now=True),
+    sa.UniqueConstraint("frame_id", "tile_index", "class_id"),
+    sa.CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
+    sa.Index("ix_detections_class_id_created_at", "class_id", "created_at"),
+    comment="One row per frame, tile and class found over its threshold",
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("dedup_key", sa.Text, nullable=False, unique=True),
+    sa.Column("rule", sa.Text, nullable=False),
+    sa.Column("class_id", sa.Integer, sa.ForeignKey("defect_classes.id"), nullable=False),
+    sa.Column("strip_id", sa.Text, nullable=False),
+    sa.Column("roll", sa.Text, nullable=True, comment="roll named by a periodic (roll mark) alert"),
+    sa.Column("severity", sa.Text, nullable=False),
+    sa.Column("position_start_m", sa.Float, nullable=False),
+    sa.Column("position_end_m", sa.Float, nullable=False),
+    sa.Column("detection_count", sa.Integer, nullable=False),
+    sa.Column("pitch_m", sa.REAL, nullable=True),
+    sa.Column("evidence", ARRAY(sa.BigInteger), nullable=False, comment="detection ids"),
+    sa.Column("details", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    _timestamp("created_at", default_now=True),
+    _timestamp("published_at", nullable=True),
+    sa.Column("acknowledged_by", sa.Text, nullable=True),
+    _timestamp("acknowledged_at", nullable=True),
+    sa.Index("ix_alerts_strip_id_class_id_created_at", "strip_id", "class_id", "created_at"),
+    sa.Index(
+        "ix_alerts_unpublished",
+        "created_at",
+        postgresql_where=sa.text("published_at IS NULL"),
+    ),
+    comment="Cause-linked alerts; published_at is set once the alert is on the alerts topic",
+)
