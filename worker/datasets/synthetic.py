@@ -240,7 +240,7 @@ class SyntheticFrameGenerator:
         spread = d.scale * rng.uniform(15, 40)
         for i in range(n):
             radius = d.scale * (rng.uniform(6, 12) if i == 0 else rng.uniform(6, 9))
-            dy, dx = (0.0, 0.0) if i == 0 else rng.normal(0.0, spread, 2)
+            dy, dx = (0.0, 0.0) if i == 0 else np.clip(rng.normal(0.0, spread, 2), -2 * spread, 2 * spread)
             centre = (round((d.column + dx) * 16), round((d.row + dy) * 16))
             stretch = rng.uniform(1.0, 1.7)  # inclusions are stretched along the rolling direction
             axes = (max(1, round(radius * 16)), max(1, round(radius * stretch * 16)))
@@ -271,7 +271,8 @@ class SyntheticFrameGenerator:
         for i in range(n):
             length = d.scale * rng.uniform(60, 350)
             width = max(3, round(d.scale * rng.uniform(3, 7)))
-            offset = normal * (i * rng.uniform(8, 25)) + direction * rng.normal(0, 20) * (i > 0)
+            shift = np.clip(rng.normal(0, 20), -40, 40) * (i > 0)  # side-by-side grooves start apart
+            offset = normal * (i * rng.uniform(8, 25)) + direction * shift
             mid = np.array([d.column, d.row], dtype=float) + offset
             bend = normal * length * (curvature + rng.normal(0.0, 0.01))
             t = np.linspace(-0.5, 0.5, 48)[:, None]
