@@ -32,7 +32,8 @@ examples:
   steel-worker evaluate --model models/neu --data tiles/plant-b --out reports/plant-b
       every tile of another tile set
   steel-worker evaluate --scores reports/neu/scores.csv --thresholds holes=0.3,rolling=0.6 --out r2
-      re-judge saved scores at other thresholds (classes not named keep 0.5)
+      re-judge saved scores at other thresholds (classes not named get 0.5; the model's own
+      thresholds are in reports/neu/report.json)
 
 scores CSV: a header with label_<class> and score_<class> for every class (other columns are
 ignored); labels 0 or 1, scores in [0, 1]. A prediction is a defect when score >= threshold.
@@ -55,15 +56,17 @@ def register(subparsers: Any) -> None:
         "evaluate",
         help="judge a model or a scores file: per-class metrics, binary accuracy, ROC, plots",
         description=(
-            "Write an evaluation report: per class TP/FP/TN/FN, recall, precision, accuracy, F1, ROC "
-            "AUC, the paper's binary accuracy, confusion matrices at 0.2/0.4/0.6/0.8 and at the used "
-            "thresholds, the threshold sweep 0…1, and training curves when a model is given."
+            "Write an evaluation report: per class TP/FP/TN/FN, recall, precision, accuracy, F1 and\n"
+            "ROC AUC, the paper's binary accuracy, confusion matrices at 0.2/0.4/0.6/0.8 and at the\n"
+            "used thresholds, the threshold sweep 0…1, and training curves when a model is given."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", type=Path, metavar="MODEL_DIR", help="a model artefact directory")
+    source.add_argument(
+        "--model", type=Path, metavar="MODEL_DIR", help="a model directory written by `steel-worker train`"
+    )
     source.add_argument("--scores", type=Path, metavar="CSV", help="a CSV of label_<class>, score_<class>")
     parser.add_argument(
         "--data", type=Path, metavar="TILESET_DIR",
