@@ -37,7 +37,7 @@ def _labels_by_tile(root: Path) -> dict[tuple[str, int, int], set[str]]:
 
 
 def test_folders_label_every_tile_with_its_folder_and_clean_with_nothing(tmp_path: Path) -> None:
-    """Small images are resized up to the tile, large ones tiled; equal file names in two folders stay apart."""
+    """Small images are resized up to the tile, large ones tiled; same names in two folders stay apart."""
     src = tmp_path / "src"
     _image(src / "holes" / "1.png", 200, 200)
     _image(src / "scratches" / "1.png", 200, 100)  # 100 wide -> 256 wide, 512 tall: two tiles
