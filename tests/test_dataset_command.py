@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from worker import cli
-from worker.tileset import read_tileset
+from worker.tileset import read_tile, read_tileset
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +32,7 @@ def test_synthetic_tile_set_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     assert len(tileset) == 21
     assert tileset.catalogue.names == ("holes", "scratches", "rolling")
     assert len(set(tileset.sources)) == 3
-    assert cv2.imread(str(tileset.path(0)), cv2.IMREAD_GRAYSCALE).shape == (256, 256)
+    assert read_tile(tileset.path(0)).shape == (256, 256)
     assert "21 tiles from 3 images" in captured.out
     clean = int((tileset.labels.sum(axis=1) == 0).sum())
     assert any(line.split()[:2] == ["(clean)", str(clean)] for line in captured.out.splitlines())

@@ -10,6 +10,7 @@ from worker.catalogue import Catalogue, load_catalogue
 from worker.datasets.synthetic import (
     SYNTHETIC_CLASSES,
     DefectPlacement,
+    SyntheticFrame,
     SyntheticFrameGenerator,
     iter_synthetic_tiles,
     tile_labels,
@@ -20,7 +21,7 @@ from worker.tiling import tile_windows
 WINDOWS = tile_windows(256, 1600, 256)
 
 
-def _paired_frames(seed: int, defects: list[DefectPlacement]):  # type: ignore[no-untyped-def]
+def _paired_frames(seed: int, defects: list[DefectPlacement]) -> tuple[SyntheticFrame, SyntheticFrame]:
     """The same random state rendered without and with `defects`."""
     plain = SyntheticFrameGenerator(seed).render([])
     marked = SyntheticFrameGenerator(seed).render(defects)

@@ -165,7 +165,7 @@ def write_tileset(
     try:
         with TileSetWriter(out, catalogue) as writer:
             for t in tiles:
-                writer.add(t.image, t.source, t.x, t.y, t.labels)
+                writer.add(t.image, t.source, t.x, t.y, set(t.labels))
                 sources.add(t.source)
                 class_counts.update(t.labels)
                 combos[tuple(sorted(t.labels, key=lambda n: order.get(n, len(order))))] += 1
