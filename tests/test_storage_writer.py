@@ -1,0 +1,385 @@
+"""StorageWriter: one idempotent transaction per batch, bulk statements, ids for the alert rules."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from worker.catalogue import Catalogue, DefectClass, load_catalogue
+from worker.errors import CatalogueError, ModelError, SchemaError
+from worker.storage.engine import create_engine
+from worker.storage.writer import StorageWriter, WriteOutcome
+from worker.streaming.records import Detection, FrameMeta, FrameResult, KafkaCoordinates
+
+MODEL = "a" * 64
+T0 = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
+
+
+def _result(
+    n: int,
+    found: Sequence[tuple[int, str, float]] = (),
+    *,
+    model: str = MODEL,
+    strip: str = "S1",
+    offset: int | None = None,
+) -> FrameResult:
+    """Frame `n` of a strip: 1600 rows × 256 columns at 0.5 mm/px, 7 tiles; `found` = (tile, class, p)."""
+    frame_id = f"{strip}-f{n:04d}"
+    meta = FrameMeta(
+        frame_id=frame_id,
+        line="L1",
+        camera="cam-top",
+        surface="top",
+        strip_id=strip,
+        captured_at=T0 + timedelta(seconds=n),
+        position_m=n * 0.8,
+        mm_per_px_along=0.5,
+        mm_per_px_across=0.5,
+        edge_offset_mm=10.0,
+        width=256,
+        height=1600,
+    )
+    detections = tuple(
+        Detection(
+            frame_id=frame_id,
+            tile_index=tile,
+            class_name=name,
+            confidence=p,
+            threshold=0.5,
+            along_m=meta.along_m(tile * 256 + 128),
+            across_mm=meta.across_mm(128),
+            along_start_m=meta.along_m(tile * 256),
+            along_end_m=meta.along_m(tile * 256 + 256),
+            x=0,
+            y=tile * 256,
+            size=256,
+        )
+        for tile, name, p in found
+    )
+    return FrameResult(
+        meta=meta,
+        source=KafkaCoordinates("mill.frames", n % 3, n if offset is None else offset),
+        model_version=model,
+        tile_count=7,
+        detections=detections,
+        processed_at=T0 + timedelta(seconds=n, milliseconds=300),
+    )
+
+
+def _batch(first: int, count: int) -> list[FrameResult]:
+    """Frames first..first+count-1; every other frame clean, the rest with one or two detections."""
+    found = {
+        0: [],
+        1: [(2, "holes", 0.91)],
+        2: [],
+        3: [(0, "scratches", 0.77), (5, "rolling", 0.66)],
+    }
+    return [_result(n, found[n % 4]) for n in range(first, first + count)]
+
+
+@pytest.fixture
+def writer(engine: sa.Engine) -> StorageWriter:
+    writer = StorageWriter(engine)
+    writer.ensure_catalogue(load_catalogue())
+    writer.register_model(MODEL, "resnet50", 256, ["holes", "scratches", "rolling"], {"holes": 0.5}, {})
+    return writer
+
+
+def _count(engine: sa.Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def _detection_keys(engine: sa.Engine) -> dict[tuple[str, int, str], int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT d.id, d.frame_id, d.tile_index, c.name FROM detections d"
+                " JOIN defect_classes c ON c.id = d.class_id"
+            )
+        )
+        return {(r.frame_id, r.tile_index, r.name): r.id for r in rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------------------------
+
+
+def test_n_results_give_n_ledger_rows_and_the_expected_detections(
+    writer: StorageWriter, engine: sa.Engine
+) -> None:
+    results = _batch(0, 8)
+    outcome = writer.write_results(results)
+
+    assert outcome.new_frame_ids == tuple(r.meta.frame_id for r in results)
+    assert outcome.existing_frame_ids == ()
+    assert _count(engine, "frames") == 8
+    expected = {(d.frame_id, d.tile_index, d.class_name) for r in results for d in r.detections}
+    stored = _detection_keys(engine)
+    assert set(stored) == expected
+    assert outcome.new_detection_count == len(expected) == 6
+    for r in results:
+        for d in r.detections:
+            assert outcome.id_of(d) == stored[(d.frame_id, d.tile_index, d.class_name)]
+        assert outcome.ids_of(r.meta.frame_id) == tuple(
+            sorted(stored[(d.frame_id, d.tile_index, d.class_name)] for d in r.detections)
+        )
+
+
+def test_ledger_and_detection_rows_hold_the_frame_and_detection_fields(
+    writer: StorageWriter, engine: sa.Engine
+) -> None:
+    result = _result(3, [(5, "rolling", 0.66)], offset=1234)
+    writer.write_results([result])
+    with engine.connect() as conn:
+        frame = conn.execute(sa.text("SELECT * FROM frames")).mappings().one()
+        detection = conn.execute(sa.text("SELECT * FROM detections_with_cause")).mappings().one()
+    assert dict(frame) == {
+        "frame_id": "S1-f0003",
+        "strip_id": "S1",
+        "line": "L1",
+        "camera": "cam-top",
+        "surface": "top",
+        "captured_at": T0 + timedelta(seconds=3),
+        "position_m": pytest.approx(2.4),
+        "length_m": pytest.approx(0.8),  # 1600 rows × 0.5 mm
+        "width_mm": pytest.approx(128.0),  # 256 columns × 0.5 mm
+        "model_version": MODEL,
+        "kafka_topic": "mill.frames",
+        "kafka_partition": 0,
+        "kafka_offset": 1234,
+        "tile_count": 7,
+        "detection_count": 1,
+        "processed_at": T0 + timedelta(seconds=3, milliseconds=300),
+    }
+    d = result.detections[0]
+    assert detection["class_name"] == "rolling"
+    assert detection["cause"] == "wear of the rollers"
+    assert detection["prevention"] == "regular change of rolls according to wear behaviour"
+    assert detection["confidence"] == pytest.approx(0.66)
+    assert detection["along_m"] == pytest.approx(d.along_m)
+    assert detection["along_start_m"] == pytest.approx(d.along_start_m)
+    assert detection["along_end_m"] == pytest.approx(d.along_end_m)
+    assert detection["across_mm"] == pytest.approx(d.across_mm)
+    assert detection["strip_id"] == "S1"
+    assert detection["model_version"] == MODEL
+
+
+def test_writing_the_same_batch_twice_changes_nothing_and_returns_the_same_ids(
+    writer: StorageWriter, engine: sa.Engine
+) -> None:
+    results = _batch(0, 8)
+    first = writer.write_results(results)
+    before = _detection_keys(engine)
+    second = writer.write_results(results)
+
+    assert second.new_frame_ids == ()
+    assert second.existing_frame_ids == first.new_frame_ids
+    assert second.new_detection_count == 0
+    assert second.detection_ids == first.detection_ids
+    assert _count(engine, "frames") == 8
+    assert _detection_keys(engine) == before
+
+
+def test_a_mixed_batch_writes_only_the_new_frames_and_returns_ids_for_all(
+    writer: StorageWriter, engine: sa.Engine
+) -> None:
+    old = writer.write_results(_batch(0, 4))
+    mixed = _batch(2, 4)  # frames 2, 3 (stored) and 4, 5 (new)
+    outcome = writer.write_results(mixed)
+
+    assert outcome.existing_frame_ids == ("S1-f0002", "S1-f0003")
+    assert outcome.new_frame_ids == ("S1-f0004", "S1-f0005")
+    assert outcome.detection_ids["S1-f0003"] == old.detection_ids["S1-f0003"]
+    assert set(outcome.detection_ids["S1-f0005"]) == {(2, "holes")}
+    assert _count(engine, "frames") == 6
+    assert _count(engine, "detections") == 4
+
+
+def test_a_frame_given_twice_in_one_batch_is_written_once(writer: StorageWriter, engine: sa.Engine) -> None:
+    result = _result(1, [(2, "holes", 0.9)])
+    outcome = writer.write_results([result, result])
+    assert outcome.new_frame_ids == ("S1-f0001",)
+    assert _count(engine, "frames") == 1
+    assert _count(engine, "detections") == 1
+
+
+def test_an_empty_batch_writes_nothing(writer: StorageWriter, engine: sa.Engine) -> None:
+    assert writer.write_results([]) == WriteOutcome()
+    assert _count(engine, "frames") == 0
+
+
+def test_numpy_numbers_from_the_model_are_stored(writer: StorageWriter, engine: sa.Engine) -> None:
+    result = _result(1, [(np.int64(2), "holes", np.float32(0.875))])  # type: ignore[list-item]
+    writer.write_results([result])
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT confidence FROM detections")).scalar() == pytest.approx(0.875)
+
+
+def test_a_batch_is_written_with_a_constant_number_of_statements(
+    writer: StorageWriter, engine: sa.Engine
+) -> None:
+    """Bulk: 200 frames and 150 detections cost the same few round trips as 4 frames."""
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    writer.write_results(_batch(0, 4))  # loads the class ids once
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        writer.write_results(_batch(4, 4))
+        small = len(statements)
+        statements.clear()
+        writer.write_results(_batch(100, 200))
+        large = len(statements)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert _count(engine, "frames") == 208
+    assert large == small == 2  # ledger rows, then detections
+
+
+# ---------------------------------------------------------------------------------------------
+# failures
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_failing_transaction_leaves_nothing_half_written(writer: StorageWriter, engine: sa.Engine) -> None:
+    """The ledger insert succeeds, the detections insert fails (confidence 1.5): no row remains."""
+    bad = _result(9, [(1, "holes", 1.5)])
+    with pytest.raises(sa.exc.IntegrityError, match="ck_detections_confidence_range"):
+        writer.write_results([*_batch(0, 4), bad])
+    assert _count(engine, "frames") == 0
+    assert _count(engine, "detections") == 0
+    # and the same frames can be written afterwards
+    assert len(writer.write_results(_batch(0, 4)).new_frame_ids) == 4
+
+
+def test_an_unregistered_model_version_fails_the_whole_batch(
+    writer: StorageWriter, engine: sa.Engine
+) -> None:
+    with pytest.raises(sa.exc.IntegrityError, match="fk_frames_model_version_models"):
+        writer.write_results([_result(0), _result(1, model="b" * 64)])
+    assert _count(engine, "frames") == 0
+
+
+def test_a_class_missing_from_the_catalogue_is_refused_before_writing(
+    writer: StorageWriter, engine: sa.Engine
+) -> None:
+    with pytest.raises(CatalogueError, match=r"\['crazing'\]"):
+        writer.write_results([_result(0), _result(1, [(0, "crazing", 0.9)])])
+    assert _count(engine, "frames") == 0
+
+
+def test_naive_timestamps_are_refused(writer: StorageWriter) -> None:
+    result = _result(0)
+    naive = replace(result, meta=replace(result.meta, captured_at=datetime(2026, 3, 1, 6, 0)))
+    with pytest.raises(SchemaError, match="captured_at: expected a timezone-aware datetime"):
+        writer.write_results([naive])
+
+
+def test_two_detections_of_one_class_on_one_tile_are_refused(writer: StorageWriter) -> None:
+    with pytest.raises(SchemaError, match="at most one detection per tile and class"):
+        writer.write_results([_result(0, [(1, "holes", 0.9), (1, "holes", 0.8)])])
+
+
+def test_database_errors_propagate_to_the_caller() -> None:
+    """The worker loop retries on OperationalError; the writer must not swallow it."""
+    unreachable = create_engine(
+        "postgresql://postgres@127.0.0.1:1/steel", connect_args={"connect_timeout": 1}
+    )
+    with pytest.raises(sa.exc.OperationalError):
+        StorageWriter(unreachable).write_results([_result(0)])
+
+
+def test_concurrent_writers_of_the_same_frames_write_each_frame_once(
+    writer: StorageWriter, database_url: str, engine: sa.Engine
+) -> None:
+    """Two workers overlapping after a rebalance: each frame is new for exactly one of them."""
+    results = _batch(0, 40)
+    outcomes: list[WriteOutcome] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def write() -> None:
+        other = create_engine(database_url)
+        try:
+            start.wait()
+            outcomes.append(StorageWriter(other).write_results(results))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            other.dispose()
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    a, b = outcomes
+    assert set(a.new_frame_ids).isdisjoint(b.new_frame_ids)
+    assert set(a.new_frame_ids) | set(b.new_frame_ids) == {r.meta.frame_id for r in results}
+    assert a.detection_ids == b.detection_ids
+    assert _count(engine, "frames") == 40
+
+
+# ---------------------------------------------------------------------------------------------
+# catalogue and model
+# ---------------------------------------------------------------------------------------------
+
+
+def test_ensure_catalogue_updates_texts_and_adds_classes(writer: StorageWriter, engine: sa.Engine) -> None:
+    paper = load_catalogue()
+    holes = replace(paper.classes[0], cause="gas bubbles")
+    crazing = DefectClass(id=4, name="crazing", cause="thermal stress")
+    writer.ensure_catalogue(Catalogue(classes=(holes, *paper.classes[1:], crazing), name="plant"))
+    writer.ensure_catalogue(Catalogue(classes=(holes, *paper.classes[1:], crazing), name="plant"))
+    with engine.connect() as conn:
+        rows = dict(conn.execute(sa.text("SELECT name, cause FROM defect_classes")).all())
+    assert rows["holes"] == "gas bubbles"
+    assert rows["crazing"] == "thermal stress"
+    assert len(rows) == 4
+    writer.write_results([_result(0, [(0, "crazing", 0.9)])])  # the writer sees the new class
+
+
+def test_ensure_catalogue_refuses_to_rename_a_class_id(writer: StorageWriter) -> None:
+    with pytest.raises(CatalogueError, match=r"class id 1 is 'crazing'.*'holes'"):
+        writer.ensure_catalogue(Catalogue(classes=(DefectClass(id=1, name="crazing"),)))
+
+
+def test_ensure_catalogue_refuses_to_move_a_class_to_another_id(writer: StorageWriter) -> None:
+    with pytest.raises(CatalogueError, match=r"class 'holes' has id 7.*under id 1"):
+        writer.ensure_catalogue(Catalogue(classes=(DefectClass(id=7, name="holes"),)))
+
+
+def test_register_model_is_idempotent_and_updates_thresholds(
+    writer: StorageWriter, engine: sa.Engine
+) -> None:
+    names = ["holes", "scratches", "rolling"]
+    assert writer.register_model(MODEL, "resnet50", 256, names, {"holes": 0.5}, {}) is False
+    assert writer.register_model(MODEL, "resnet50", 256, names, {"holes": 0.35}, {"f1": 0.8}) is False
+    assert writer.register_model("c" * 64, "resnet50", 96, names, {}, {}) is True
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT * FROM models WHERE version = :v"), {"v": MODEL}).mappings().one()
+    assert row["thresholds"] == {"holes": 0.35}
+    assert row["metrics"] == {"f1": 0.8}
+    assert row["class_names"] == names
+    assert _count(engine, "models") == 2
+
+
+def test_register_model_refuses_a_changed_contract_for_the_same_version(writer: StorageWriter) -> None:
+    with pytest.raises(ModelError, match="input_size=256, received 96"):
+        writer.register_model(MODEL, "resnet50", 96, ["holes", "scratches", "rolling"], {}, {})
+
+
+def test_register_model_refuses_classes_missing_from_the_catalogue(writer: StorageWriter) -> None:
+    with pytest.raises(CatalogueError, match=r"classes \['crazing'\] are not in defect_classes"):
+        writer.register_model("d" * 64, "resnet50", 256, ["holes", "crazing"], {}, {})
