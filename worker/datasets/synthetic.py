@@ -10,12 +10,17 @@ paper's Table 1, named as in the default catalogue:
 
 - holes: small rounded dark (sometimes bright) spots, single or in clusters of 2–6, slightly
   stretched along the rolling direction; radius 6–12 px at scale 1.
-- scratches: long thin grooves of any orientation, straight or slightly curved, 3–6 px wide and
-  60–350 px long at scale 1, alone or 2–3 side by side, a dark groove with a bright lip.
-- rolling: large tongue-shaped peeled regions (90–220 px long, 45–95 px wide at scale 1) pointing
-  along the rolling direction, with an uneven, blotchy, darker interior and a bright lifted rim.
+- scratches: long thin grooves of any orientation (40 % close to the rolling direction), straight
+  or slightly curved, 3–7 px wide and 60–350 px long at scale 1, alone or 2–3 side by side; a dark
+  groove with a bright lip, or (30 %) a bright groove with a dark lip.
+- rolling: large tongue-shaped peeled regions (110–240 px long, 60–120 px wide at scale 1) pointing
+  along the rolling direction, with an uneven, blotchy, darker interior, a bright lifted rim round
+  the tip and a ragged torn root.
 
-Sizes are chosen so every defect stays visible when a 256-px tile is shrunk to 64 px.
+`next_frame()` draws scales from 0.8 to 1.3; `render()` takes the scale of each `DefectPlacement`.
+
+Sizes and contrasts (55–95 grey levels against ±5–15 of texture) are chosen so every defect stays
+visible when a 256-px tile is shrunk to 64 px, and clean texture never looks like a defect.
 
 Masks are exact: `SyntheticFrame.masks[name]` is True on every pixel where a defect of that class was
 painted at full strength (the soft blending edge around it is outside the mask). Tile labels come from
