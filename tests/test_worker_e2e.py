@@ -1,0 +1,242 @@
+"""The worker end to end against the real broker (Tansu), a real PostgreSQL database and a real
+(untrained, input 32) model: frames in → ledger rows, the classifier's detections, one detection
+message per frame, cause-linked alerts, committed offsets; bad input → dead-letter topic."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import structlog
+from frames import grey_image, inbound, jpeg_bytes, make_meta, png_bytes
+from sqlalchemy.engine import make_url
+from streaming_harness import (
+    committed_offsets,
+    detection_rows,
+    end_offsets,
+    frame_messages,
+    ledger,
+    loaded_model,
+    make_topics,
+    publish,
+    read_topic,
+    running_worker,
+    untrained_model,
+    wait_until,
+    worker_settings,
+)
+
+from worker.errors import SchemaError
+from worker.model.artefact import Classifier
+from worker.streaming import contracts
+from worker.streaming import decode as d
+from worker.streaming.classify import tile_frame
+from worker.streaming.service import open_worker
+
+LIMITS = d.DecodeLimits(max_frame_bytes=300_000, max_frame_pixels=2_000_000)
+SECRET = "pa55-SeCrEt-word"
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return untrained_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def classifier(model_dir: Path) -> Classifier:
+    return loaded_model(model_dir)
+
+
+def _expected_detections(
+    classifier: Classifier, messages: dict[str, Any]
+) -> list[tuple[str, int, str, float]]:
+    """(frame, tile, class, confidence) straight from Classifier.predict on each frame's tiles."""
+    expected = []
+    for frame_id, (_, value, headers) in messages.items():
+        frame = d.decode_message(inbound(value, headers), LIMITS)
+        assert not isinstance(frame, d.Rejected)
+        scores = classifier.predict(tile_frame(frame, 256).pixels)
+        for tile, class_index in zip(*np.nonzero(scores >= classifier.thresholds[None, :]), strict=True):
+            name = classifier.catalogue.names[class_index]
+            expected.append((frame_id, int(tile), name, float(scores[tile, class_index])))
+    return sorted(expected)
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_frames_become_ledger_rows_predicted_detections_messages_and_alerts(
+    broker, make_topic, database_url: str, model_dir, classifier: Classifier
+) -> None:
+    topics = make_topics(make_topic, partitions=2)
+    url_with_password = make_url(database_url).set(password=SECRET).render_as_string(hide_password=False)
+    settings = worker_settings(broker.bootstrap_servers, url_with_password, model_dir, topics)
+    messages = frame_messages(
+        9, content_types=(contracts.PNG, contracts.JPEG, contracts.RAW_GRAY8), size=(256, 600)
+    )
+    expected = _expected_detections(classifier, messages)
+    assert expected, "the thresholds should let some tiles through"
+
+    with (
+        structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs,
+        running_worker(settings, classifier) as running,
+    ):
+        publish(broker.bootstrap_servers, topics.frames, list(messages.values()))
+        wait_until(lambda: len(ledger(database_url)) == 9, 60, "9 ledger rows")
+        end = end_offsets(broker.bootstrap_servers, topics.frames)
+        wait_until(
+            lambda: committed_offsets(broker.bootstrap_servers, topics.group, topics.frames) == end,
+            20,
+            f"offsets {end} committed",
+        )
+        metrics_url = next(e["url"] for e in logs if e["event"] == "worker.metrics")
+        status, body = _get(metrics_url.replace("/metrics", "/healthz"))
+        assert status == 200 and json.loads(body)["state"] == "running"
+        status, body = _get(metrics_url)
+        assert status == 200 and b"steel_worker_frames_total 9.0" in body
+        assert running.worker.metrics.value("steel_worker_tiles_total") == 9 * 3
+
+    # The ledger: one row per frame, with its Kafka coordinates.
+    rows = ledger(database_url)
+    assert sorted(r.frame_id for r in rows) == sorted(messages)
+    assert {(r.kafka_partition, r.kafka_offset) for r in rows} == {
+        (p, o) for p, n in end.items() for o in range(n)
+    }
+    # The detections: exactly what the classifier predicts on the frames' tiles.
+    stored = detection_rows(database_url)
+    assert [(f, t, c) for f, t, c, _, _ in stored] == [(f, t, c) for f, t, c, _ in expected]
+    np.testing.assert_allclose([r[3] for r in stored], [e[3] for e in expected], rtol=1e-4)
+
+    # One valid detection message per frame, keyed by strip, carrying the same detections.
+    out = read_topic(broker.bootstrap_servers, topics.detections, at_least=9)
+    by_frame = {}
+    for record in out:
+        message = json.loads(record.value)
+        contracts.validate(contracts.DETECTION, message)
+        assert record.key.decode() == message["strip_id"]
+        by_frame[message["frame_id"]] = message
+    assert sorted(by_frame) == sorted(messages)
+    published = sorted(
+        (f, det["tile_index"], det["class_name"]) for f, m in by_frame.items() for det in m["detections"]
+    )
+    assert published == [(f, t, c) for f, t, c, _ in expected]
+    assert any(m["detections"] == [] for m in by_frame.values()) or len(expected) >= 9 * 3
+
+    # One cause-linked alert per frame and class found.
+    wanted = {(f, c) for f, _, c, _ in expected}
+    alerts = [json.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics.alerts, len(wanted))]
+    for alert in alerts:
+        contracts.validate(contracts.ALERT, alert)
+        assert alert["cause"] == classifier.catalogue.get(alert["class_name"]).cause
+    assert {(a["frame_ids"][0], a["class_name"]) for a in alerts} == wanted
+
+    # Logs: JSON-ready events with the message context bound, and never the database password.
+    assert SECRET not in repr(logs)
+    committed = [e for e in logs if e["event"] == "batch.committed"]
+    assert sum(e["frames"] for e in committed) == 9
+
+
+def _bad_inputs() -> list[tuple[str, tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]]:
+    """(expected reason, message) for every kind of bad input the issue names."""
+    meta = make_meta("bad", strip_id="S9")
+    headers = contracts.frame_headers(meta, contracts.PNG)
+    good = png_bytes(grey_image(64, 64))
+    bomb = png_bytes(np.zeros((1500, 1400), np.uint8))  # 2.1 M pixels declared, limit 2 M
+    raw_meta = make_meta("raw", strip_id="S9", width=100, height=100)
+    return [
+        (d.CORRUPT_IMAGE, (b"S9", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, headers)),
+        (
+            d.CORRUPT_IMAGE,
+            (b"S9", jpeg_bytes(grey_image(64, 64))[:-200], contracts.frame_headers(meta, contracts.JPEG)),
+        ),
+        (d.UNSUPPORTED_CONTENT_TYPE, (b"S9", good, contracts.frame_headers(meta, "image/tiff"))),
+        (d.MISSING_METADATA, (b"S9", good, [("content-type", b"image/png")])),
+        (
+            d.INVALID_METADATA,
+            (b"S9", good, [("content-type", b"image/png"), ("frame-meta", b'{"frame_id": 1}')]),
+        ),
+        (d.EMPTY_PAYLOAD, (b"S9", b"", headers)),
+        (d.IMAGE_TOO_LARGE, (b"S9", bomb, headers)),
+        (d.OVERSIZE_PAYLOAD, (b"S9", b"\0" * 400_000, headers)),
+        (d.CORRUPT_IMAGE, (b"S9", b"\0" * 99, contracts.frame_headers(raw_meta, contracts.RAW_GRAY8))),
+    ]
+
+
+def test_each_bad_input_kind_is_dead_lettered_with_its_reason_while_good_frames_flow(
+    broker, make_topic, database_url: str, model_dir, classifier: Classifier
+) -> None:
+    topics = make_topics(make_topic)
+    settings = worker_settings(
+        broker.bootstrap_servers,
+        database_url,
+        model_dir,
+        topics,
+        max_frame_bytes="300000",
+        max_frame_pixels="2000000",
+    )
+    bad = _bad_inputs()
+    good = list(frame_messages(len(bad) + 1, size=(256, 256)).values())
+    stream, reasons_by_offset = [], {}
+    for i, message in enumerate(good):  # good, bad, good, bad, ..., good
+        stream.append(message)
+        if i < len(bad):
+            reasons_by_offset[len(stream)] = bad[i][0]
+            stream.append(bad[i][1])
+
+    with (
+        structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs,
+        running_worker(settings, classifier) as running,
+    ):
+        publish(broker.bootstrap_servers, topics.frames, stream)
+        wait_until(lambda: len(ledger(database_url)) == len(good), 60, "every good frame in the ledger")
+        wait_until(
+            lambda: (
+                committed_offsets(broker.bootstrap_servers, topics.group, topics.frames) == {0: len(stream)}
+            ),
+            20,
+            "every offset committed",
+        )
+        counted = {
+            reason: running.worker.metrics.value("steel_worker_dead_lettered_total", {"reason": reason})
+            for reason in set(reasons_by_offset.values())
+        }
+
+    assert counted == dict(Counter(reasons_by_offset.values()))
+    dead = read_topic(broker.bootstrap_servers, topics.dlq, at_least=len(bad))
+    assert len(dead) == len(bad)
+    for record in dead:
+        headers = dict(record.headers)
+        values = {k: v.decode() for k, v in headers.items() if k.startswith("dlq-")}
+        contracts.validate(contracts.DEAD_LETTER_HEADERS, values)
+        offset = int(values["dlq-source-offset"])
+        assert values["dlq-reason"] == reasons_by_offset[offset], values["dlq-detail"]
+        assert (values["dlq-source-topic"], values["dlq-source-partition"]) == (topics.frames, "0")
+        assert values["dlq-worker"] == settings.worker_id
+        key, value, original_headers = stream[offset]
+        assert (record.key, record.value or b"") == (key, value or b"")  # the original message, unchanged
+        assert [h for h in record.headers if not h[0].startswith("dlq-")] == list(original_headers)
+
+    refused = [e for e in logs if e["event"] == "frame.refused"]
+    assert sorted(e["offset"] for e in refused) == sorted(reasons_by_offset)
+    assert all(e["topic"] == topics.frames and e["partition"] == 0 for e in refused)
+
+
+def test_the_worker_refuses_a_database_without_the_current_schema(
+    broker, make_topic, empty_database_url: str, model_dir, classifier: Classifier
+) -> None:
+    settings = worker_settings(
+        broker.bootstrap_servers, empty_database_url, model_dir, make_topics(make_topic)
+    )
+    with pytest.raises(SchemaError, match="run `steel-worker db upgrade`"), open_worker(settings, classifier):
+        pass
