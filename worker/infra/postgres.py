@@ -359,9 +359,7 @@ def fresh_database(server_url: str, prefix: str = "steel_test") -> Iterator[str]
 
 
 @contextmanager
-def database_url(
-    *, fallback_urls: Sequence[str] = (), data_dir: str | Path | None = None
-) -> Iterator[str]:
+def database_url(*, fallback_urls: Sequence[str] = (), data_dir: str | Path | None = None) -> Iterator[str]:
     """The database to use, as a context manager yielding its SQLAlchemy URL.
 
     In order: `$DATABASE_URL` when set (used as is); else the first of `fallback_urls` that
