@@ -29,6 +29,7 @@ from worker.streaming.service import open_worker
 from worker.streaming.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
+WORKER_COMMAND = ("-m", "worker", "run")
 
 # Fast group joins and failure detection on Tansu; small batches so that a stream spans many.
 TEST_SETTINGS = {
@@ -125,7 +126,7 @@ def start_worker_process(settings: Settings, log_path: Path) -> subprocess.Popen
     """`python -m worker run` configured by environment variables, output to `log_path`."""
     log = open(log_path, "ab")  # noqa: SIM115  (handed to the child; closed with the test's tmp dir)
     return subprocess.Popen(
-        [sys.executable, "-m", "worker", "run"],
+        [sys.executable, *WORKER_COMMAND],
         cwd=REPO,
         env=worker_env(settings),
         stdout=log,
@@ -239,13 +240,17 @@ def detection_rows(database_url: str) -> list[tuple[str, int, str, float, float]
         engine.dispose()
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.2) -> None:
+def wait_until(
+    condition: Callable[[], Any], timeout_s: float, what: str | Callable[[], str], every_s: float = 0.2
+) -> None:
+    """Poll `condition` until true; AssertionError naming `what` (a text, or a function giving one
+    at failure time, e.g. a log tail) after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what() if callable(what) else what}")
 
 
 # --- the model: a real, untrained artefact at a tiny input size ---------------------------------
