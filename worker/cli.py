@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "worker.model.predict_command",  # predict
     "worker.storage.command",  # db
     "worker.streaming.run_command",  # run
+    "worker.streaming.simulate_command",  # simulate
 )
 
 
