@@ -66,7 +66,12 @@ from worker.streaming.settings import Settings
 
 log = structlog.get_logger("worker.streaming")
 
-PUBLISH_TIMEOUT_S = 35.0  # a little over the producer's delivery timeout (see run_command)
+PUBLISH_TIMEOUT_S = 35.0  # a little over the producer's delivery timeout (see service.py)
+
+
+class DeliveryError(SteelWorkerError):
+    """Some output messages of a batch were not acknowledged by the broker (retried)."""
+
 
 # Failures that pass: the database or the broker is unreachable, restarting, or timing out.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -75,11 +80,8 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     sa_exc.DisconnectionError,
     sa_exc.TimeoutError,
     KafkaError,
+    DeliveryError,
 )
-
-
-class DeliveryError(SteelWorkerError):
-    """Some output messages of a batch were not acknowledged by the broker (retried)."""
 
 
 class ResultWriter(Protocol):
@@ -305,7 +307,7 @@ class Worker:
                     batch.published = True
                 step = "commit"
                 self._commit(batch)
-            except (*RETRYABLE_ERRORS, DeliveryError) as error:
+            except RETRYABLE_ERRORS as error:
                 attempt += 1
                 if not self._may_retry(batch, step, attempt, error):
                     return False

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import IO, Any
+from typing import Any, TextIO
 
 import structlog
 from prometheus_client import (
@@ -36,7 +36,7 @@ from prometheus_client import (
 from worker.streaming.records import KafkaCoordinates
 
 
-def configure_logging(fmt: str = "auto", level: str = "info", stream: IO[str] | None = None) -> None:
+def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog once for the process: JSON or console, at least `level`."""
     out = stream if stream is not None else sys.stdout
     as_json = fmt == "json" or (fmt == "auto" and not out.isatty())

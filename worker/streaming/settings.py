@@ -29,6 +29,7 @@ class Secret:
     """A string that does not show itself: repr/str/format print a mask; `reveal()` returns it."""
 
     __slots__ = ("_value",)
+    _value: str
 
     def __init__(self, value: str) -> None:
         object.__setattr__(self, "_value", value)
