@@ -1,0 +1,115 @@
+"""Tiling frames, thresholding scores and placing detections on the strip; batching frames through
+the real (untrained) model gives the same detections as classifying each frame alone."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from frames import grey_image, make_meta
+from streaming_harness import loaded_model, untrained_model
+
+from worker.catalogue import load_catalogue
+from worker.errors import ModelError
+from worker.model.artefact import Classifier
+from worker.streaming.classify import FrameClassifier, detections_for, tile_frame
+from worker.streaming.decode import InboundMessage
+from worker.streaming.loop import Batch, Entry
+from worker.streaming.records import DecodedFrame, KafkaCoordinates
+
+CATALOGUE = load_catalogue()
+
+
+@pytest.fixture(scope="session")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> Classifier:
+    return loaded_model(untrained_model(tmp_path_factory))
+
+
+def _frame(height: int, width: int, frame_id: str = "f1", offset: int = 0, **meta: object) -> DecodedFrame:
+    return DecodedFrame(
+        meta=make_meta(frame_id, **meta),
+        source=KafkaCoordinates("mill.frames", 0, offset),
+        image=grey_image(height, width, seed=offset),
+    )
+
+
+def test_tiles_cover_the_frame_and_hold_its_pixels() -> None:
+    frame = _frame(256, 600)
+    tiled = tile_frame(frame, 256)
+    assert [(t.index, t.x, t.y, t.size) for t in tiled.tiles] == [
+        (0, 0, 0, 256),
+        (1, 172, 0, 256),
+        (2, 344, 0, 256),
+    ]
+    assert tiled.pixels.shape == (3, 256, 256)
+    np.testing.assert_array_equal(tiled.pixels[1], frame.image[:, 172:428])
+
+
+def test_detections_are_tiles_at_or_over_each_class_threshold_placed_on_the_strip() -> None:
+    # position 10 m, 0.5 mm per row along, 0.4 mm per column across, left edge 25 mm from the strip edge
+    tiled = tile_frame(_frame(256, 600), 256)
+    scores = np.array([[0.5, 0.1, 0.9], [0.49, 0.7, np.nan], [0.0, 0.0, 0.0]])
+    thresholds = np.array([0.5, 0.6, 0.8])
+    found = detections_for(tiled, scores, CATALOGUE, thresholds)
+    assert [(d.tile_index, d.class_name, d.confidence) for d in found] == [
+        (0, "holes", 0.5),  # equal to the threshold counts
+        (0, "rolling", 0.9),
+        (1, "scratches", 0.7),  # NaN (rolling on tile 1) never counts
+    ]
+    second = found[2]
+    assert second.threshold == 0.6
+    assert second.along_start_m == pytest.approx(10.0)
+    assert second.along_end_m == pytest.approx(10.0 + 256 * 0.5 / 1000)
+    assert second.along_m == pytest.approx(10.0 + 128 * 0.5 / 1000)
+    assert second.across_mm == pytest.approx(25.0 + (172 + 128) * 0.4)
+    assert (second.x, second.y, second.size) == (172, 0, 256)
+
+
+def test_a_frame_smaller_than_a_tile_is_padded_and_placed_by_its_real_extent() -> None:
+    tiled = tile_frame(_frame(100, 300), 256)
+    assert tiled.pixels.shape == (2, 256, 256)
+    found = detections_for(tiled, np.ones((2, 3)), CATALOGUE, np.full(3, 0.5))
+    first = found[0]
+    assert first.along_end_m == pytest.approx(10.0 + 100 * 0.5 / 1000)  # 100 rows, not 256
+    assert first.along_m == pytest.approx(10.0 + 50 * 0.5 / 1000)
+
+
+def test_batching_frames_through_the_model_equals_classifying_each_alone(classifier: Classifier) -> None:
+    frames = [tile_frame(_frame(256, 256 + 100 * i, f"f{i}", offset=i), 256) for i in range(4)]
+    batched = FrameClassifier(classifier).classify(frames, datetime.now(UTC))
+    assert [r.meta.frame_id for r in batched] == ["f0", "f1", "f2", "f3"]
+    assert [r.tile_count for r in batched] == [1, 2, 2, 3]
+    for tiled, result in zip(frames, batched, strict=True):
+        alone = detections_for(
+            tiled, classifier.predict(tiled.pixels), classifier.catalogue, classifier.thresholds
+        )
+        assert [(d.tile_index, d.class_name) for d in result.detections] == [
+            (d.tile_index, d.class_name) for d in alone
+        ]
+        np.testing.assert_allclose(
+            [d.confidence for d in result.detections], [d.confidence for d in alone], rtol=1e-4
+        )
+        assert result.model_version == classifier.version
+
+
+def test_a_model_whose_thresholds_do_not_match_its_classes_is_refused(classifier: Classifier) -> None:
+    broken = copy.copy(classifier)
+    broken.thresholds = np.array([0.5, 0.5])
+    with pytest.raises(ModelError, match="one threshold per class"):
+        FrameClassifier(broken)
+
+
+def test_a_batch_commits_past_its_last_message_per_partition_and_drops_revoked_ones() -> None:
+    def entry(partition: int, offset: int) -> Entry:
+        tiled = tile_frame(_frame(256, 256, offset=offset), 256)
+        message = InboundMessage(KafkaCoordinates("mill.frames", partition, offset), None, None, ())
+        return Entry(message=message, outcome=tiled, received_at=0.0)
+
+    batch = Batch([entry(0, 5), entry(1, 7), entry(0, 6), entry(1, 8)])
+    offsets = {tp.partition: o for tp, o in batch.next_offsets().items()}
+    assert offsets == {0: 7, 1: 9}
+    revoked = {next(tp for tp in batch.next_offsets() if tp.partition == 1)}
+    assert batch.drop(revoked) == 2
+    assert {tp.partition: o for tp, o in batch.next_offsets().items()} == {0: 7}
