@@ -147,3 +147,11 @@ def test_configuration_table_lists_every_variable_and_flag() -> None:
         assert f"`{option.env}`" in table and f"`{option.flag}`" in table
     assert len({o.env for o in s.OPTIONS}) == len(s.OPTIONS)
     assert {o.field for o in s.OPTIONS} == {f.name for f in dataclasses.fields(s.Settings)}
+
+
+def test_the_worker_documentation_shows_the_current_configuration_table() -> None:
+    doc = Path(__file__).resolve().parents[1] / "docs" / "streaming-worker.md"
+    assert s.configuration_table() in doc.read_text(encoding="utf-8"), (
+        "docs/streaming-worker.md is out of date: paste the output of "
+        "worker.streaming.settings.configuration_table() into it"
+    )

@@ -149,7 +149,7 @@ OPTIONS: tuple[Option, ...] = (
         "DATABASE_URL",
         _secret,
         REQUIRED,
-        "SQLAlchemy URL of the defect database, e.g. postgresql+psycopg2://user:pw@host/db",
+        "URL of the defect database, postgresql://USER:PASSWORD@HOST:5432/DATABASE",
         secret=True,
     ),
     Option("model_path", "MODEL_PATH", _path, REQUIRED, "model artefact directory written by `train`"),
