@@ -32,6 +32,16 @@ from worker.streaming.settings import Settings, masked_database_url
 
 log = structlog.get_logger("worker.streaming")
 
+# libpq: give up connecting after 10 s; notice a silently dead server within about 25 s (TCP
+# keepalives), so that a write fails and is retried instead of hanging.
+DATABASE_CONNECT_ARGS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
 
 def serve(settings: Settings) -> int:
     """Run the worker until SIGTERM/SIGINT; returns the exit status (0 after a clean stop)."""
@@ -54,7 +64,7 @@ def open_worker(settings: Settings, classifier: Classifier | None = None) -> Ite
     log.info("worker.starting", settings=settings.describe())
     contracts.check_schemas()
     with ExitStack() as stack:
-        engine = create_engine(settings.database_url.reveal(), connect_args={"connect_timeout": 10})
+        engine = create_engine(settings.database_url.reveal(), connect_args=DATABASE_CONNECT_ARGS)
         stack.callback(engine.dispose)
         try:
             revision = assert_schema_current(engine)
