@@ -32,12 +32,11 @@ from streaming_harness import (
     worker_settings,
 )
 
-from worker.errors import SchemaError
+from worker import cli
 from worker.model.artefact import Classifier
 from worker.streaming import contracts
 from worker.streaming import decode as d
 from worker.streaming.classify import tile_frame
-from worker.streaming.service import open_worker
 
 LIMITS = d.DecodeLimits(max_frame_bytes=300_000, max_frame_pixels=2_000_000)
 SECRET = "pa55-SeCrEt-word"
@@ -232,11 +231,18 @@ def test_each_bad_input_kind_is_dead_lettered_with_its_reason_while_good_frames_
     assert all(e["topic"] == topics.frames and e["partition"] == 0 for e in refused)
 
 
-def test_the_worker_refuses_a_database_without_the_current_schema(
-    broker, make_topic, empty_database_url: str, model_dir, classifier: Classifier
+def test_run_refuses_a_database_without_the_current_schema_and_says_what_to_run(
+    broker, empty_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    settings = worker_settings(
-        broker.bootstrap_servers, empty_database_url, model_dir, make_topics(make_topic)
-    )
-    with pytest.raises(SchemaError, match="run `steel-worker db upgrade`"), open_worker(settings, classifier):
-        pass
+    """The schema is checked before the model is loaded: the model path need not exist yet."""
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("worker.streaming.run_command",))
+    monkeypatch.setenv("DATABASE_URL", empty_database_url)
+    monkeypatch.setenv("METRICS_PORT", "0")
+    try:
+        status = cli.main(["run", "--bootstrap", broker.bootstrap_servers, "--model", str(tmp_path / "none")])
+    finally:
+        structlog.reset_defaults()
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "steel-worker run: error: database schema is at revision none" in error
+    assert "run `steel-worker db upgrade`" in error
