@@ -37,6 +37,7 @@ from worker.model.artefact import Classifier
 from worker.streaming import contracts
 from worker.streaming import decode as d
 from worker.streaming.classify import tile_frame
+from worker.streaming.settings import HEADER_ROOM_BYTES
 
 LIMITS = d.DecodeLimits(max_frame_bytes=300_000, max_frame_pixels=2_000_000)
 SECRET = "pa55-SeCrEt-word"
@@ -168,6 +169,7 @@ def _bad_inputs() -> list[tuple[str, tuple[bytes | None, bytes | None, list[tupl
         (d.EMPTY_PAYLOAD, (b"S9", b"", headers)),
         (d.IMAGE_TOO_LARGE, (b"S9", bomb, headers)),
         (d.OVERSIZE_PAYLOAD, (b"S9", b"\0" * 400_000, headers)),
+        (d.OVERSIZE_PAYLOAD, (b"S9", b"\1" * 1_200_000, headers)),  # too large to dead-letter whole
         (d.CORRUPT_IMAGE, (b"S9", b"\0" * 99, contracts.frame_headers(raw_meta, contracts.RAW_GRAY8))),
     ]
 
@@ -223,6 +225,10 @@ def test_each_bad_input_kind_is_dead_lettered_with_its_reason_while_good_frames_
         assert (values["dlq-source-topic"], values["dlq-source-partition"]) == (topics.frames, "0")
         assert values["dlq-worker"] == settings.worker_id
         key, value, original_headers = stream[offset]
+        if len(value or b"") > settings.max_message_bytes - HEADER_ROOM_BYTES:
+            # larger than the producer may send: the value is left out, its size said
+            assert (record.value, headers["dlq-value-omitted"]) == (None, str(len(value)).encode())
+            value = None
         assert (record.key, record.value or b"") == (key, value or b"")  # the original message, unchanged
         assert [h for h in record.headers if not h[0].startswith("dlq-")] == list(original_headers)
 

@@ -14,6 +14,7 @@ from worker.streaming import contracts
 from worker.streaming.decode import InboundMessage, Rejected
 
 DLQ_PREFIX = "dlq-"
+VALUE_OMITTED_HEADER = "dlq-value-omitted"
 MAX_DETAIL = 2000
 
 
@@ -47,18 +48,24 @@ def dead_letter_headers(
 
 
 class DeadLetterPublisher:
-    """Produces refused frames to the dead-letter topic; the caller flushes the producer."""
+    """Produces refused frames to the dead-letter topic; the caller flushes the producer.
 
-    def __init__(self, producer: Any, topic: str, worker_id: str) -> None:
+    A value larger than `max_value_bytes` (a frame bigger than the producer may send) is left
+    out, and the header `dlq-value-omitted` gives its size: a dead letter must never be a
+    message that cannot be produced, or the loop would retry it forever.
+    """
+
+    def __init__(self, producer: Any, topic: str, worker_id: str, max_value_bytes: int) -> None:
         self.producer = producer
         self.topic = topic
         self.worker_id = worker_id
+        self.max_value_bytes = max_value_bytes
 
     def publish(self, message: InboundMessage, rejected: Rejected) -> Any:
         """Send the original message plus `dlq-*` headers; returns the send future."""
-        return self.producer.send(
-            self.topic,
-            key=message.key,
-            value=message.value,
-            headers=dead_letter_headers(message, rejected, self.worker_id, datetime.now(UTC)),
-        )
+        headers = dead_letter_headers(message, rejected, self.worker_id, datetime.now(UTC))
+        value = message.value
+        if value is not None and len(value) > self.max_value_bytes:
+            headers.append((VALUE_OMITTED_HEADER, str(len(value)).encode()))
+            value = None
+        return self.producer.send(self.topic, key=message.key, value=value, headers=headers)

@@ -62,7 +62,7 @@ from worker.streaming.observability import (
     message_context,
 )
 from worker.streaming.records import DecodedFrame, FrameResult, KafkaCoordinates
-from worker.streaming.settings import Settings
+from worker.streaming.settings import HEADER_ROOM_BYTES, Settings
 
 log = structlog.get_logger("worker.streaming")
 
@@ -174,7 +174,9 @@ class Worker:
         self.decoder = decoder
         self.metrics = metrics
         self.health = health
-        self.dead_letters = DeadLetterPublisher(producer, settings.dlq_topic, settings.worker_id)
+        self.dead_letters = DeadLetterPublisher(
+            producer, settings.dlq_topic, settings.worker_id, settings.max_message_bytes - HEADER_ROOM_BYTES
+        )
         self._queue: deque[Entry] = deque()
         self._in_flight: Batch | None = None
         self._revoked: list[set[TopicPartition]] = []

@@ -110,7 +110,7 @@ def open_worker(settings: Settings, classifier: Classifier | None = None) -> Ite
                 max_block_ms=10_000,
                 request_timeout_ms=10_000,
                 delivery_timeout_ms=30_000,
-                max_request_size=max(1_048_576, settings.max_frame_bytes + 65_536),  # dead letters
+                max_request_size=settings.max_message_bytes,  # dead letters carry whole frames
             )
             stack.callback(producer.close, timeout=10)
             consumer = KafkaConsumer(
@@ -122,8 +122,8 @@ def open_worker(settings: Settings, classifier: Classifier | None = None) -> Ite
                 session_timeout_ms=settings.session_timeout_ms,
                 heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
                 max_poll_interval_ms=settings.max_poll_interval_ms,
-                fetch_max_bytes=max(52_428_800, settings.max_frame_bytes + 65_536),
-                max_partition_fetch_bytes=max(1_048_576, settings.max_frame_bytes + 65_536),
+                fetch_max_bytes=max(52_428_800, settings.max_message_bytes),
+                max_partition_fetch_bytes=settings.max_message_bytes,
             )
             stack.callback(consumer.close, autocommit=False)
         except KafkaError as exc:

@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError
 from worker.errors import ConfigError
 
 MASK = "**********"
+HEADER_ROOM_BYTES = 65_536  # room for a message's key and headers next to its value
 
 
 class Secret:
@@ -314,6 +315,12 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check_consistency(self)
+
+    @property
+    def max_message_bytes(self) -> int:
+        """Largest message the worker's clients fetch or produce: a frame of MAX_FRAME_BYTES plus
+        room for its headers (at least Kafka's default of 1 MiB)."""
+        return max(1_048_576, self.max_frame_bytes + HEADER_ROOM_BYTES)
 
     def kafka_options(self) -> dict[str, Any]:
         """Connection and security keyword arguments shared by KafkaConsumer and KafkaProducer."""
