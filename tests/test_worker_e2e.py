@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import structlog
 from frames import grey_image, inbound, jpeg_bytes, make_meta, png_bytes
+from kafka import KafkaProducer
 from sqlalchemy.engine import make_url
 from streaming_harness import (
     committed_offsets,
@@ -37,6 +38,7 @@ from worker.model.artefact import Classifier
 from worker.streaming import contracts
 from worker.streaming import decode as d
 from worker.streaming.classify import tile_frame
+from worker.streaming.dead_letter import DeadLetterPublisher
 from worker.streaming.settings import HEADER_ROOM_BYTES
 
 LIMITS = d.DecodeLimits(max_frame_bytes=300_000, max_frame_pixels=2_000_000)
@@ -252,3 +254,22 @@ def test_run_refuses_a_database_without_the_current_schema_and_says_what_to_run(
     error = capsys.readouterr().err
     assert "steel-worker run: error: database schema is at revision none" in error
     assert "run `steel-worker db upgrade`" in error
+
+
+def test_a_dead_letter_too_large_to_produce_goes_out_without_its_value(broker, make_topic) -> None:
+    topic = make_topic("dlq")
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, max_request_size=4000)
+    message = inbound(b"\0" * 6000, [("content-type", b"image/png")], offset=12)
+    rejected = d.Rejected(d.CORRUPT_IMAGE, d.DECODE, "test", message.source)
+    try:
+        # the publisher's own size limit would let it through; the producer refuses it
+        publisher = DeadLetterPublisher(producer, topic, "w1", max_value_bytes=1_000_000)
+        future = publisher.publish(message, rejected)
+        producer.flush(10)
+        assert future.succeeded()
+    finally:
+        producer.close()
+    (record,) = read_topic(broker.bootstrap_servers, topic, at_least=1)
+    headers = dict(record.headers)
+    assert record.value is None and headers["dlq-value-omitted"] == b"6000"
+    assert headers["dlq-reason"] == b"corrupt-image" and headers["content-type"] == b"image/png"

@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from kafka.errors import MessageSizeTooLargeError
+
 from worker.streaming import contracts
 from worker.streaming.decode import InboundMessage, Rejected
 
@@ -50,9 +52,10 @@ def dead_letter_headers(
 class DeadLetterPublisher:
     """Produces refused frames to the dead-letter topic; the caller flushes the producer.
 
-    A value larger than `max_value_bytes` (a frame bigger than the producer may send) is left
-    out, and the header `dlq-value-omitted` gives its size: a dead letter must never be a
-    message that cannot be produced, or the loop would retry it forever.
+    A value larger than `max_value_bytes` (a frame bigger than the producer may send), or one
+    the producer or the broker refuses as too large, is left out, and the header
+    `dlq-value-omitted` gives its size: a dead letter must never be a message that cannot be
+    produced, or the loop would retry it forever.
     """
 
     def __init__(self, producer: Any, topic: str, worker_id: str, max_value_bytes: int) -> None:
@@ -61,11 +64,19 @@ class DeadLetterPublisher:
         self.worker_id = worker_id
         self.max_value_bytes = max_value_bytes
 
-    def publish(self, message: InboundMessage, rejected: Rejected) -> Any:
-        """Send the original message plus `dlq-*` headers; returns the send future."""
+    def publish(self, message: InboundMessage, rejected: Rejected, omit_value: bool = False) -> Any:
+        """Send the original message plus `dlq-*` headers; returns the send future.
+
+        `omit_value` leaves the value out whatever its size (after the broker refused it as too
+        large); a value the producer itself refuses as too large is left out too."""
         headers = dead_letter_headers(message, rejected, self.worker_id, datetime.now(UTC))
         value = message.value
-        if value is not None and len(value) > self.max_value_bytes:
-            headers.append((VALUE_OMITTED_HEADER, str(len(value)).encode()))
-            value = None
-        return self.producer.send(self.topic, key=message.key, value=value, headers=headers)
+        if value is not None and (omit_value or len(value) > self.max_value_bytes):
+            return self._send(message.key, None, [*headers, (VALUE_OMITTED_HEADER, str(len(value)).encode())])
+        try:
+            return self._send(message.key, value, headers)
+        except MessageSizeTooLargeError:
+            return self.publish(message, rejected, omit_value=True)
+
+    def _send(self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
+        return self.producer.send(self.topic, key=key, value=value, headers=headers)

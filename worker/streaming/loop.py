@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 import structlog
 from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy import exc as sa_exc
 
@@ -318,31 +318,37 @@ class Worker:
             return True
 
     def _publish(self, batch: Batch) -> None:
-        futures = []
+        """Send every output message of the batch, flush, and check each acknowledgement.
+
+        A dead letter the broker refuses as too large is sent again without its value (see
+        DeadLetterPublisher); any other unacknowledged message fails the step (retried)."""
+        sent: list[tuple[Any, Entry | None]] = []  # (future, the entry if it is a dead letter)
         catalogue = self.classifier.catalogue
         for entry in batch.entries:
             key = entry.message.key
             if isinstance(entry.outcome, Rejected):
-                futures.append(self.dead_letters.publish(entry.message, entry.outcome))
+                sent.append((self.dead_letters.publish(entry.message, entry.outcome), entry))
                 continue
             assert entry.result is not None
-            detection = contracts.detection_message(entry.result, catalogue)
-            futures.append(
-                self.producer.send(
-                    self.settings.detections_topic, key=key, value=contracts.to_json_bytes(detection)
-                )
-            )
+            detection = contracts.to_json_bytes(contracts.detection_message(entry.result, catalogue))
+            sent.append((self.producer.send(self.settings.detections_topic, key=key, value=detection), None))
             for alert in contracts.per_frame_alerts(entry.result, catalogue):
-                futures.append(
-                    self.producer.send(
-                        self.settings.alerts_topic, key=key, value=contracts.to_json_bytes(alert)
-                    )
-                )
+                value = contracts.to_json_bytes(alert)
+                sent.append((self.producer.send(self.settings.alerts_topic, key=key, value=value), None))
         self.producer.flush(timeout=PUBLISH_TIMEOUT_S)
-        failed = [f for f in futures if not (f.is_done and f.succeeded())]
+        for i, (future, dead) in enumerate(sent):
+            if (
+                dead is not None
+                and future.failed()
+                and isinstance(future.exception, MessageSizeTooLargeError)
+            ):
+                assert isinstance(dead.outcome, Rejected)
+                sent[i] = (self.dead_letters.publish(dead.message, dead.outcome, omit_value=True), dead)
+                self.producer.flush(timeout=PUBLISH_TIMEOUT_S)
+        failed = [future for future, _ in sent if not (future.is_done and future.succeeded())]
         if failed:
             first = failed[0].exception if failed[0].is_done else "not acknowledged in time"
-            raise DeliveryError(f"{len(failed)} of {len(futures)} output messages not delivered: {first!r}")
+            raise DeliveryError(f"{len(failed)} of {len(sent)} output messages not delivered: {first!r}")
 
     def _commit(self, batch: Batch) -> None:
         offsets = batch.next_offsets()
