@@ -149,7 +149,7 @@ class _RecordRevocations(ConsumerRebalanceListener):
 
 
 class Worker:
-    """The streaming worker. Build it with its parts (see `run_command`), then call `run()`.
+    """The streaming worker. Build it with its parts (see `service.open_worker`), then `run()`.
 
     The consumer must be created with `enable_auto_commit=False`; the worker subscribes it.
     """
@@ -181,6 +181,7 @@ class Worker:
         self._in_flight: Batch | None = None
         self._revoked: list[set[TopicPartition]] = []
         self._paused: set[TopicPartition] = set()
+        self._retrying = False
         self._stopping = False
         self._stop_requested_at: float | None = None
         self._abandoned = False
@@ -215,14 +216,14 @@ class Worker:
     def _poll(self, timeout_ms: int) -> None:
         records = self.consumer.poll(timeout_ms=timeout_ms)
         self._apply_revocations()
-        if self._paused:
+        if self._retrying:
             self._pause_all()  # partitions assigned during an outage start paused too
         messages = [_inbound(r) for batch in records.values() for r in batch]
         if messages:
             now = time.monotonic()
             for message, outcome in zip(messages, self.decoder.decode_all(messages), strict=True):
                 self._queue.append(Entry(message, self._tile_or_refusal(message, outcome), now))
-        self.health.tick(RETRYING if self._paused else RUNNING, queued=len(self._queue))
+        self.health.tick(RETRYING if self._retrying else RUNNING, queued=len(self._queue))
 
     def _tile_or_refusal(
         self, message: InboundMessage, outcome: DecodedFrame | Rejected
@@ -398,6 +399,7 @@ class Worker:
                 )
                 self._abandoned = True
                 return False
+        self._retrying = True
         self._pause_all()
         deadline = time.monotonic() + delay_ms / 1000
         while (left := deadline - time.monotonic()) > 0:
@@ -412,12 +414,13 @@ class Worker:
             self._paused |= new
 
     def _resume_all(self) -> None:
-        if self._paused:
+        if self._retrying:
             still = self._paused & set(self.consumer.assignment())
             if still:
                 self.consumer.resume(*still)
             log.info("consumption.resumed", partitions=len(still))
             self._paused = set()
+            self._retrying = False
 
     # --- metrics --------------------------------------------------------------------------------
 
