@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -26,8 +27,12 @@ from worker.streaming.records import KafkaCoordinates
 
 @pytest.fixture
 def restore_structlog() -> Iterator[None]:
+    """configure_logging changes process-wide state: put structlog and the root logger back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     yield
     structlog.reset_defaults()
+    root.handlers, root.level = handlers, level
 
 
 class _Terminal(io.StringIO):
@@ -54,6 +59,16 @@ def test_logs_are_json_lines_off_a_terminal_with_the_message_context_bound(resto
         "frame_id": "f-7",
     }
     assert "offset" not in lines[1] and "timestamp" in lines[1]
+
+
+def test_library_warnings_through_standard_logging_are_json_lines_too(restore_structlog: None) -> None:
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    logging.getLogger("kafka.coordinator").warning("Heartbeat failed for group %s", "g1")
+    logging.getLogger("kafka.conn").info("chatter below WARNING is dropped")
+    (line,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert line["event"] == "Heartbeat failed for group g1"
+    assert (line["level"], line["logger"]) == ("warning", "kafka.coordinator")
 
 
 def test_logs_on_a_terminal_are_key_value_text(restore_structlog: None) -> None:

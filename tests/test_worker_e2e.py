@@ -5,6 +5,7 @@ message per frame, cause-linked alerts, committed offsets; bad input → dead-le
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -246,10 +247,13 @@ def test_run_refuses_a_database_without_the_current_schema_and_says_what_to_run(
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("worker.streaming.run_command",))
     monkeypatch.setenv("DATABASE_URL", empty_database_url)
     monkeypatch.setenv("METRICS_PORT", "0")
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     try:
         status = cli.main(["run", "--bootstrap", broker.bootstrap_servers, "--model", str(tmp_path / "none")])
-    finally:
+    finally:  # `run` configures logging for the process; put it back
         structlog.reset_defaults()
+        root.handlers, root.level = handlers, level
     assert status == 2
     error = capsys.readouterr().err
     assert "steel-worker run: error: database schema is at revision none" in error

@@ -37,25 +37,45 @@ from worker.streaming.records import KafkaCoordinates
 
 
 def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
-    """Configure structlog once for the process: JSON or console, at least `level`."""
+    """Configure structlog once for the process: JSON or console, at least `level`.
+
+    Libraries that log through the standard `logging` module (kafka-python, SQLAlchemy) are
+    rendered the same way, from WARNING up, so that a JSON log stays one JSON object per line.
+    """
     out = stream if stream is not None else sys.stdout
     as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
+    shared: list[Any] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.StackInfoRenderer(),
     ]
+    renderer: Any
     if as_json:
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        renderer = structlog.processors.JSONRenderer()
+        tail: list[Any] = [structlog.processors.format_exc_info, renderer]
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        tail = [renderer]
     structlog.configure(
-        processors=processors,
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            *tail,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
 
 
 @contextmanager
