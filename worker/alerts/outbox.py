@@ -1,0 +1,133 @@
+"""The alerts outbox: alerts written to the `alerts` table reach the alerts topic, at least once.
+
+`publish_pending(engine, producer, topic)` takes the unpublished alerts (`published_at IS NULL`,
+oldest first, locked with `FOR UPDATE SKIP LOCKED` so two workers never send the same batch at
+once), produces one alert.v1 message each (key = value's `alert_id` = the row's dedup key), flushes
+the producer, checks every send, and only then sets `published_at` and commits.
+
+What a crash does: after the flush and before the commit, the messages are on the topic but the
+rows still look unpublished, so the next call sends them again. Exactly once on the topic would
+need Kafka transactions spanning the database, which do not exist; instead every message carries
+its stable `alert_id` (and `record_id`, the row id) and the message key is the alert id, so
+consumers deduplicate by it (a compacted topic keeps one copy per key). In the table each alert
+is exactly one row (see `worker.alerts.engine`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+import structlog
+from kafka.errors import KafkaError, KafkaTimeoutError
+
+from worker.streaming.contracts import ALERT, to_json_bytes
+
+log = structlog.get_logger("worker.alerts")
+
+BATCH_SIZE = 200
+PUBLISH_TIMEOUT_S = 35.0  # a little over the producer's delivery timeout, like the worker loop's
+
+_PENDING = sa.text(
+    "SELECT id FROM alerts WHERE published_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"
+)
+_ROWS = sa.text(
+    """
+    SELECT a.id, a.dedup_key, a.rule, a.class_id, c.name AS class_name, c.cause, c.prevention,
+           a.strip_id, a.roll, a.severity, a.position_start_m, a.position_end_m, a.detection_count,
+           a.pitch_m, a.evidence, a.details, a.created_at
+    FROM alerts AS a JOIN defect_classes AS c ON c.id = a.class_id
+    WHERE a.id = ANY(:ids)
+    ORDER BY a.id
+    """
+)
+_MARK = sa.text("UPDATE alerts SET published_at = now() WHERE id = ANY(:ids)")
+
+
+class Producer(Protocol):
+    """The part of kafka-python's KafkaProducer the outbox uses (values and keys as bytes)."""
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any: ...
+
+    def flush(self, timeout: float | None = None) -> None: ...
+
+
+def alert_message(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The alert.v1 message of one `alerts` row (joined with its class: name, cause, prevention)."""
+    details = dict(row["details"])
+    created: datetime = row["created_at"]
+    return {
+        "schema": ALERT,
+        "alert_id": row["dedup_key"],
+        "record_id": int(row["id"]),
+        "rule": row["rule"],
+        "rule_kind": details.get("kind"),
+        "severity": row["severity"],
+        "class_id": int(row["class_id"]),
+        "class_name": row["class_name"],
+        "cause": row["cause"],
+        "prevention": row["prevention"],
+        "strip_id": row["strip_id"],
+        "line": details.get("line"),
+        "camera": details.get("camera"),
+        "surface": details.get("surface"),
+        "frame_ids": details.get("frame_ids"),
+        "along_start_m": float(row["position_start_m"]),
+        "along_end_m": float(row["position_end_m"]),
+        "count": int(row["detection_count"]),
+        "max_confidence": float(details.get("max_confidence", 0.0)),
+        "model_version": details.get("model_version"),
+        "raised_at": created.isoformat(),
+        "roll": row["roll"],
+        "pitch_m": None if row["pitch_m"] is None else float(row["pitch_m"]),
+        "evidence": [int(i) for i in row["evidence"]],
+        "details": details,
+    }
+
+
+def publish_pending(
+    engine: sa.Engine,
+    producer: Producer,
+    topic: str,
+    *,
+    batch_size: int = BATCH_SIZE,
+    timeout_s: float = PUBLISH_TIMEOUT_S,
+) -> int:
+    """Publish every unpublished alert (see the module doc); the number of alerts published.
+
+    Raises KafkaError (KafkaTimeoutError when a send is not acknowledged in time) when the broker
+    fails, SQLAlchemy errors when the database fails: nothing is marked then, so a later call
+    sends the same alerts again. Both kinds are retryable in the worker loop.
+    """
+    total = 0
+    while True:
+        with engine.begin() as conn:
+            ids = list(conn.execute(_PENDING, {"limit": batch_size}).scalars())
+            if not ids:
+                return total
+            rows = conn.execute(_ROWS, {"ids": ids}).mappings().all()
+            messages = [alert_message(dict(row)) for row in rows]
+            futures = [
+                producer.send(topic, key=m["alert_id"].encode("utf-8"), value=to_json_bytes(m))
+                for m in messages
+            ]
+            producer.flush(timeout=timeout_s)
+            _raise_unless_delivered(futures)
+            conn.execute(_MARK, {"ids": ids})
+        total += len(ids)
+        log.info("alerts.published", topic=topic, count=len(ids), first_id=ids[0], last_id=ids[-1])
+        if len(ids) < batch_size:
+            return total
+
+
+def _raise_unless_delivered(futures: list[Any]) -> None:
+    failed = [f for f in futures if not (f.is_done and f.succeeded())]
+    if not failed:
+        return
+    first = failed[0]
+    if first.is_done and isinstance(first.exception, KafkaError):
+        raise first.exception
+    reason = repr(first.exception) if first.is_done else "not acknowledged in time"
+    raise KafkaTimeoutError(f"{len(failed)} of {len(futures)} alert messages not delivered: {reason}")

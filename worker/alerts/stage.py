@@ -1,0 +1,62 @@
+"""The two calls the worker loop makes: evaluate the rules after each write, publish after producing.
+
+    stage = AlertStage.from_file(engine, catalogue, settings.alerts_topic)   # once, at start-up
+    stage.publish(producer)                      # at start-up: sends what a crash left unsent
+    …
+    writer.write_results(results); stage.evaluate(results)      # the loop's "write" step
+    producer.flush() for detections; stage.publish(producer)    # the loop's "publish" step
+    commit offsets
+
+Both calls are idempotent and raise only retryable errors for infrastructure failures (SQLAlchemy
+OperationalError/InterfaceError, KafkaError): the loop retries the step, as it does for writes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from worker.alerts.config import AlertRules, load_rules
+from worker.alerts.engine import AlertEngine, NewAlert
+from worker.alerts.outbox import Producer, publish_pending
+from worker.catalogue import Catalogue
+from worker.streaming.records import FrameResult
+
+#: Environment variable naming the rules file (default: config/alert-rules.yaml).
+ALERT_RULES_ENV = "ALERT_RULES"
+
+
+def rules_path_from_env() -> Path | None:
+    """`$ALERT_RULES` as a path, or None (the default file)."""
+    value = os.environ.get(ALERT_RULES_ENV, "").strip()
+    return Path(value) if value else None
+
+
+class AlertStage:
+    """Alert rules and the alerts outbox, for one worker process."""
+
+    def __init__(self, engine: sa.Engine, rules: AlertRules, catalogue: Catalogue, topic: str) -> None:
+        self.engine = engine
+        self.rules = rules
+        self.topic = topic
+        self.alert_engine = AlertEngine(engine, rules, catalogue)
+
+    @classmethod
+    def from_file(
+        cls, engine: sa.Engine, catalogue: Catalogue, topic: str, rules_path: str | Path | None = None
+    ) -> AlertStage:
+        """Load the rules (`rules_path`, else $ALERT_RULES, else the default file); ConfigError if bad."""
+        path = rules_path if rules_path is not None else rules_path_from_env()
+        return cls(engine, load_rules(path, catalogue), catalogue, topic)
+
+    def evaluate(self, results: Sequence[FrameResult]) -> list[NewAlert]:
+        """After `StorageWriter.write_results(results)` returned: raise the alerts the stored
+        detections call for, once (see `worker.alerts.engine`)."""
+        return self.alert_engine.evaluate_results(results)
+
+    def publish(self, producer: Producer) -> int:
+        """Send the unpublished alerts to the alerts topic and mark them (see `worker.alerts.outbox`)."""
+        return publish_pending(self.engine, producer, self.topic)
