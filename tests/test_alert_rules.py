@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from tests.alert_strips import (
+from alert_strips import (
     T0,
     Defect,
     periodic_defects,
@@ -21,6 +20,7 @@ from tests.alert_strips import (
     strip_detections,
     strip_results,
 )
+
 from worker.alerts.config import (
     DEFAULT_RULES_PATH,
     Cooldown,

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "worker.storage.command",  # db
     "worker.streaming.run_command",  # run
     "worker.streaming.simulate_command",  # simulate
+    "worker.alerts.command",  # alerts
 )
 
 
