@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "worker.streaming.run_command",  # run
     "worker.streaming.simulate_command",  # simulate
     "worker.alerts.command",  # alerts
+    "worker.reports.command",  # report
 )
 
 

@@ -1,0 +1,2 @@
+"""Reports for analysts from the defect database: a strip's defect map and tables, a period's class
+counts and top causes (`steel-worker report`)."""
