@@ -50,12 +50,14 @@ def register(subparsers: Any) -> None:
         "list",
         parents=[_common()],
         help="show alerts, newest first",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Show alerts, newest first, each with its cause and preventive action.",
     )
     listing.add_argument("--strip", metavar="STRIP_ID", help="only this strip's alerts")
     listing.add_argument("--unacked", action="store_true", help="only alerts nobody acknowledged yet")
     listing.add_argument("--json", action="store_true", help="print one JSON array instead of text")
-    listing.add_argument("--limit", type=int, default=50, help="at most this many alerts")
+    listing.add_argument(
+        "--limit", type=int, default=50, help="at most this many alerts (default: %(default)s)"
+    )
     ack = actions.add_parser("ack", parents=[_common()], help="acknowledge alert ID: keeps who and when")
     ack.add_argument("id", type=int, metavar="ID", help="the alert's id (first column of `alerts list`)")
     ack.add_argument("--by", required=True, metavar="NAME", help="who acknowledges it")
