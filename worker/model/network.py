@@ -59,6 +59,8 @@ def build_classifier(
             "Keras image_data_format: expected 'channels_last' (the pre-processing's layout), received "
             f"{keras.backend.image_data_format()!r}; check ~/.keras/keras.json"
         )
+    if imagenet_weights is not None:
+        check_weights_file(imagenet_weights, backbone)
     base = _backbone_factory(backbone)(
         include_top=False, weights=None, input_shape=(input_size, input_size, 3), pooling="avg"
     )
@@ -68,8 +70,8 @@ def build_classifier(
     return keras.Model(base.input, outputs, name=f"{backbone}_defects")
 
 
-def load_backbone_weights(base: keras.Model, path: str | Path, backbone: str) -> None:
-    """Load Keras' ImageNet no-top weights file into `base`; ModelError if missing or ill-fitting."""
+def check_weights_file(path: str | Path, backbone: str) -> Path:
+    """The path of an existing .h5/.hdf5 file; ModelError otherwise (checked before any building)."""
     file = Path(path)
     if not file.is_file():
         raise ModelError(
@@ -78,6 +80,12 @@ def load_backbone_weights(base: keras.Model, path: str | Path, backbone: str) ->
         )
     if not file.name.endswith((".h5", ".hdf5")):
         raise ModelError(f"--imagenet-weights: expected an HDF5 file (.h5), received {file.name}")
+    return file
+
+
+def load_backbone_weights(base: keras.Model, path: str | Path, backbone: str) -> None:
+    """Load Keras' ImageNet no-top weights file into `base`; ModelError if missing or ill-fitting."""
+    file = check_weights_file(path, backbone)
     try:
         base.load_weights(str(file))
     except Exception as exc:  # Keras/h5py raise ValueError, OSError, KeyError... for a wrong file

@@ -1,0 +1,113 @@
+"""`steel-worker predict`: classify the tiles of image files with a model artefact."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EPILOG = """\
+examples:
+  steel-worker predict --model models/neu frames/strip-0042.png
+      one line per 256×256 tile: image, x, y, each class's probability, ✓ where it reaches the
+      class's threshold (stored in the model)
+  steel-worker predict --model models/neu --json frames/*.png > predictions.json
+      the same as JSON: model version, thresholds, and per tile the probabilities and defects
+
+Images are read as 8-bit grey, padded (reflected) up to one tile where smaller, and cut into tiles
+that cover every pixel (overlapping where a side is not a multiple of the tile); each tile is
+resized to the model's input size.
+"""
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="classify the tiles of image files with a trained model",
+        description="Cut images into tiles and print each tile's class probabilities and defects.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--model", type=Path, required=True, metavar="MODEL_DIR", help="model artefact directory")
+    p.add_argument("--tile", type=int, default=256, metavar="PX", help="tile side in pixels (default: 256)")
+    p.add_argument(
+        "--overlap", type=int, default=0, metavar="PX", help="minimum overlap of tiles (default: 0)"
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="tiles per forward pass (default: 32)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    p.set_defaults(func=run)
+
+
+def predict_images(classifier: Any, images: list[Path], tile: int, overlap: int = 0) -> list[dict[str, Any]]:
+    """Per tile of each image: image, x, y, probabilities (by class name) and defects (names)."""
+    import cv2  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from worker.errors import ConfigError, DatasetError  # noqa: PLC0415
+    from worker.tiling import cut_tiles, pad_to_tile, tile_windows  # noqa: PLC0415
+
+    if tile < 1 or not 0 <= overlap < tile:
+        raise ConfigError(
+            f"--tile/--overlap: expected tile >= 1 and 0 <= overlap < tile, received {tile}, {overlap}"
+        )
+    names = classifier.catalogue.names
+    rows: list[dict[str, Any]] = []
+    for path in tqdm(images, desc="predict", unit="image", disable=None, file=sys.stderr):
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            raise DatasetError(f"cannot read image {path}: missing, unreadable or not an image")
+        image = pad_to_tile(image, tile)
+        windows = tile_windows(image.shape[0], image.shape[1], tile, overlap)
+        probabilities = classifier.predict(cut_tiles(image, windows))
+        decided = classifier.decide(probabilities)
+        for w, p, d in zip(windows, probabilities, decided, strict=True):
+            rows.append(
+                {
+                    "image": str(path),
+                    "x": w.x,
+                    "y": w.y,
+                    "probabilities": {n: round(float(v), 6) for n, v in zip(names, p, strict=True)},
+                    "defects": [n for n, hit in zip(names, d, strict=True) if hit],
+                }
+            )
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]], names: tuple[str, ...]) -> str:
+    """A fixed-width table: image, x, y, then per class the probability and ✓ when over threshold."""
+    width = max([len("image"), *(len(r["image"]) for r in rows)])
+    columns = [max(len(n), 7) for n in names]
+    lines = [
+        f"{'image':<{width}} {'x':>6} {'y':>6}  "
+        + "  ".join(f"{n:>{c}}" for n, c in zip(names, columns, strict=True))
+    ]
+    for r in rows:
+        cells = [
+            f"{r['probabilities'][n]:>{c - 2}.3f} {'✓' if n in r['defects'] else ' '}"
+            for n, c in zip(names, columns, strict=True)
+        ]
+        lines.append(f"{r['image']:<{width}} {r['x']:>6} {r['y']:>6}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from worker.model.artefact import load_classifier  # noqa: PLC0415
+
+    classifier = load_classifier(args.model, batch_size=args.batch_size)
+    rows = predict_images(classifier, list(args.images), args.tile, args.overlap)
+    names = classifier.catalogue.names
+    if args.json:
+        document = {
+            "model": str(args.model),
+            "version": classifier.version,
+            "thresholds": {n: float(t) for n, t in zip(names, classifier.thresholds, strict=True)},
+            "tiles": rows,
+        }
+        print(json.dumps(document, indent=1, ensure_ascii=False))
+    else:
+        print(f"model {args.model} version {classifier.version[:12]}; ✓ = probability >= class threshold")
+        print(format_table(rows, names))
+    return 0
