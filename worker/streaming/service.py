@@ -4,15 +4,21 @@
 thread and stop it with `request_stop()`); `serve(settings)` adds the SIGTERM/SIGINT handlers and
 runs it. Start-up fails fast, with a message that says what to do: message schemas checked →
 database reachable and at the migrations' head (else `steel-worker db upgrade`) → model artefact
-loaded → catalogue and model version recorded → /metrics and /healthz → Kafka clients.
+loaded and warmed up → catalogue and model version recorded → /metrics and /healthz → Kafka
+clients. `kill -USR1 PID` prints every thread's stack to stderr (a hung worker explains itself).
 """
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import io
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
+import numpy as np
 import structlog
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
@@ -45,6 +51,8 @@ DATABASE_CONNECT_ARGS = {
 
 def serve(settings: Settings) -> int:
     """Run the worker until SIGTERM/SIGINT; returns the exit status (0 after a clean stop)."""
+    with contextlib.suppress(io.UnsupportedOperation, AttributeError, ValueError):  # stderr without a file
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     with open_worker(settings) as worker:
         handler = lambda signum, frame: worker.request_stop()  # noqa: E731
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -53,6 +61,17 @@ def serve(settings: Settings) -> int:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+
+def warm_up(model: Classifier, settings: Settings) -> float:
+    """Run one batch of blank tiles through the model before joining the consumer group; returns
+    the seconds it took. The first forward pass builds the backend's compiled function, which
+    can take seconds; done inside the poll loop it could exceed KAFKA_MAX_POLL_INTERVAL_MS."""
+    started = time.monotonic()
+    model.predict(np.zeros((settings.batch_tiles, settings.tile_size, settings.tile_size), dtype=np.uint8))
+    seconds = time.monotonic() - started
+    log.info("worker.model_warmed_up", seconds=round(seconds, 2), tiles=settings.batch_tiles)
+    return seconds
 
 
 @contextmanager
@@ -78,6 +97,7 @@ def open_worker(settings: Settings, classifier: Classifier | None = None) -> Ite
             if classifier is not None
             else load_classifier(settings.model_path, settings.batch_tiles)
         )
+        warm_up(model, settings)
         writer = StorageWriter(engine)
         writer.ensure_catalogue(model.catalogue)
         writer.register_model(
