@@ -132,3 +132,34 @@ def test_resume_continues_from_the_last_epoch_and_optimizer_state(run, tmp_path:
     assert result.epochs_done == 4
     last = keras.saving.load_model(tmp_path / "model" / "checkpoints" / "last.keras")
     assert int(keras.ops.convert_to_numpy(last.optimizer.iterations)) == 4 * 3
+
+
+def test_train_options_map_onto_the_training_config() -> None:
+    """The CLI's options reach TrainingConfig unchanged; the defaults are the paper's recipe."""
+    from worker.cli import build_parser  # noqa: PLC0415
+    from worker.model.train_command import config_from_args  # noqa: PLC0415
+
+    parser = build_parser()
+    paper = config_from_args(parser.parse_args(["train", "--data", "d", "--out", "o"]))
+    assert (paper.optimizer, paper.learning_rate, paper.momentum, paper.batch_size) == ("sgd", 0.001, 0.9, 20)
+    assert (paper.loss, paper.focal_gamma, paper.focal_alpha) == ("focal", 2.0, 0.25)
+    assert (paper.lr_factor, paper.lr_patience, paper.stop_patience, paper.input_size) == (0.75, 10, 10, 256)
+    args = parser.parse_args(
+        ["train", "--data", "d", "--out", "o", "--focal-alpha", "none", "--no-augment", "--oversample",
+         "--class-weights", "--augment-validation", "--input-size", "96", "--optimizer", "adam",
+         "--steps-per-epoch", "50", "--validation-steps", "5", "--resume", "--threshold-objective", "errors"]
+    )  # fmt: skip
+    config = config_from_args(args)
+    assert config.focal_alpha is None and not config.augmentation.active
+    assert (config.oversample, config.class_weights, config.augment_validation, config.resume) == (True,) * 4
+    assert (config.input_size, config.optimizer, config.steps_per_epoch, config.validation_steps) == (
+        96,
+        "adam",
+        50,
+        5,
+    )
+    assert config.threshold_objective == "errors"
+    with pytest.raises(ConfigError, match="--focal-alpha"):
+        config_from_args(parser.parse_args(["train", "--data", "d", "--out", "o", "--focal-alpha", "x"]))
+    with pytest.raises(ConfigError, match="--input-size"):
+        config_from_args(parser.parse_args(["train", "--data", "d", "--out", "o", "--input-size", "16"]))
