@@ -298,3 +298,15 @@ def test_parse_rules_accepts_a_mapping_built_in_code() -> None:
     rules = parse_rules(data, source="inline")
     assert rules.source == "inline"
     assert rules.lookback_m == 150
+
+
+def test_the_lane_cache_gives_what_a_fresh_search_gives_and_is_reused() -> None:
+    detections = _detections(
+        periodic_defects(WORK_ROLL.pitch_m, 14, seed=3, missing=(4,)) + scattered_defects(20, 30.0, seed=2)
+    )
+    cache: dict[Any, Any] = {}
+    assert periodic_findings(detections, ROLL_MARKS, cache) == periodic_findings(detections, ROLL_MARKS)
+    assert len(cache) >= 2  # one entry per class and lane searched
+    before = dict(cache)
+    periodic_findings(detections, ROLL_MARKS, cache)
+    assert cache == before

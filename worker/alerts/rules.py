@@ -22,7 +22,8 @@ the engine (`worker.alerts.engine`) reads the sequence from PostgreSQL and decid
   that scattered marks (covering what the observed ones cover) fill it as well, times the lines
   its pitch freedom allows, times the anchor pairs tried, must not exceed `significance` — and
   must be `DECOY_MARGIN` times below what the same search finds at decoy pitches (rolls that are
-  not there), which guards against scatter dense or regular enough to fool the binomial model.
+  not there) among the other marks, which guards against scatter dense or regular enough to fool
+  the binomial model.
   Overlapping chains (harmonics of one pattern, sub-chains) keep only the best one.
 - `severe_findings`: each detection at or above `min_confidence`.
 """
@@ -32,7 +33,7 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -104,12 +105,19 @@ class RaisedSpan:
     observed_at: datetime | None = None
 
 
-def evaluate_rule(rule: Rule, detections: Sequence[StripDetection]) -> list[Finding]:
-    """Every finding of `rule` on one strip's detections (see the module doc)."""
+#: Memo of lane searches: (rule, class, the lane's detections) → its findings.
+LaneCache = MutableMapping[tuple[PeriodicRule, str, tuple[StripDetection, ...]], list[Finding]]
+
+
+def evaluate_rule(
+    rule: Rule, detections: Sequence[StripDetection], cache: LaneCache | None = None
+) -> list[Finding]:
+    """Every finding of `rule` on one strip's detections (see the module doc). `cache` (periodic
+    rules) remembers each lane's findings, so lanes a batch left unchanged are not searched again."""
     if isinstance(rule, DensityRule):
         return density_findings(detections, rule)
     if isinstance(rule, PeriodicRule):
-        return periodic_findings(detections, rule)
+        return periodic_findings(detections, rule, cache)
     return severe_findings(detections, rule)
 
 
@@ -446,6 +454,9 @@ class _ChainSearch:
                 k = round(distance / roll.pitch_m)
                 if not 1 <= k <= rule.max_missing + 1:
                     continue
+                slack = (self.windows[first] + self.windows[second]) / k
+                if abs(distance / k - roll.pitch_m) > tolerance + slack + EPS:
+                    continue  # no pitch within tolerance puts both marks in their windows
                 self.tried += 1
                 chain = self.grow(roll, first, second, k)
                 if chain is not None and self.passes(chain):
@@ -497,9 +508,10 @@ def find_chains(marks: Sequence[Mark], rule: PeriodicRule) -> list[Chain]:
     """The accepted roll-mark chains among `marks` (sorted along the strip), best first.
 
     A candidate's chance, multiplied by the number of anchor pairs tried (Bonferroni), must not
-    exceed `significance`, and must be `DECOY_MARGIN` times smaller than the best chance of the
-    same search at decoy pitches (rolls that are not there: in dense scatter, decoys find chains
-    as good as the real pitches do). Of chains sharing more than half their marks, the best stays.
+    exceed `significance`, and must be `DECOY_MARGIN` times smaller than the best chance the same
+    search finds at decoy pitches (rolls that are not there) among the marks no candidate took:
+    in scatter dense or regular enough to fool the chance model, decoys find chains as good as
+    the real pitches do. Of chains sharing more than half their marks, the best one stays.
     """
     if len(marks) < rule.min_repeats:
         return []
@@ -507,7 +519,9 @@ def find_chains(marks: Sequence[Mark], rule: PeriodicRule) -> list[Chain]:
     if not judged:
         return []
     tile_m = statistics.median(2 * d.half_length_m for m in marks for d in m.members)
-    decoys = _best_chances(marks, rule, decoy_rolls(rule.rolls, tile_m))
+    explained = {i for chain in judged for i in chain.indices}
+    background = [m for i, m in enumerate(marks) if i not in explained]
+    decoys = _best_chances(background, rule, decoy_rolls(rule.rolls, tile_m)) if len(background) >= 2 else []
     floor = min((c.chance for c in decoys), default=1.0) / DECOY_MARGIN
     judged = [c for c in judged if c.chance <= floor]
     judged.sort(key=lambda c: (-c.marks, -c.fill, c.rms_m, c.indices[0], c.roll.name))
@@ -537,13 +551,21 @@ def lanes(sequence: Sequence[StripDetection], tolerance_mm: float | None) -> lis
     return split
 
 
-def periodic_findings(detections: Sequence[StripDetection], rule: PeriodicRule) -> list[Finding]:
+def periodic_findings(
+    detections: Sequence[StripDetection], rule: PeriodicRule, cache: LaneCache | None = None
+) -> list[Finding]:
     """Roll-mark chains of each watched class, lane by lane across the strip (a roll prints at
     one place across it), one finding per chain naming its roll."""
     found = []
     for class_name in rule.classes:
         for lane in lanes(_of_class(detections, class_name, rule.min_confidence), rule.across_tolerance_mm):
-            found.extend(_lane_findings(lane, rule, class_name))
+            if cache is None:
+                found.extend(_lane_findings(lane, rule, class_name))
+                continue
+            key = (rule, class_name, tuple(lane))
+            if key not in cache:
+                cache[key] = _lane_findings(lane, rule, class_name)
+            found.extend(cache[key])
     return found
 
 
