@@ -134,3 +134,11 @@ def test_corrupt_split_file_is_a_clear_error(tmp_path: Path, content: str, messa
 def test_missing_split_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=SPLIT_FILE):
         load_split(tmp_path)
+
+
+def test_balanced_set_with_more_combinations_than_test_tiles_splits(tmp_path: Path) -> None:
+    """Tied strata (8 combinations × 5 tiles, 8 test tiles) are merged until the split is possible."""
+    combos = {(a, b, c): 5 for a in (0, 1) for b in (0, 1) for c in (0, 1)}
+    split = make_split(_tileset(tmp_path, combos), seed=0)
+    assert len(split.test) == 8
+    assert len(split.train) + len(split.validation) + len(split.test) == 40

@@ -87,9 +87,9 @@ def strata(keys: list[str], n_smaller_part: int) -> list[str]:
     # (rare first) into the most common one until the split is possible.
     while len(counts) > 1 and ((counts.get(_RARE, floor) < floor) or len(counts) > max(1, n_smaller_part)):
         common = counts.most_common(1)[0][0]
-        victim = _RARE if counts.get(_RARE, floor) < floor else min(counts, key=lambda k: (counts[k], k))
-        if victim == common:
-            break
+        others = [k for k in counts if k != common]
+        rare_too_small = _RARE in others and counts[_RARE] < floor
+        victim = _RARE if rare_too_small else min(others, key=lambda k: (counts[k], k))
         out = [common if s == victim else s for s in out]
         counts = Counter(out)
     return out
