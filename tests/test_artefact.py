@@ -247,3 +247,10 @@ def test_imagenet_weights_missing_or_unfitting_are_model_errors(tmp_path: Path) 
     with pytest.raises(ModelError, match="expected an HDF5 file"):
         (tmp_path / "w.npz").write_bytes(b"x")
         build_classifier(3, SIZE, imagenet_weights=tmp_path / "w.npz")
+
+
+def test_warm_up_leaves_predictions_unchanged(saved, loaded) -> None:  # type: ignore[no-untyped-def]
+    """warm_up() only compiles: later predictions are still the saved model's."""
+    _, tiles, expected = saved
+    loaded.warm_up()
+    np.testing.assert_allclose(loaded.predict(tiles[:5]), expected[:5], rtol=0, atol=1e-6)

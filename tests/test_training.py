@@ -163,3 +163,14 @@ def test_train_options_map_onto_the_training_config() -> None:
         config_from_args(parser.parse_args(["train", "--data", "d", "--out", "o", "--focal-alpha", "x"]))
     with pytest.raises(ConfigError, match="--input-size"):
         config_from_args(parser.parse_args(["train", "--data", "d", "--out", "o", "--input-size", "16"]))
+
+
+def test_missing_tile_images_are_reported_before_training(tmp_path: Path) -> None:
+    """A tile listed in labels.csv but absent on disk is a DatasetError naming it, before any model."""
+    from worker.errors import DatasetError  # noqa: PLC0415
+
+    write_shape_tileset(tmp_path / "tiles", per_class=2, clean=4, pairs=0, size=32)
+    victim = sorted((tmp_path / "tiles" / "tiles").iterdir())[0]
+    victim.unlink()
+    with pytest.raises(DatasetError, match=f"missing \\(first: tiles/{victim.name}\\)"):
+        train(_config(tmp_path))

@@ -169,6 +169,12 @@ class Classifier:
             out[start : start + batch.shape[0]] = self._forward(batch)
         return out
 
+    def warm_up(self) -> None:
+        """Compile the forward pass before the first real batch (TensorFlow traces a new batch size
+        once and generalises after the second), so the first frames are not slow."""
+        for n in (self.batch_size, 1):
+            self._forward(np.zeros((n, self.input_size, self.input_size, 3), dtype=np.float32))
+
     def _forward(self, x: np.ndarray) -> np.ndarray:
         # predict_on_batch runs the backend's compiled predict step (tf.function with relaxed
         # shapes on TensorFlow, jit on JAX); inference mode, so BatchNorm uses its moving statistics.

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from worker.errors import ConfigError, ModelError
+from worker.errors import ConfigError, DatasetError, ModelError
 from worker.model.feeding import DEFAULT_BATCH_SIZE, Augmentation
 from worker.model.losses import DEFAULT_ALPHA, DEFAULT_GAMMA
 from worker.model.network import BACKBONES
@@ -196,7 +196,7 @@ def _compile(model: Any, config: TrainingConfig, n_classes: int) -> None:
         keras.metrics.AUC(multi_label=True, num_labels=n_classes, name="auc"),
     ]
     loss = make_loss(config.loss, gamma=config.focal_gamma, alpha=config.focal_alpha)
-    jit: bool | str = {"auto": "auto", "on": True, "off": False}[config.jit_compile]
+    jit: bool | str = "auto" if config.jit_compile == "auto" else config.jit_compile == "on"
     model.compile(
         optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit, run_eagerly=config.run_eagerly
     )
@@ -332,6 +332,12 @@ def train(config: TrainingConfig) -> TrainingResult:
         raise ConfigError(
             f"--out: {files.out} already holds a training run ({files.state}); pass --resume to continue "
             "it or choose a new directory"
+        )
+    missing = [tileset.tiles[i] for i in range(len(tileset)) if not tileset.path(i).is_file()]
+    if missing:
+        raise DatasetError(
+            f"tile set {tileset.root}: {len(missing)} tile images listed in labels.csv are missing "
+            f"(first: {missing[0]})"
         )
     split = load_or_make_split(tileset, files.out, seed=config.seed)
     train_set, val_set = split.subset(tileset, "train"), split.subset(tileset, "validation")
