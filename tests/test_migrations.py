@@ -23,7 +23,15 @@ from worker.storage.tables import ANALYST_ROLE, metadata
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TABLES = sorted(metadata.tables)
-VIEWS = ["detections_with_cause"]
+VIEWS = [
+    "detections_with_cause",  # 0001
+    "strip_summary",  # 0002: the analysts' views
+    "strip_class_summary",
+    "class_trend_hourly",
+    "class_trend_shift",
+    "top_causes",
+    "alerts_with_cause",
+]
 
 
 @pytest.fixture
