@@ -87,13 +87,15 @@ def worker_settings(
 
 def worker_env(settings: Settings) -> dict[str, str]:
     """Environment variables that configure a `python -m worker run` subprocess like `settings`."""
-    from worker.streaming.settings import OPTIONS  # noqa: PLC0415
+    from worker.streaming.settings import ALERT_RULES_OFF, OPTIONS  # noqa: PLC0415
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DATABASE_URL"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DATABASE_URL", "ALERT_RULES"))}
     for option in OPTIONS:
         value = getattr(settings, option.field)
         if value is not None:
             env[option.env] = value.reveal() if hasattr(value, "reveal") else str(value)
+    if settings.alert_rules is None:
+        env["ALERT_RULES"] = ALERT_RULES_OFF
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return env
 

@@ -122,29 +122,6 @@ def test_detection_message_carries_class_cause_prevention_and_position() -> None
     json.loads(contracts.to_json_bytes(message))
 
 
-def test_per_frame_alerts_one_per_class_with_severity_from_the_top_confidence() -> None:
-    result = _result(
-        (_detection("scratches", 0.75), _detection("scratches", 0.6, 1), _detection("rolling", 0.95, 1))
-    )
-    alerts = contracts.per_frame_alerts(result, CATALOGUE)
-    for alert in alerts:
-        contracts.validate(contracts.ALERT, alert)
-    assert [(a["class_name"], a["count"], a["severity"]) for a in alerts] == [
-        ("scratches", 2, "medium"),
-        ("rolling", 1, "high"),
-    ]
-    assert alerts[0]["alert_id"] == "per-frame:f-0001:scratches"
-    assert alerts[1]["cause"] == "wear of the rollers"
-    assert contracts.per_frame_alerts(_result(()), CATALOGUE) == []
-
-
-@pytest.mark.parametrize(
-    ("confidence", "level"), [(0.0, "low"), (0.69, "low"), (0.7, "medium"), (0.9, "high")]
-)
-def test_severity_levels(confidence: float, level: str) -> None:
-    assert contracts.severity(confidence) == level
-
-
 def test_a_message_that_breaks_its_schema_is_reported_with_its_path() -> None:
     message = contracts.detection_message(_result((_detection("holes", 0.9),)), CATALOGUE)
     message["detections"][0]["confidence"] = 1.5

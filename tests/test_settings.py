@@ -40,6 +40,25 @@ def test_defaults_fill_everything_but_the_required_settings() -> None:
         settings.batch_tiles = 1  # type: ignore[misc]
 
 
+def test_alert_rules_default_to_the_shipped_file_name_another_or_are_turned_off_by_none(
+    tmp_path: Path,
+) -> None:
+    """ALERT_RULES: the project's config/alert-rules.yaml by default (shown so in the docs, not as
+    this machine's path), any other file by variable or flag, `none` (any case) for no rules."""
+    from worker.alerts.config import DEFAULT_RULES_PATH, load_rules  # noqa: PLC0415
+
+    default = s.load_settings(REQUIRED_ENV, {}).alert_rules
+    assert default == DEFAULT_RULES_PATH and default is not None and default.is_file()
+    assert load_rules(default).rules  # the default is a usable rules file
+    assert "| `ALERT_RULES` | `--alert-rules` | `config/alert-rules.yaml` |" in s.configuration_table()
+    other = tmp_path / "rules.yaml"
+    env = {**REQUIRED_ENV, "ALERT_RULES": str(other)}
+    assert s.load_settings(env, {}).alert_rules == other
+    assert s.load_settings(env, {"alert_rules": "None"}).alert_rules is None  # the flag wins
+    assert s.load_settings({**REQUIRED_ENV, "ALERT_RULES": "none"}, {}).alert_rules is None
+    assert s.load_settings({**REQUIRED_ENV, "ALERT_RULES": ""}, {}).alert_rules == default  # empty = unset
+
+
 def test_missing_required_settings_are_all_named() -> None:
     with pytest.raises(ConfigError) as info:
         s.load_settings({"MODEL_PATH": "/m"}, {})

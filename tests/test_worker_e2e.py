@@ -1,6 +1,7 @@
 """The worker end to end against the real broker (Tansu), a real PostgreSQL database and a real
 (untrained, input 32) model: frames in → ledger rows, the classifier's detections, one detection
-message per frame, cause-linked alerts, committed offsets; bad input → dead-letter topic."""
+message per frame, no alert but the rules' (tests/test_worker_alerts.py), committed offsets; bad
+input → dead-letter topic."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 import structlog
 from frames import grey_image, inbound, jpeg_bytes, make_meta, png_bytes
 from kafka import KafkaProducer
@@ -71,6 +73,16 @@ def _expected_detections(
     return sorted(expected)
 
 
+def _alert_keys(database_url: str) -> list[str]:
+    """The dedup keys (= alert ids) of the alerts table's rows, sorted."""
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    try:
+        with engine.connect() as conn:
+            return sorted(conn.execute(sa.text("SELECT dedup_key FROM alerts")).scalars())
+    finally:
+        engine.dispose()
+
+
 def _get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -79,7 +91,7 @@ def _get(url: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-def test_frames_become_ledger_rows_predicted_detections_messages_and_alerts(
+def test_frames_become_ledger_rows_predicted_detections_and_messages_and_no_per_frame_alerts(
     broker, make_topic, database_url: str, model_dir, classifier: Classifier
 ) -> None:
     topics = make_topics(make_topic, partitions=2)
@@ -136,13 +148,16 @@ def test_frames_become_ledger_rows_predicted_detections_messages_and_alerts(
     assert published == [(f, t, c) for f, t, c, _ in expected]
     assert any(m["detections"] == [] for m in by_frame.values()) or len(expected) >= 9 * 3
 
-    # One cause-linked alert per frame and class found.
-    wanted = {(f, c) for f, _, c, _ in expected}
-    alerts = [json.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics.alerts, len(wanted))]
+    # Alerts come only from the alert rules (config/alert-rules.yaml), none per frame: the alerts
+    # topic holds exactly the alerts table's rows, each once (tests/test_worker_alerts.py makes
+    # the rules fire).
+    raised = _alert_keys(database_url)
+    assert end_offsets(broker.bootstrap_servers, topics.alerts) == {0: len(raised)}
+    alerts = [json.loads(r.value) for r in read_topic(broker.bootstrap_servers, topics.alerts, len(raised))]
     for alert in alerts:
         contracts.validate(contracts.ALERT, alert)
         assert alert["cause"] == classifier.catalogue.get(alert["class_name"]).cause
-    assert {(a["frame_ids"][0], a["class_name"]) for a in alerts} == wanted
+    assert sorted(a["alert_id"] for a in alerts) == raised
 
     # Logs: JSON-ready events with the message context bound, and never the database password.
     assert SECRET not in repr(logs)

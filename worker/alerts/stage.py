@@ -1,6 +1,6 @@
 """The two calls the worker loop makes: evaluate the rules after each write, publish after producing.
 
-    stage = AlertStage.from_file(engine, catalogue, settings.alerts_topic)   # once, at start-up
+    stage = AlertStage.from_file(engine, catalogue, settings.alerts_topic, settings.alert_rules)  # once
     stage.publish(producer)                      # at start-up: sends what a crash left unsent
     …
     writer.write_results(results); stage.evaluate(results)      # the loop's "write" step
@@ -13,7 +13,6 @@ OperationalError/InterfaceError, KafkaError): the loop retries the step, as it d
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,15 +23,6 @@ from worker.alerts.engine import AlertEngine, NewAlert
 from worker.alerts.outbox import Producer, publish_pending
 from worker.catalogue import Catalogue
 from worker.streaming.records import FrameResult
-
-#: Environment variable naming the rules file (default: config/alert-rules.yaml).
-ALERT_RULES_ENV = "ALERT_RULES"
-
-
-def rules_path_from_env() -> Path | None:
-    """`$ALERT_RULES` as a path, or None (the default file)."""
-    value = os.environ.get(ALERT_RULES_ENV, "").strip()
-    return Path(value) if value else None
 
 
 class AlertStage:
@@ -48,9 +38,9 @@ class AlertStage:
     def from_file(
         cls, engine: sa.Engine, catalogue: Catalogue, topic: str, rules_path: str | Path | None = None
     ) -> AlertStage:
-        """Load the rules (`rules_path`, else $ALERT_RULES, else the default file); ConfigError if bad."""
-        path = rules_path if rules_path is not None else rules_path_from_env()
-        return cls(engine, load_rules(path, catalogue), catalogue, topic)
+        """Load the rules (`rules_path`, else the default `config/alert-rules.yaml`; the worker passes
+        its ALERT_RULES setting); ConfigError naming the file and field if they are unusable."""
+        return cls(engine, load_rules(rules_path, catalogue), catalogue, topic)
 
     def evaluate(self, results: Sequence[FrameResult]) -> list[NewAlert]:
         """After `StorageWriter.write_results(results)` returned: raise the alerts the stored

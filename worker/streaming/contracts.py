@@ -38,9 +38,6 @@ PNG = "image/png"
 RAW_GRAY8 = "application/x-raw-gray8"
 CONTENT_TYPES = (JPEG, PNG, RAW_GRAY8)
 
-PER_FRAME_RULE = "per-frame"
-# Severity of an alert from the highest confidence behind it: (lowest confidence, severity).
-SEVERITY_LEVELS = ((0.9, "high"), (0.7, "medium"), (0.0, "low"))
 
 
 @functools.cache
@@ -160,14 +157,6 @@ def frame_headers(meta: FrameMeta, content_type: str) -> list[tuple[str, bytes]]
 # --- detections and alerts out ----------------------------------------------------------------
 
 
-def severity(confidence: float) -> str:
-    """Alert severity for a confidence in [0, 1] (see SEVERITY_LEVELS)."""
-    for lowest, level in SEVERITY_LEVELS:
-        if confidence >= lowest:
-            return level
-    return SEVERITY_LEVELS[-1][1]
-
-
 def detection_message(result: FrameResult, catalogue: Catalogue) -> dict[str, Any]:
     """The detection.v1 message for one frame (also a clean one), with cause and prevention."""
     meta = result.meta
@@ -211,38 +200,3 @@ def detection_message(result: FrameResult, catalogue: Catalogue) -> dict[str, An
         "classes_found": sorted({d.class_name for d in result.detections}),
         "detections": detections,
     }
-
-
-def per_frame_alerts(result: FrameResult, catalogue: Catalogue) -> list[dict[str, Any]]:
-    """Rule `per-frame`: one alert.v1 message per class found on the frame, in catalogue order."""
-    meta = result.meta
-    alerts = []
-    for defect in catalogue.classes:
-        found = [d for d in result.detections if d.class_name == defect.name]
-        if not found:
-            continue
-        top = max(d.confidence for d in found)
-        alerts.append(
-            {
-                "schema": ALERT,
-                "alert_id": f"{PER_FRAME_RULE}:{meta.frame_id}:{defect.name}",
-                "rule": PER_FRAME_RULE,
-                "severity": severity(top),
-                "class_id": defect.id,
-                "class_name": defect.name,
-                "cause": defect.cause,
-                "prevention": defect.prevention,
-                "strip_id": meta.strip_id,
-                "line": meta.line,
-                "camera": meta.camera,
-                "surface": meta.surface,
-                "frame_ids": [meta.frame_id],
-                "along_start_m": min(d.along_start_m for d in found),
-                "along_end_m": max(d.along_end_m for d in found),
-                "count": len(found),
-                "max_confidence": float(top),
-                "model_version": result.model_version,
-                "raised_at": result.processed_at.isoformat(),
-            }
-        )
-    return alerts

@@ -7,9 +7,13 @@ Read `Worker.run` top to bottom:
     → when the queue holds BATCH_TILES tiles, or its oldest frame waited BATCH_MAX_WAIT_MS:
       take one micro-batch (whole frames, in arrival order) → model → per-class thresholds
       → deliver: StorageWriter.write_results (one transaction, idempotent by frame id)
-                 → produce one detection message per frame, one alert per frame and class found,
-                   the refused frames to the dead-letter topic → producer.flush + every send checked
+                 → AlertStage.evaluate: the alert rules over the stored detections of the batch's
+                   strips (a transaction of its own; each alert inserted once)
+                 → produce one detection message per frame, the refused frames to the dead-letter
+                   topic → producer.flush + every send checked
+                 → AlertStage.publish: the unpublished alerts (outbox) → flush, checked, marked
                  → commit, per partition, the offset after the batch's last message
+    At start: AlertStage.publish once, for the alerts a crash left unsent.
 
 Guarantees:
 - An offset is committed only after the database transaction and the producer flush that cover
@@ -18,9 +22,11 @@ Guarantees:
 - A failed step (database or broker down) is retried with exponential backoff, resuming at the
   step that failed; consumption is paused meanwhile (the consumer keeps polling, so it stays in
   its group). A batch is never skipped.
-- Database writes are exactly-once (the ledger is keyed by frame id). Detection, alert and
-  dead-letter messages are at-least-once: a frame redelivered after a crash between the database
-  commit and the flush is published again; consumers deduplicate by frame id (alert id).
+- Database writes are exactly-once (the ledger is keyed by frame id; an alert by its dedup key,
+  see `worker.alerts.engine`). Detection, alert and dead-letter messages are at-least-once: a
+  frame redelivered after a crash between the database commit and the flush is published again,
+  an alert sent but not yet marked published is sent again; consumers deduplicate by frame id
+  (alert id).
 - Rebalance: kafka-python 3 calls the listener on its IO thread, where blocking calls such as
   commit are refused, so the listener only records the revoked partitions. Everything the loop
   has processed is already committed when it polls (commits happen at the end of each batch,
@@ -39,7 +45,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from kafka import ConsumerRebalanceListener, TopicPartition
@@ -63,6 +69,9 @@ from worker.streaming.observability import (
 )
 from worker.streaming.records import DecodedFrame, FrameResult, KafkaCoordinates
 from worker.streaming.settings import HEADER_ROOM_BYTES, Settings
+
+if TYPE_CHECKING:
+    from worker.alerts.stage import AlertStage
 
 log = structlog.get_logger("worker.streaming")
 
@@ -114,7 +123,10 @@ class Batch:
 
     entries: list[Entry]
     written: bool = False
+    alerts_evaluated: bool = False
     published: bool = False
+    alerts_published: bool = False
+    alerts_raised: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def drop(self, partitions: set[TopicPartition]) -> int:
@@ -152,6 +164,7 @@ class Worker:
     """The streaming worker. Build it with its parts (see `service.open_worker`), then `run()`.
 
     The consumer must be created with `enable_auto_commit=False`; the worker subscribes it.
+    Without `alerts` (ALERT_RULES=none) no alert rules are evaluated and no alerts published.
     """
 
     def __init__(
@@ -165,6 +178,7 @@ class Worker:
         decoder: Decoder,
         metrics: Metrics,
         health: Health,
+        alerts: AlertStage | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
@@ -174,6 +188,7 @@ class Worker:
         self.decoder = decoder
         self.metrics = metrics
         self.health = health
+        self.alerts = alerts
         self.dead_letters = DeadLetterPublisher(
             producer, settings.dlq_topic, settings.worker_id, settings.max_message_bytes - HEADER_ROOM_BYTES
         )
@@ -191,6 +206,7 @@ class Worker:
     def run(self) -> int:
         """Consume until `request_stop()`; returns 0 after a clean stop, 1 if the batch in flight
         had to be left uncommitted (it will be redelivered)."""
+        self._publish_left_alerts()
         self.consumer.subscribe([self.settings.frames_topic], listener=_RecordRevocations(self._revoked))
         log.info("worker.started", topic=self.settings.frames_topic, group=self.settings.consumer_group)
         while not self._stopping:
@@ -204,6 +220,20 @@ class Worker:
         self.health.tick(STOPPED)
         log.info("worker.stopped", abandoned=self._abandoned)
         return 1 if self._abandoned else 0
+
+    def _publish_left_alerts(self) -> None:
+        """Send the alerts a crash (of this or another worker) left unpublished. A failure is only
+        logged: they go out with the next batch's alerts."""
+        if self.alerts is None:
+            return
+        try:
+            self.alerts.publish(self.producer)
+        except RETRYABLE_ERRORS as error:
+            log.warning(
+                "alerts.publish_deferred",
+                error=f"{type(error).__name__}: {error}",
+                note="unpublished alerts go out after the next batch",
+            )
 
     def request_stop(self) -> None:
         """Ask the loop to finish its batch and return (safe to call from a signal handler)."""
@@ -293,8 +323,11 @@ class Worker:
             self._count(batch)
 
     def _deliver(self, batch: Batch) -> bool:
-        """Write, publish, commit; each failed step retried with backoff. False if abandoned."""
+        """Write, evaluate the alert rules, publish, publish the alerts, commit; each failed step
+        retried with backoff, resuming at that step (the steps before it are done and recorded on
+        the batch; every step is idempotent anyway). False if abandoned."""
         attempt = 0
+        alerts = self.alerts
         while True:
             if not batch.entries:  # every partition of the batch was revoked meanwhile
                 self._resume_all()
@@ -304,10 +337,18 @@ class Worker:
                 if not batch.written:
                     self.writer.write_results(batch.results())
                     batch.written = True
+                step = "evaluate"
+                if alerts is not None and not batch.alerts_evaluated:
+                    batch.alerts_raised = len(alerts.evaluate(batch.results()))
+                    batch.alerts_evaluated = True
                 step = "publish"
                 if not batch.published:
                     self._publish(batch)
                     batch.published = True
+                step = "publish-alerts"
+                if alerts is not None and not batch.alerts_published:
+                    alerts.publish(self.producer)
+                    batch.alerts_published = True
                 step = "commit"
                 self._commit(batch)
             except RETRYABLE_ERRORS as error:
@@ -319,7 +360,8 @@ class Worker:
             return True
 
     def _publish(self, batch: Batch) -> None:
-        """Send every output message of the batch, flush, and check each acknowledgement.
+        """Send the batch's detection messages and dead letters, flush, and check each
+        acknowledgement (alerts come from the alert rules, published by `AlertStage.publish`).
 
         A dead letter the broker refuses as too large is sent again without its value (see
         DeadLetterPublisher); any other unacknowledged message fails the step (retried)."""
@@ -333,9 +375,6 @@ class Worker:
             assert entry.result is not None
             detection = contracts.to_json_bytes(contracts.detection_message(entry.result, catalogue))
             sent.append((self.producer.send(self.settings.detections_topic, key=key, value=detection), None))
-            for alert in contracts.per_frame_alerts(entry.result, catalogue):
-                value = contracts.to_json_bytes(alert)
-                sent.append((self.producer.send(self.settings.alerts_topic, key=key, value=value), None))
         self.producer.flush(timeout=PUBLISH_TIMEOUT_S)
         for i, (future, dead) in enumerate(sent):
             if (
@@ -367,6 +406,7 @@ class Worker:
             frames=len(batch.results()),
             refused=sum(isinstance(e.outcome, Rejected) for e in batch.entries),
             tiles=sum(e.tiles for e in batch.entries),
+            alerts_raised=batch.alerts_raised,
             offsets=_offset_text(offsets),
         )
         self._update_lag(offsets)

@@ -2,10 +2,12 @@
 
 `open_worker(settings)` is a context manager that yields a ready `Worker` (tests run it in a
 thread and stop it with `request_stop()`); `serve(settings)` adds the SIGTERM/SIGINT handlers and
-runs it. Start-up fails fast, with a message that says what to do: message schemas checked →
-database reachable and at the migrations' head (else `steel-worker db upgrade`) → model artefact
-loaded and warmed up → catalogue and model version recorded → /metrics and /healthz → Kafka
-clients. `kill -USR1 PID` prints every thread's stack to stderr (a hung worker explains itself).
+runs it. Start-up fails fast, with a message that says what to do: message schemas and the alert
+rules file (ALERT_RULES) checked → database reachable and at the migrations' head (else
+`steel-worker db upgrade`) → model artefact loaded and warmed up → catalogue and model version
+recorded, the rules' classes checked against the model's catalogue → /metrics and /healthz →
+Kafka clients. `kill -USR1 PID` prints every thread's stack to stderr (a hung worker explains
+itself).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from sqlalchemy import exc as sa_exc
 
+from worker.alerts.config import AlertRules, load_rules
+from worker.alerts.stage import AlertStage
 from worker.infra import InfrastructureError
 from worker.model.artefact import Classifier, load_classifier
 from worker.storage.engine import create_engine
@@ -82,6 +86,7 @@ def open_worker(settings: Settings, classifier: Classifier | None = None) -> Ite
     """
     log.info("worker.starting", settings=settings.describe())
     contracts.check_schemas()
+    rules = _alert_rules(settings)  # the file is checked before the slow steps; the classes below
     with ExitStack() as stack:
         engine = create_engine(settings.database_url.reveal(), connect_args=DATABASE_CONNECT_ARGS)
         stack.callback(engine.dispose)
@@ -109,6 +114,7 @@ def open_worker(settings: Settings, classifier: Classifier | None = None) -> Ite
             metrics=model.metrics,
         )
         log.info("worker.model", version=model.version, classes=list(model.catalogue.names), schema=revision)
+        alerts = None if rules is None else AlertStage(engine, rules, model.catalogue, settings.alerts_topic)
 
         metrics = Metrics()
         health = Health(stall_after_s=max(30.0, settings.max_poll_interval_ms / 1000))
@@ -159,4 +165,16 @@ def open_worker(settings: Settings, classifier: Classifier | None = None) -> Ite
             decoder=decoder,
             metrics=metrics,
             health=health,
+            alerts=alerts,
         )
+
+
+def _alert_rules(settings: Settings) -> AlertRules | None:
+    """The rules of ALERT_RULES (ConfigError naming the file and field if unusable), or None when
+    they are turned off (`ALERT_RULES=none`)."""
+    if settings.alert_rules is None:
+        log.info("worker.alert_rules", file=None, rules=[], note="alert rules off (ALERT_RULES=none)")
+        return None
+    rules = load_rules(settings.alert_rules)
+    log.info("worker.alert_rules", file=str(settings.alert_rules), rules=[r.name for r in rules.rules])
+    return rules

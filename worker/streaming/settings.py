@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from worker.alerts.config import DEFAULT_RULES_PATH
 from worker.errors import ConfigError
 
 MASK = "**********"
@@ -65,6 +66,7 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+ALERT_RULES_OFF = "none"  # ALERT_RULES=none (or --alert-rules none): no alert rules evaluated
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Option:
     default: Any
     help: str
     secret: bool = False
+    shown_default: str | None = None  # the default as the documentation shows it (not machine-specific)
 
     @property
     def flag(self) -> str:
@@ -125,6 +128,12 @@ def _path(text: str) -> Path:
     return Path(_text(text)).expanduser()
 
 
+def _rules_file(text: str) -> Path | None:
+    """A rules file's path, or None for `none` (alert rules off)."""
+    value = _text(text)
+    return None if value.lower() == ALERT_RULES_OFF else Path(value).expanduser()
+
+
 def _secret(text: str) -> Secret:
     if not text:
         raise ValueError("expected a non-empty value")
@@ -163,6 +172,15 @@ OPTIONS: tuple[Option, ...] = (
         "topic for one detection message per frame",
     ),
     Option("alerts_topic", "ALERTS_TOPIC", _text, "mill.alerts", "topic for cause-linked alerts"),
+    Option(
+        "alert_rules",
+        "ALERT_RULES",
+        _rules_file,
+        DEFAULT_RULES_PATH,
+        "alert rules file (YAML or JSON, schema alert-rules.v1; see docs/alerts.md), checked at start-up;"
+        f" `{ALERT_RULES_OFF}` turns the rules off",
+        shown_default="config/alert-rules.yaml",
+    ),
     Option("dlq_topic", "DLQ_TOPIC", _text, "mill.frames.dlq", "dead-letter topic for frames refused"),
     Option("consumer_group", "CONSUMER_GROUP", _text, "steel-worker", "Kafka consumer group of the workers"),
     Option(
@@ -283,6 +301,7 @@ class Settings:
     frames_topic: str
     detections_topic: str
     alerts_topic: str
+    alert_rules: Path | None  # None: rules off
     dlq_topic: str
     consumer_group: str
     batch_tiles: int
@@ -449,6 +468,11 @@ def configuration_table() -> str:
     """A Markdown table of every setting: variable, flag, default, meaning (for the README)."""
     rows = ["| variable | flag | default | meaning |", "|---|---|---|---|"]
     for o in OPTIONS:
-        default = "required" if o.default is REQUIRED else ("—" if o.default is None else f"`{o.default}`")
+        if o.default is REQUIRED:
+            default = "required"
+        elif o.default is None:
+            default = "—"
+        else:
+            default = f"`{o.shown_default if o.shown_default is not None else o.default}`"
         rows.append(f"| `{o.env}` | `{o.flag}` | {default} | {o.help} |")
     return "\n".join(rows)
