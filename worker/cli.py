@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "worker.streaming.simulate_command",  # simulate
     "worker.alerts.command",  # alerts
     "worker.reports.command",  # report
+    "worker.demo_command",  # demo
 )
 
 

@@ -1,0 +1,663 @@
+"""`steel-worker demo`: the whole product on one machine, with a measured verdict on the model.
+
+Steps (`run_demo`):
+1. infrastructure: `$KAFKA_BOOTSTRAP_SERVERS` or an embedded Tansu broker; `$DATABASE_URL` or an
+   embedded PostgreSQL (`worker.infra`); migrations applied (`worker.storage.migrate`);
+2. the demo model (`worker.demo_model`): taken from the cache, or trained the first time;
+3. the worker: `python -m worker run` in a subprocess (its log in `<out>/worker.log`), fed by the
+   line simulator (`worker.streaming.simulator`) with a few synthetic strips, a roll mark injected
+   at the pitch of a roll of the alert rules file the worker uses; a live view shows frames/s and
+   detections by class with their cause, read from the database as the worker writes it;
+4. the end: the worker is stopped (SIGTERM: it finishes its batch and commits), then a summary of
+   what the database holds for these strips (frames, tiles, detections per class with cause and
+   prevention, alerts with rule, roll, cause and prevention), a strip report with its PNG defect
+   map (`worker.reports`), and the quality measurement (`worker.demo_quality`): the detections
+   in the database against the simulator's ground truth.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+from worker.datasets._common import DEFAULT_MIN_PIXELS
+from worker.demo_model import DemoRecipe
+from worker.demo_quality import GroundTruth, QualityReport, measure_quality, read_detected
+from worker.errors import ConfigError
+from worker.infra import InfrastructureError
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from worker.streaming.simulator import SimulationPlan
+
+#: Worker settings the demo sets unless the environment already does (see docs/streaming-worker.md).
+WORKER_DEFAULTS: Mapping[str, str] = {
+    "METRICS_HOST": "127.0.0.1",
+    "METRICS_PORT": "0",  # a free port: never clashes with a worker already running here
+    "LOG_FORMAT": "json",
+    "KAFKA_SESSION_TIMEOUT_MS": "6000",  # Tansu forms groups faster with a short session
+    "BATCH_MAX_WAIT_MS": "200",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What the demo streams and where it writes; checked on construction (ConfigError)."""
+
+    strips: int = 3
+    strip_length_m: float = 20.0
+    defect_rate: float = 1.5  # mean random defects per frame: enough for density alerts
+    roll: str = "F7 top work roll"  # a roll of the alert rules file; its pitch spaces the marks
+    roll_mark_class: str = "rolling"
+    line_speed_mps: float = 2.0
+    fps: float | None = None  # None: the camera's real pace; 0: as fast as possible
+    seed: int = 7
+    out_dir: Path = Path("runs/demo")
+    model_dir: Path | None = None  # an existing artefact instead of the demo model
+    rules_path: Path | None = None  # default: $ALERT_RULES, else config/alert-rules.yaml
+    recipe: DemoRecipe = field(default_factory=DemoRecipe)
+    idle_timeout_s: float = 300.0  # give up when the worker writes nothing for this long
+    live: bool | None = None  # refreshing view; None: when stdout is a terminal
+
+    def __post_init__(self) -> None:
+        if self.strips < 1:
+            raise ConfigError(f"--strips must be >= 1, received {self.strips}")
+        if not self.strip_length_m > 0:
+            raise ConfigError(f"--strip-length-m must be > 0, received {self.strip_length_m}")
+        if self.defect_rate < 0:
+            raise ConfigError(f"--defect-rate must be >= 0, received {self.defect_rate}")
+        if self.idle_timeout_s <= 0:
+            raise ConfigError(f"--idle-timeout-s must be > 0, received {self.idle_timeout_s}")
+
+
+# --- what the database holds for the demo's strips -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassCount:
+    """Detections of one class on the demo's strips, with the catalogue's cause and prevention."""
+
+    name: str
+    detections: int
+    cause: str
+    prevention: str
+
+
+@dataclass(frozen=True)
+class AlertLine:
+    """One alert raised on the demo's strips (from the `alerts_with_cause` view)."""
+
+    alert_id: int
+    rule: str
+    kind: str
+    severity: str
+    class_name: str
+    strip_id: str
+    roll: str | None
+    pitch_m: float | None
+    position_start_m: float
+    position_end_m: float
+    detection_count: int
+    cause: str
+    prevention: str
+
+
+@dataclass(frozen=True)
+class StreamSnapshot:
+    """Frames, tiles, detections per class and alerts in the database for some strips, now."""
+
+    frames: int
+    tiles: int
+    classes: tuple[ClassCount, ...]
+    alerts: tuple[AlertLine, ...]
+
+    @property
+    def detections(self) -> int:
+        return sum(c.detections for c in self.classes)
+
+
+def read_snapshot(engine: sa.Engine, strip_ids: Sequence[str]) -> StreamSnapshot:
+    """What the ledger, detections and alerts tables hold for `strip_ids` (every catalogue class
+    listed, also with no detection)."""
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    strips = list(strip_ids)
+    with engine.connect() as conn:
+        frames, tiles = conn.execute(
+            sa.text("SELECT count(*), coalesce(sum(tile_count), 0) FROM frames WHERE strip_id = ANY(:s)"),
+            {"s": strips},
+        ).one()
+        classes = conn.execute(
+            sa.text(
+                """
+                SELECT c.name, c.cause, c.prevention, count(d.id) AS detections
+                FROM defect_classes AS c
+                LEFT JOIN (detections AS d JOIN frames AS f
+                           ON f.frame_id = d.frame_id AND f.strip_id = ANY(:s))
+                       ON d.class_id = c.id
+                GROUP BY c.id, c.name, c.cause, c.prevention
+                ORDER BY c.id
+                """
+            ),
+            {"s": strips},
+        ).mappings()
+        counts = tuple(
+            ClassCount(r["name"], int(r["detections"]), r["cause"], r["prevention"]) for r in classes
+        )
+        alerts = conn.execute(
+            sa.text(
+                """
+                SELECT alert_id, rule, rule_kind, severity, class_name, strip_id, roll, pitch_m,
+                       position_start_m, position_end_m, detection_count, cause, prevention
+                FROM alerts_with_cause WHERE strip_id = ANY(:s) ORDER BY alert_id
+                """
+            ),
+            {"s": strips},
+        ).mappings()
+        alert_lines = tuple(
+            AlertLine(
+                alert_id=int(r["alert_id"]),
+                rule=r["rule"],
+                kind=r["rule_kind"] or "",
+                severity=r["severity"],
+                class_name=r["class_name"],
+                strip_id=r["strip_id"],
+                roll=r["roll"],
+                pitch_m=None if r["pitch_m"] is None else float(r["pitch_m"]),
+                position_start_m=float(r["position_start_m"]),
+                position_end_m=float(r["position_end_m"]),
+                detection_count=int(r["detection_count"]),
+                cause=r["cause"],
+                prevention=r["prevention"],
+            )
+            for r in alerts
+        )
+    return StreamSnapshot(int(frames), int(tiles), counts, alert_lines)
+
+
+# --- the live view ------------------------------------------------------------------------------
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+class LiveView:
+    """Progress of the stream: a block redrawn in place on a terminal, else a plain line now and
+    then. Rates (frames/s, tiles/s) are over the last few seconds of processing."""
+
+    def __init__(self, out: TextIO, *, live: bool, every_s: float = 5.0, window_s: float = 4.0) -> None:
+        self.out = out
+        self.live = live
+        self.every_s = every_s
+        self.window_s = window_s
+        self._drawn = 0
+        self._last_line = -float("inf")
+        self._samples: deque[tuple[float, int, int]] = deque()
+        self.started = time.monotonic()
+
+    def rates(self, now: float, frames: int, tiles: int) -> tuple[float, float]:
+        """(frames/s, tiles/s) processed over the window ending now."""
+        self._samples.append((now, frames, tiles))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window_s:
+            self._samples.popleft()
+        t0, f0, n0 = self._samples[0]
+        span = now - t0
+        if span <= 0:
+            return 0.0, 0.0
+        return (frames - f0) / span, (tiles - n0) / span
+
+    def update(self, snapshot: StreamSnapshot, sent: int, expected: int, *, final: bool = False) -> None:
+        now = time.monotonic()
+        fps, tps = self.rates(now, snapshot.frames, snapshot.tiles)
+        elapsed = now - self.started
+        head = (
+            f"{elapsed:5.0f} s  sent {sent}/{expected} frames  processed {snapshot.frames} frames"
+            f" ({snapshot.tiles} tiles)  {fps:4.1f} frames/s  {tps:5.1f} tiles/s"
+        )
+        if snapshot.frames == 0:
+            head += "  (worker starting: TensorFlow, model, consumer group)"
+        if not self.live:
+            if final or now - self._last_line >= self.every_s:
+                counts = ", ".join(f"{c.name} {c.detections}" for c in snapshot.classes)
+                print(
+                    f"{head}; detections: {counts}; alerts {len(snapshot.alerts)}", file=self.out, flush=True
+                )
+                self._last_line = now
+            return
+        width = shutil.get_terminal_size((110, 20)).columns - 1
+        lines = [_clip(head, width)]
+        for c in snapshot.classes:
+            lines.append(_clip(f"  {c.name:<12} {c.detections:>5}  cause: {c.cause}", width))
+        latest = snapshot.alerts[-1] if snapshot.alerts else None
+        alert_text = f"  alerts {len(snapshot.alerts):>7}"
+        if latest is not None:
+            roll = f" · {latest.roll}" if latest.roll else ""
+            alert_text += f"  latest: {latest.rule} · {latest.class_name} · {latest.strip_id}{roll}"
+        lines.append(_clip(alert_text, width))
+        if self._drawn:
+            self.out.write(f"\x1b[{self._drawn}F")  # back to the first line of the previous block
+        self.out.write("".join(f"\x1b[2K{line}\n" for line in lines))
+        self.out.flush()
+        self._drawn = len(lines)
+
+
+# --- the worker subprocess ------------------------------------------------------------------------
+
+
+def worker_environment(
+    base: Mapping[str, str], bootstrap: str, database_url: str, model_path: Path, rules_file: Path
+) -> dict[str, str]:
+    """The environment of the demo's `steel-worker run`: `base` with the demo's broker, database
+    and model, and WORKER_DEFAULTS for settings `base` does not set."""
+    env = dict(base)
+    env.update(KAFKA_BOOTSTRAP_SERVERS=bootstrap, DATABASE_URL=database_url, MODEL_PATH=str(model_path))
+    env["ALERT_RULES"] = str(rules_file)
+    for key, value in WORKER_DEFAULTS.items():
+        if not env.get(key):
+            env[key] = value
+    return env
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class WorkerProcess:
+    """`python -m worker run` with its output in a log file; `stop()` sends SIGTERM and waits."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "wb")  # noqa: SIM115  (closed in stop())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "worker", "run"],
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def check_alive(self) -> None:
+        """InfrastructureError (with the log's tail) if the worker has exited."""
+        code = self.process.poll()
+        if code is not None:
+            raise InfrastructureError(
+                f"the worker exited early with status {code}; last lines of {self.log_path}:\n"
+                f"{_tail(self.log_path)}"
+            )
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM (the worker finishes its batch and commits), then wait; kill after `timeout_s`."""
+        try:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return self.process.wait()
+        finally:
+            self._log.close()
+
+
+# --- the demo -------------------------------------------------------------------------------------
+
+
+def demo_rules_file(rules_path: Path | None, environ: Mapping[str, str]) -> Path:
+    """The alert rules file the demo's worker uses: `rules_path`, else $ALERT_RULES, else the
+    default file. ConfigError when $ALERT_RULES turns the rules off (the demo shows alerts)."""
+    from worker.alerts.config import DEFAULT_RULES_PATH  # noqa: PLC0415
+    from worker.streaming.settings import ALERT_RULES_OFF  # noqa: PLC0415
+
+    if rules_path is not None:
+        return rules_path.expanduser().resolve()
+    value = environ.get("ALERT_RULES", "").strip()
+    if value.lower() == ALERT_RULES_OFF:
+        raise ConfigError(
+            f"ALERT_RULES={value}: the demo shows alerts and needs a rules file; unset ALERT_RULES or"
+            " pass --rules FILE"
+        )
+    return Path(value).expanduser().resolve() if value else DEFAULT_RULES_PATH
+
+
+def roll_pitch(rules_file: Path, roll_name: str) -> float:
+    """The pitch (π·d) of roll `roll_name` in the rules file; ConfigError naming the rolls if absent."""
+    from worker.alerts.config import load_rules  # noqa: PLC0415
+
+    rules = load_rules(rules_file)
+    for roll in rules.rolls:
+        if roll.name == roll_name:
+            return roll.pitch_m
+    raise ConfigError(
+        f"--roll {roll_name!r}: not a roll of {rules.source}; expected one of {[r.name for r in rules.rolls]}"
+    )
+
+
+def _say(out: TextIO) -> Callable[[str], None]:
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    return say
+
+
+def _wrap(text: str, indent: int, width: int) -> str:
+    return textwrap.fill(
+        text, width=max(40, width), initial_indent=" " * indent, subsequent_indent=" " * indent
+    )
+
+
+def summary_lines(snapshot: StreamSnapshot, strips: int, seconds: float, width: int = 100) -> list[str]:
+    """The end-of-demo tables: totals, detections per class (cause, prevention), alerts."""
+    rate = snapshot.frames / seconds if seconds > 0 else 0.0
+    out = [
+        f"{strips} strips, {snapshot.frames} frames, {snapshot.tiles} tiles in {seconds:.0f} s"
+        f" ({rate:.1f} frames/s), {snapshot.detections} detections, {len(snapshot.alerts)} alerts",
+        "",
+        f"{'class':<12} {'detections':>10}  cause → prevention",
+    ]
+    for c in snapshot.classes:
+        out.append(f"{c.name:<12} {c.detections:>10}  {c.cause}")
+        out.append(_wrap(f"→ {c.prevention}", 25, width))
+    out.append("")
+    if not snapshot.alerts:
+        out.append("alerts: none")
+        return out
+    out.append(f"{'alert':>5}  {'rule':<18} {'kind':<13} {'class':<10} {'strip':<26} at (m)        roll")
+    for a in snapshot.alerts:
+        roll = a.roll or "-"
+        if a.pitch_m is not None:
+            roll += f" (pitch {a.pitch_m:.2f} m)"
+        out.append(
+            f"{a.alert_id:>5}  {a.rule:<18} {a.kind:<13} {a.class_name:<10} {a.strip_id:<26}"
+            f" {a.position_start_m:5.1f}-{a.position_end_m:5.1f}  {roll}"
+        )
+        out.append(_wrap(f"{a.detection_count} detections, {a.severity}: cause {a.cause}", 7, width))
+        out.append(_wrap(f"→ {a.prevention}", 7, width))
+    return out
+
+
+def _report_strip(snapshot: StreamSnapshot, strip_ids: Sequence[str]) -> str:
+    """The strip to draw: the one with most alerts (the first one on ties)."""
+    alerts = dict.fromkeys(strip_ids, 0)
+    for a in snapshot.alerts:
+        alerts[a.strip_id] = alerts.get(a.strip_id, 0) + 1
+    return max(strip_ids, key=lambda s: alerts.get(s, 0))
+
+
+class WorkerHandle(Protocol):
+    """What the stream needs of a running worker: a log to point at, and a liveness check."""
+
+    @property
+    def log_path(self) -> Path: ...
+
+    def check_alive(self) -> None:
+        """Raise (InfrastructureError) if the worker is no longer running."""
+        ...
+
+
+@dataclass(frozen=True)
+class StreamRun:
+    """What one stream through the worker needs: the plan, where to send, what to watch."""
+
+    plan: SimulationPlan
+    bootstrap: str
+    engine: sa.Engine
+    worker: WorkerHandle
+    truth: GroundTruth
+    expected_frames: int
+    idle_timeout_s: float
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """The strips streamed, and the worker's first and last write (monotonic seconds)."""
+
+    strip_ids: tuple[str, ...]
+    first_write: float | None
+    last_write: float | None
+
+    @property
+    def processing_s(self) -> float:
+        if self.first_write is None or self.last_write is None:
+            return 0.0
+        return self.last_write - self.first_write
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo measured (also printed): the database snapshot and the model's quality."""
+
+    snapshot: StreamSnapshot
+    quality: QualityReport
+    strip_ids: tuple[str, ...]
+    defect_map: Path
+    worker_exit_code: int
+
+
+def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
+    """Run the demo end to end, printing as it goes; the result holds what it measured.
+
+    Raises ConfigError for bad options, InfrastructureError when a service cannot be started or
+    the worker fails, ModelError when the demo model cannot be prepared.
+    """
+    from worker.storage.engine import create_engine  # noqa: PLC0415
+    from worker.streaming.settings import load_settings  # noqa: PLC0415
+
+    stream = out if out is not None else sys.stdout
+    say = _say(stream)
+    rules_file = demo_rules_file(options.rules_path, os.environ)
+    pitch = roll_pitch(rules_file, options.roll)  # a bad --roll fails before anything starts
+    out_dir = options.out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with ExitStack() as stack:
+        bootstrap, db_url = _start_services(stack, out_dir, say)
+        model_path = _demo_model(options, say)
+        env = worker_environment(os.environ, bootstrap, db_url, model_path, rules_file)
+        settings = load_settings(env)
+        _create_topics(bootstrap, settings)
+        worker = WorkerProcess(env, out_dir / "worker.log")
+        stack.callback(worker.stop)
+        engine = create_engine(db_url)
+        stack.callback(engine.dispose)
+        plan = _plan(options, settings.frames_topic, pitch)
+        run = StreamRun(
+            plan=plan,
+            bootstrap=bootstrap,
+            engine=engine,
+            worker=worker,
+            truth=GroundTruth(settings.tile_size, settings.tile_min_overlap),
+            expected_frames=options.strips * _frames_per_strip(plan),
+            idle_timeout_s=options.idle_timeout_s,
+        )
+        say(
+            f"worker starting (log {worker.log_path}); streaming {options.strips} strips of"
+            f" {options.strip_length_m:g} m ({run.expected_frames} frames) at {options.line_speed_mps:g} m/s"
+            f" with roll marks ({options.roll_mark_class}) every {pitch:.3f} m, π × the diameter of"
+            f" {options.roll}"
+        )
+        live = options.live if options.live is not None else stream.isatty()
+        streamed = stream_through_worker(run, stream, live)
+        code = worker.stop()
+        if code != 0:
+            say(f"warning: the worker exited with status {code}; see {worker.log_path}")
+        result = _finish(
+            run, streamed, model_path=model_path, out_dir=out_dir, worker_exit_code=code, say=say
+        )
+        say(f"demo finished in {(time.monotonic() - started) / 60:.1f} min; outputs in {out_dir}")
+        return result
+
+
+def _start_services(stack: ExitStack, out_dir: Path, say: Callable[[str], None]) -> tuple[str, str]:
+    """The broker's bootstrap servers and the migrated database's URL (embedded ones are stopped
+    when `stack` closes)."""
+    from worker.infra.broker import EmbeddedBroker  # noqa: PLC0415
+    from worker.infra.postgres import database_url  # noqa: PLC0415
+    from worker.storage import migrate  # noqa: PLC0415
+
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if bootstrap:
+        say(f"broker: {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)")
+    else:
+        broker = stack.enter_context(EmbeddedBroker(log_path=out_dir / "broker.log"))
+        bootstrap = broker.bootstrap_servers
+        say(f"broker: embedded Tansu at {bootstrap} (log {broker.log_path})")
+    db_url = stack.enter_context(database_url())
+    where = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL"
+    migrate.upgrade(db_url)
+    say(f"database: {where} at {db_url.rsplit('@', 1)[-1]}, migrated to the newest schema")
+    return bootstrap, db_url
+
+
+def _demo_model(options: DemoOptions, say: Callable[[str], None]) -> Path:
+    """--model when given (checked now), else the demo model from the cache or trained now."""
+    from worker.demo_model import prepare_demo_model  # noqa: PLC0415
+    from worker.model.artefact import read_model_meta  # noqa: PLC0415
+
+    if options.model_dir is not None:
+        path = options.model_dir.resolve()
+        read_model_meta(path)  # a clear message now if it is not an artefact
+        say(f"model: {path} (--model)")
+        return path
+    prepared = prepare_demo_model(options.recipe, log=say)
+    if not prepared.built:
+        say(f"model: the cached demo model {prepared.path}")
+    return prepared.path
+
+
+def _create_topics(bootstrap: str, settings: Any) -> None:
+    """The worker's topics, before it subscribes (a group sees a topic made later only slowly)."""
+    from worker.infra.broker import create_topics  # noqa: PLC0415
+
+    create_topics(
+        bootstrap,
+        {
+            settings.frames_topic: 3,
+            settings.detections_topic: 1,
+            settings.alerts_topic: 1,
+            settings.dlq_topic: 1,
+        },
+    )
+
+
+def _plan(options: DemoOptions, topic: str, pitch: float) -> SimulationPlan:
+    from worker.streaming.simulator import RollMark, SimulationPlan  # noqa: PLC0415
+
+    return SimulationPlan(
+        topic=topic,
+        strips=options.strips,
+        strip_length_m=options.strip_length_m,
+        line_speed_mps=options.line_speed_mps,
+        fps=options.fps,
+        seed=options.seed,
+        defect_rate=options.defect_rate,
+        roll_marks=(RollMark(options.roll_mark_class, pitch),),
+        strip_gap_s=1.0,
+    )
+
+
+def _frames_per_strip(plan: SimulationPlan) -> int:
+    from worker.streaming.simulator import frames_to_cover  # noqa: PLC0415
+
+    assert plan.strip_length_m is not None
+    return frames_to_cover(plan.strip_length_m, plan)
+
+
+def _finish(
+    run: StreamRun,
+    streamed: StreamResult,
+    *,
+    model_path: Path,
+    out_dir: Path,
+    worker_exit_code: int,
+    say: Callable[[str], None],
+) -> DemoResult:
+    """Summary, strip report with its defect map, and the quality measurement, printed."""
+    from worker.model.artefact import read_model_meta  # noqa: PLC0415
+    from worker.reports.strip import write_strip_report  # noqa: PLC0415
+
+    width = shutil.get_terminal_size((110, 20)).columns - 1
+    strip_ids = streamed.strip_ids
+    snapshot = read_snapshot(run.engine, strip_ids)
+    say("")
+    say("== summary " + "=" * max(0, width - 11))
+    for line in summary_lines(snapshot, len(strip_ids), streamed.processing_s, width):
+        say(line)
+    chosen = _report_strip(snapshot, strip_ids)
+    report = write_strip_report(run.engine, chosen, out_dir / "report")
+    say("")
+    say(f"defect map of strip {chosen}: {report.defect_map}")
+    say(f"strip report (Markdown, CSV tables): {report.markdown}")
+    meta = read_model_meta(model_path)
+    class_names = [c["name"] for c in meta["catalogue"]["classes"]]
+    processed, detected = read_detected(run.engine, strip_ids)
+    quality = measure_quality(run.truth.frames, processed, detected, class_names)
+    say("")
+    say(
+        f"== quality of model {str(meta['version'])[:12]} ({meta['backbone']} at {meta['input_size']} px) on"
+        " this stream; ground truth: the simulator's masks, a class is on a tile when at least"
+        f" {DEFAULT_MIN_PIXELS} of its pixels are"
+    )
+    for line in quality.lines():
+        say(line)
+    say("")
+    return DemoResult(snapshot, quality, strip_ids, report.defect_map, worker_exit_code)
+
+
+def stream_through_worker(run: StreamRun, out: TextIO, live: bool) -> StreamResult:
+    """Send the plan's frames (simulator in a thread, ground truth recorded as they go) and show
+    the live view until the worker has written every sent frame. InfrastructureError if the
+    simulator or the worker fails, or the worker writes nothing for `run.idle_timeout_s`."""
+    from worker.streaming.simulator import simulate  # noqa: PLC0415
+
+    failure: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            simulate(run.bootstrap, run.plan, progress=False, on_frame=run.truth.add)
+        except BaseException as exc:
+            failure.append(exc)
+
+    sender = threading.Thread(target=send, name="simulator", daemon=True)
+    sender.start()
+    view = LiveView(out, live=live)
+    last_frames, last_change = 0, time.monotonic()
+    first_write: float | None = None
+    while True:
+        run.worker.check_alive()
+        if failure:
+            raise failure[0]
+        strip_ids = run.truth.strip_ids
+        snapshot = read_snapshot(run.engine, strip_ids)
+        sent = len(run.truth)
+        now = time.monotonic()
+        done = not sender.is_alive() and snapshot.frames >= sent
+        view.update(snapshot, sent, run.expected_frames, final=done)
+        if snapshot.frames != last_frames:
+            first_write = first_write if first_write is not None else now
+            last_frames, last_change = snapshot.frames, now
+        if done:
+            return StreamResult(tuple(strip_ids), first_write, last_change if first_write else None)
+        if now - last_change > run.idle_timeout_s:
+            raise InfrastructureError(
+                f"the worker wrote no frame for {run.idle_timeout_s:.0f} s ({snapshot.frames} of {sent}"
+                f" sent frames written); last lines of {run.worker.log_path}:\n{_tail(run.worker.log_path)}"
+            )
+        time.sleep(0.5)
