@@ -29,5 +29,8 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check worker tests
 	$(BIN)/mypy worker
 
+bench: $(STAMP) ## throughput: bare model vs the worker end to end, rules on and off (BENCH_ARGS="--repeat 3")
+	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
+
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,8 +4,12 @@ written twice.
 Read `Worker.run` top to bottom:
 
     poll → decode + validate (thread pool; bad frames become Rejected) → tile → queue
-    → when the queue holds BATCH_TILES tiles, or its oldest frame waited BATCH_MAX_WAIT_MS:
-      take one micro-batch (whole frames, in arrival order) → model → per-class thresholds
+    → when the queue holds BATCH_TILES tiles, or its oldest frame waited BATCH_MAX_WAIT_MS and
+      the last poll brought nothing more: take one micro-batch (whole frames, in arrival order)
+      → model → per-class thresholds (on the model thread: while the model classifies a batch,
+      the loop delivers the batch before it, then polls and decodes the next frames; batches
+      are delivered one at a time, in order; the loop polls only while less than a batch is
+      queued, so the queue holds at most BATCH_TILES tiles plus one poll's frames)
       → deliver: StorageWriter.write_results (one transaction, idempotent by frame id)
                  → AlertStage.evaluate: the alert rules over the stored detections of the batch's
                    strips (a transaction of its own; each alert inserted once)
@@ -28,14 +32,17 @@ Guarantees:
   an alert sent but not yet marked published is sent again; consumers deduplicate by frame id
   (alert id).
 - Rebalance: kafka-python 3 calls the listener on its IO thread, where blocking calls such as
-  commit are refused, so the listener only records the revoked partitions. Everything the loop
-  has processed is already committed when it polls (commits happen at the end of each batch,
-  before the next poll); after each poll the loop drops queued and in-flight work of revoked
-  partitions, which is uncommitted and goes to the partitions' next owner.
-- SIGTERM/SIGINT (`request_stop`) only sets a flag. The loop finishes the batch in flight
-  (retrying up to SHUTDOWN_TIMEOUT_S), commits it, and returns; frames fetched but not yet in a
-  batch are left uncommitted and are redelivered. After a clean stop, the committed offsets and
-  the ledger agree: every frame before the committed offset is written, none after it.
+  commit are refused, so the listener only records the revoked partitions. Every delivered
+  batch is committed at the end of its delivery, before the next poll; after each poll the loop
+  drops the revoked partitions' entries from the queue, from the batch on the model and from the
+  batch being delivered (polls during retries): none of them is committed, and the partitions'
+  next owner re-reads them (at most one batch is on the model while another is delivered).
+- SIGTERM/SIGINT (`request_stop`) only sets a flag. The loop finishes the batches in flight
+  (retrying up to SHUTDOWN_TIMEOUT_S), commits them, and returns; a batch after one that had to
+  be abandoned is not delivered either (its offsets would pass the abandoned frames); frames
+  fetched but not yet in a batch are left uncommitted and are redelivered. After a clean stop,
+  the committed offsets and the ledger agree: every frame before the committed offset is
+  written, none after it.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -76,6 +84,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("worker.streaming")
 
 PUBLISH_TIMEOUT_S = 35.0  # a little over the producer's delivery timeout (see service.py)
+# A batch due by age only is closed after a poll that brought nothing; such a poll waits this long
+# (it returns at once when frames arrive: a fetch response still being read, for one).
+TOP_UP_POLL_MS = 50
 
 
 class DeliveryError(SteelWorkerError):
@@ -147,6 +158,15 @@ class Batch:
         return offsets
 
 
+@dataclass
+class _Classifying:
+    """A batch on the model thread: its frames and the future of their results."""
+
+    batch: Batch
+    frames: list[Entry]
+    results: Future[list[FrameResult]]
+
+
 class _RecordRevocations(ConsumerRebalanceListener):
     """Runs on kafka-python's IO thread: only records what was revoked, for the loop to apply."""
 
@@ -193,7 +213,10 @@ class Worker:
             producer, settings.dlq_topic, settings.worker_id, settings.max_message_bytes - HEADER_ROOM_BYTES
         )
         self._queue: deque[Entry] = deque()
-        self._in_flight: Batch | None = None
+        self._in_flight: Batch | None = None  # being delivered
+        self._classifying: _Classifying | None = None  # on the model meanwhile
+        self._model_thread: ThreadPoolExecutor | None = None
+        self._dry = True  # the last poll brought no message
         self._revoked: list[set[TopicPartition]] = []
         self._paused: set[TopicPartition] = set()
         self._retrying = False
@@ -209,10 +232,15 @@ class Worker:
         self._publish_left_alerts()
         self.consumer.subscribe([self.settings.frames_topic], listener=_RecordRevocations(self._revoked))
         log.info("worker.started", topic=self.settings.frames_topic, group=self.settings.consumer_group)
-        while not self._stopping:
-            self._poll(self._poll_timeout_ms())
-            while self._batch_due() and not self._stopping:
-                self._process(self._take_batch())
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model") as self._model_thread:
+            while not self._stopping:
+                if self._queued_tiles() < self.settings.batch_tiles:  # the queue stays bounded
+                    self._poll(self._poll_timeout_ms())
+                if self._batch_due():
+                    self._classify_and_deliver_previous(self._take_batch())
+                else:
+                    self._deliver_classified()  # nothing to overlap it with: deliver it now
+            self._deliver_classified()  # the batch on the model when the stop came
         self.health.tick(STOPPING)
         if self._queue:  # fetched, not started: uncommitted, so redelivered to the next owner
             log.info("worker.stopping", left_uncommitted=len(self._queue))
@@ -249,6 +277,7 @@ class Worker:
         if self._retrying:
             self._pause_all()  # partitions assigned during an outage start paused too
         messages = [_inbound(r) for batch in records.values() for r in batch]
+        self._dry = not messages
         if messages:
             now = time.monotonic()
             for message, outcome in zip(messages, self.decoder.decode_all(messages), strict=True):
@@ -272,6 +301,8 @@ class Worker:
             dropped = 0
             if self._in_flight is not None:
                 dropped += self._in_flight.drop(revoked)
+            if self._classifying is not None:
+                dropped += self._classifying.batch.drop(revoked)
             kept = [e for e in self._queue if e.partition not in revoked]
             dropped += len(self._queue) - len(kept)
             self._queue = deque(kept)
@@ -283,19 +314,32 @@ class Worker:
             )
 
     def _poll_timeout_ms(self) -> int:
+        """How long the next poll may wait: not at all while a batch is on the model (its delivery
+        waits); else until the oldest queued frame is due; once it is (a partial batch that the
+        last poll added to), TOP_UP_POLL_MS for frames on their way."""
+        waited_ms = (time.monotonic() - self._queue[0].received_at) * 1000 if self._queue else 0.0
+        left_ms = self.settings.batch_max_wait_ms - waited_ms
+        if self._queue and left_ms <= 0:
+            return min(self.settings.poll_timeout_ms, TOP_UP_POLL_MS)
+        if self._classifying is not None:
+            return 0
         if not self._queue:
             return self.settings.poll_timeout_ms
-        waited_ms = (time.monotonic() - self._queue[0].received_at) * 1000
-        left_ms = self.settings.batch_max_wait_ms - waited_ms
-        return int(max(0, min(self.settings.poll_timeout_ms, left_ms)))
+        return int(min(self.settings.poll_timeout_ms, left_ms))
+
+    def _queued_tiles(self) -> int:
+        return sum(e.tiles for e in self._queue)
 
     def _batch_due(self) -> bool:
+        """A full batch is queued, or the oldest frame waited BATCH_MAX_WAIT_MS and the last poll
+        brought nothing (a partial batch is topped up first: when the worker lags, the frames
+        fetched meanwhile fill it)."""
         if not self._queue:
             return False
-        if sum(e.tiles for e in self._queue) >= self.settings.batch_tiles:
+        if self._queued_tiles() >= self.settings.batch_tiles:
             return True
         waited_ms = (time.monotonic() - self._queue[0].received_at) * 1000
-        return waited_ms >= self.settings.batch_max_wait_ms
+        return waited_ms >= self.settings.batch_max_wait_ms and self._dry
 
     def _take_batch(self) -> Batch:
         """The oldest queued entries, whole frames, up to BATCH_TILES tiles (at least one entry)."""
@@ -309,18 +353,36 @@ class Worker:
 
     # --- one batch: model, then deliver ---------------------------------------------------------
 
-    def _process(self, batch: Batch) -> None:
-        frames = [e for e in batch.entries if isinstance(e.outcome, TiledFrame)]
-        results = self.classifier.classify([e.outcome for e in frames], datetime.now(UTC))  # type: ignore[misc]
-        for entry, result in zip(frames, results, strict=True):
+    def _classify_and_deliver_previous(self, batch: Batch) -> None:
+        """Put `batch` on the model thread and, while the model works, deliver the batch before it."""
+        assert self._model_thread is not None
+        pairs = [(e, e.outcome) for e in batch.entries if isinstance(e.outcome, TiledFrame)]
+        tiled = [frame for _, frame in pairs]
+        results = self._model_thread.submit(self.classifier.classify, tiled, datetime.now(UTC))
+        self._deliver_classified(then=_Classifying(batch, [e for e, _ in pairs], results))
+
+    def _deliver_classified(self, then: _Classifying | None = None) -> None:
+        """Wait for the batch on the model (if any), deliver it; `then` is on the model meanwhile."""
+        current, self._classifying = self._classifying, then
+        if current is None:
+            return
+        results = current.results.result()  # a model error propagates: the worker stops
+        if self._abandoned:  # the batch before was left uncommitted: this one's offsets would pass it
+            log.info(
+                "batch.not_delivered",
+                frames=len(current.batch.entries),
+                reason="an earlier batch was abandoned",
+            )
+            return
+        for entry, result in zip(current.frames, results, strict=True):
             entry.result = result
-        self._in_flight = batch
+        self._in_flight = current.batch
         try:
-            delivered = self._deliver(batch)
+            delivered = self._deliver(current.batch)
         finally:
             self._in_flight = None
         if delivered:
-            self._count(batch)
+            self._count(current.batch)
 
     def _deliver(self, batch: Batch) -> bool:
         """Write, evaluate the alert rules, publish, publish the alerts, commit; each failed step

@@ -68,13 +68,18 @@ def serve(settings: Settings) -> int:
 
 
 def warm_up(model: Classifier, settings: Settings) -> float:
-    """Run one batch of blank tiles through the model before joining the consumer group; returns
-    the seconds it took. The first forward pass builds the backend's compiled function, which
-    can take seconds; done inside the poll loop it could exceed KAFKA_MAX_POLL_INTERVAL_MS."""
+    """Run blank tiles through the model before joining the consumer group, a batch of
+    BATCH_TILES and one of a single tile; returns the seconds it took. The first forward pass
+    builds the backend's compiled function, which can take seconds; done inside the poll loop it
+    could exceed KAFKA_MAX_POLL_INTERVAL_MS. TensorFlow traces again for each new batch size
+    until it has seen two, then keeps one function for every size: without the second size the
+    first batch of another size (whole frames rarely fill BATCH_TILES exactly) would pay a second
+    trace, as long as the first, in the loop."""
     started = time.monotonic()
-    model.predict(np.zeros((settings.batch_tiles, settings.tile_size, settings.tile_size), dtype=np.uint8))
+    for tiles in (settings.batch_tiles, 1):
+        model.predict(np.zeros((tiles, settings.tile_size, settings.tile_size), dtype=np.uint8))
     seconds = time.monotonic() - started
-    log.info("worker.model_warmed_up", seconds=round(seconds, 2), tiles=settings.batch_tiles)
+    log.info("worker.model_warmed_up", seconds=round(seconds, 2), tiles=[settings.batch_tiles, 1])
     return seconds
 
 
