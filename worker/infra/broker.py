@@ -24,7 +24,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaConnectionError, RetriableError, TopicAlreadyExistsError
 
 from worker.infra import InfrastructureError
-from worker.infra._net import LOOPBACK, free_port, tail
+from worker.infra._net import LOOPBACK, free_port, read_text_or_empty, tail
 
 #: Tansu reads its settings from these variables too; they must not leak into our broker.
 _TANSU_ENV_VARS = (
@@ -165,7 +165,8 @@ class EmbeddedBroker:
             if self._process.poll() is not None:
                 raise InfrastructureError(
                     f"the Tansu broker exited with status {self._process.returncode} while starting on"
-                    f" {self.bootstrap_servers}; log {self.log_path}:\n{tail(self._read_log())}"
+                    f" {self.bootstrap_servers}; log {self.log_path}:\n"
+                    f"{tail(read_text_or_empty(self.log_path))}"
                 )
             if not _accepts_connections(self.port):
                 time.sleep(0.05)
@@ -191,14 +192,8 @@ class EmbeddedBroker:
         raise InfrastructureError(
             f"the Tansu broker on {self.bootstrap_servers} did not serve metadata within"
             f" {self._startup_timeout_s:g} s (last error: {last_error!r}); log {self.log_path}:\n"
-            f"{tail(self._read_log())}"
+            f"{tail(read_text_or_empty(self.log_path))}"
         )
-
-    def _read_log(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
 
     def stop(self) -> None:
         """Terminate the broker, kill it if it has not exited after `stop_timeout_s`; idempotent."""

@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from worker.infra import InfrastructureError
-from worker.infra._net import LOOPBACK, free_port, tail
+from worker.infra._net import LOOPBACK, free_port, read_text_or_empty, tail
 from worker.storage.engine import create_engine, normalize_url
 
 #: Environment variable naming the cache directory of the embedded server.
@@ -208,20 +208,14 @@ class EmbeddedPostgres:
         except subprocess.TimeoutExpired:
             raise InfrastructureError(
                 f"embedded PostgreSQL: {what} on {self.data_dir} did not finish within {timeout_s:g} s;"
-                f" server log {self.log_path}:\n{tail(self._read_log())}"
+                f" server log {self.log_path}:\n{tail(read_text_or_empty(self.log_path))}"
             ) from None
         if completed.returncode != 0:
             raise InfrastructureError(
                 f"embedded PostgreSQL: {what} on {self.data_dir} failed with status"
                 f" {completed.returncode}:\n{tail(completed.stdout + completed.stderr)}\n"
-                f"server log {self.log_path}:\n{tail(self._read_log())}"
+                f"server log {self.log_path}:\n{tail(read_text_or_empty(self.log_path))}"
             )
-
-    def _read_log(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
 
     def _running_port(self) -> int | None:
         """Port of a live server on the data directory, from its postmaster.pid; None if none."""
