@@ -101,7 +101,7 @@ def test_tile_truth_refuses_masks_of_different_shapes() -> None:
 
 def test_measure_quality_counts_a_crafted_case() -> None:
     """Two frames of 3 tiles, hand-made truth and detections, every count checked:
-    f1: [holes] found; [scratches+rolling] only rolling found (not right); [] flagged (holes).
+    f1: [holes] found (exactly); [scratches+rolling] only rolling found (not right); [] flagged (holes).
     f2: [] clean; [rolling] found as scratches (not right); [] clean.
     f3 was sent but is not in the ledger: listed, not scored. A detection on a tile outside the
     truth (index 7) is ignored."""
@@ -119,7 +119,7 @@ def test_measure_quality_counts_a_crafted_case() -> None:
     }
     q = measure_quality(truth, {"f1", "f2", "other"}, detected, CLASSES)
     assert (q.frames, q.tiles) == (2, 6)
-    assert (q.defective_tiles, q.defective_right) == (3, 1)
+    assert (q.defective_tiles, q.defective_right, q.defective_exact) == (3, 1, 1)
     assert (q.clean_tiles, q.clean_flagged) == (3, 1)
     assert q.defective_right_share == pytest.approx(1 / 3)
     assert q.clean_flagged_share == pytest.approx(1 / 3)
@@ -140,6 +140,9 @@ def test_measure_quality_targets_are_inclusive_and_need_every_frame() -> None:
     q = measure_quality(truth, set(truth), detected, CLASSES)
     assert (q.defective_right_share, q.clean_flagged_share) == (0.9, 0.05)
     assert q.meets_targets
+    detected[("d0", 0)] = {"holes", "rolling"}  # an extra class: still found, no longer exact
+    q = measure_quality(truth, set(truth), detected, CLASSES)
+    assert (q.defective_right, q.defective_exact) == (9, 8)
     q = measure_quality(truth, set(truth) - {"c5"}, detected, CLASSES)
     assert not q.meets_targets and q.unprocessed_frames == ("c5",)
 
@@ -472,6 +475,7 @@ def test_run_demo_end_to_end_with_a_given_model(
     q = result.quality
     assert result.worker_exit_code == 0 and q.frames == 10 and q.tiles == 70 and not q.unprocessed_frames
     assert q.defective_right == q.defective_tiles and q.clean_flagged == q.clean_tiles > 0
+    assert q.defective_exact < q.defective_tiles  # every class on every tile: extras on most of them
     assert not q.meets_targets
     assert result.defect_map.is_file() and result.defect_map.stat().st_size > 10_000
     assert "== summary" in text and "defect map of strip" in text and "clean tiles flagged" in text

@@ -121,6 +121,21 @@ def test_sweep_picks_the_errors_minimum() -> None:
     assert chosen.tolist() == [0.35, 0.35]
 
 
+def test_sweep_picks_the_f2_maximum_which_keeps_recall() -> None:
+    """Positives .9, .3; negatives .35, .35, .1. F1 is 2/3 both at .15–.3 (2 false alarms) and at
+    .4–.9 (one miss): the tie-break on errors picks .4. F2 weighs the miss four times a false alarm:
+    10/12 at .15–.3 against 5/9 at .4, so .15 (the lowest of the best)."""
+    labels = np.array([[1], [1], [0], [0], [0]])
+    scores = np.array([[0.9], [0.3], [0.35], [0.35], [0.1]])
+    sweep = threshold_sweep(labels, scores)
+    row = {round(float(t), 2): i for i, t in enumerate(sweep.thresholds)}
+    assert sweep.f2[row[0.2], 0] == pytest.approx(10 / 12) and sweep.f2[row[0.4], 0] == pytest.approx(5 / 9)
+    assert choose_thresholds(labels, scores, "f1").tolist() == [0.4]
+    assert choose_thresholds(labels, scores, "f2").tolist() == [0.15]
+    with pytest.raises(ValueError, match="objective"):
+        sweep.choose("f3")  # type: ignore[arg-type]
+
+
 def test_chosen_threshold_reproduces_the_sweep_row() -> None:
     """class_metrics at the chosen thresholds gives the sweep's counts at those thresholds."""
     chosen = choose_thresholds(SWEEP_LABELS, SWEEP_SCORES)

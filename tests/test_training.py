@@ -23,7 +23,7 @@ from worker.errors import ConfigError, ModelError
 from worker.evaluation.metrics import choose_thresholds
 from worker.model.artefact import META_FILE, load_classifier
 from worker.model.split import load_split
-from worker.model.training import TrainingConfig, TrainingResult, train
+from worker.model.training import TrainingConfig, TrainingResult, learning_rate_schedule, train
 from worker.tileset import read_tile, read_tileset
 
 HISTORY_COLUMNS = {"epoch", "loss", "tp", "fp", "tn", "fn", "precision", "recall", "auc"}
@@ -159,6 +159,12 @@ def test_train_options_map_onto_the_training_config() -> None:
         5,
     )
     assert config.threshold_objective == "errors"
+    assert (paper.lr_schedule, paper.warmup_steps) == ("plateau", 0)
+    cosine = config_from_args(
+        parser.parse_args(["train", "--data", "d", "--out", "o", "--lr-schedule", "cosine",
+                           "--warmup-steps", "20", "--steps-per-epoch", "50"])
+    )  # fmt: skip
+    assert (cosine.lr_schedule, cosine.warmup_steps) == ("cosine", 20)
     with pytest.raises(ConfigError, match="--focal-alpha"):
         config_from_args(parser.parse_args(["train", "--data", "d", "--out", "o", "--focal-alpha", "x"]))
     with pytest.raises(ConfigError, match="--input-size"):
@@ -174,3 +180,43 @@ def test_missing_tile_images_are_reported_before_training(tmp_path: Path) -> Non
     victim.unlink()
     with pytest.raises(DatasetError, match=f"missing \\(first: tiles/{victim.name}\\)"):
         train(_config(tmp_path))
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_step(tmp_path: Path) -> None:
+    """Linear warm-up to the learning rate, then a cosine down to 0 at epochs × steps per epoch."""
+    config = _config(tmp_path, lr_schedule="cosine", learning_rate=0.01, epochs=4, steps_per_epoch=25,
+                     warmup_steps=20)  # fmt: skip
+    schedule = learning_rate_schedule(config)
+    rate = {step: float(schedule(step)) for step in (0, 10, 20, 60, 100)}
+    assert rate[0] == pytest.approx(0.0, abs=1e-9)
+    assert rate[10] == pytest.approx(0.005)
+    assert rate[20] == pytest.approx(0.01)
+    assert rate[60] == pytest.approx(0.005)  # half-way through the 80 decay steps
+    assert rate[100] == pytest.approx(0.0, abs=1e-9)
+    assert learning_rate_schedule(_config(tmp_path)) == _config(tmp_path).learning_rate  # plateau: constant
+
+
+@pytest.mark.parametrize(
+    ("changes", "option"),
+    [
+        ({"lr_schedule": "step"}, "--lr-schedule"),
+        ({"lr_schedule": "cosine", "steps_per_epoch": None}, "--steps-per-epoch"),
+        ({"warmup_steps": 5}, "--warmup-steps"),  # warm-up belongs to the cosine schedule
+        ({"lr_schedule": "cosine", "warmup_steps": 9}, "--warmup-steps"),  # 3 epochs × 3 steps = 9
+        ({"lr_schedule": "cosine", "warmup_steps": -1}, "--warmup-steps"),
+    ],
+)
+def test_cosine_schedule_settings_are_checked(tmp_path: Path, changes: dict[str, object], option: str) -> None:
+    with pytest.raises(ConfigError, match=option):
+        _config(tmp_path, **changes)
+
+
+def test_cosine_run_trains_its_fixed_budget_without_plateau_callbacks(tmp_path: Path) -> None:
+    """A cosine run does every epoch asked (no early stop) and ends with a learning rate near 0."""
+    write_shape_tileset(tmp_path / "tiles", per_class=8, clean=16, pairs=4, size=32)
+    config = _config(tmp_path, lr_schedule="cosine", optimizer="adam", warmup_steps=2, stop_patience=1,
+                     lr_patience=1)  # fmt: skip
+    result = train(config)
+    assert result.epochs_done == config.epochs
+    state = json.loads((config.out_dir / "checkpoints" / "state.json").read_text())
+    assert state["learning_rate"] == pytest.approx(0.0, abs=1e-6)

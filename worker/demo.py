@@ -51,6 +51,7 @@ WORKER_DEFAULTS: Mapping[str, str] = {
     "KAFKA_SESSION_TIMEOUT_MS": "6000",  # Tansu forms groups faster with a short session
     "BATCH_MAX_WAIT_MS": "200",
     "TF_CPP_MIN_LOG_LEVEL": "2",
+    "TF_ENABLE_ONEDNN_OPTS": "1",  # the kernels the demo model was trained with (worker.demo_model)
 }
 
 

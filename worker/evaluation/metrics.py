@@ -13,6 +13,8 @@ Conventions (used by every function here, by the report and by the worker's thre
 - The threshold sweep runs 0, step, 2·step, ..., 1 (rounded to 10 decimals so 0.15 is the same
   float as the text "0.15"). Per class, `choose_thresholds` keeps:
     objective "f1":     the highest F1; ties → fewer errors (fp + fn); then the lowest threshold.
+    objective "f2":     the highest F2 (recall weighted twice as much as precision: a missed defect
+                        costs more than a false alarm); ties → fewer errors; then the lowest threshold.
     objective "errors": the fewest errors; ties → the higher F1; then the lowest threshold.
   The F1 tie-break on errors matters for a class with no true positive at any threshold (F1 is 0
   everywhere): it picks the threshold with the fewest false alarms instead of threshold 0.
@@ -31,8 +33,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from worker.errors import DatasetError
 
-Objective = Literal["f1", "errors"]
-OBJECTIVES: tuple[str, ...] = ("f1", "errors")
+Objective = Literal["f1", "f2", "errors"]
+OBJECTIVES: tuple[str, ...] = ("f1", "f2", "errors")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,13 @@ class ThresholdSweep:
     def n_classes(self) -> int:
         return int(self.tp.shape[1])
 
+    @property
+    def f2(self) -> np.ndarray:
+        """F2 = 5tp / (5tp + 4fn + fp) per (threshold, class); 0.0 where the denominator is 0."""
+        tp = self.tp.astype(float)
+        denominator = 5 * self.tp + 4 * self.fn + self.fp
+        return np.divide(5 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+
     def choose(self, objective: Objective = "f1") -> np.ndarray:
         """Per class, the threshold the module's rule picks for `objective`; shape (C,)."""
         if objective not in OBJECTIVES:
@@ -64,6 +73,8 @@ class ThresholdSweep:
             # np.lexsort sorts by the last key first; thresholds ascending is the final tie-break.
             if objective == "f1":
                 order = np.lexsort((self.thresholds, errors, -f1))
+            elif objective == "f2":
+                order = np.lexsort((self.thresholds, errors, -self.f2[:, c]))
             else:
                 order = np.lexsort((self.thresholds, -f1, errors))
             chosen[c] = self.thresholds[order[0]]
@@ -134,7 +145,8 @@ def threshold_sweep(labels: np.ndarray, scores: np.ndarray, step: float = 0.05) 
 def choose_thresholds(
     labels: np.ndarray, scores: np.ndarray, objective: Objective = "f1", step: float = 0.05
 ) -> np.ndarray:
-    """Per class, the sweep threshold maximising F1 or minimising errors (tie rules: module doc); (C,)."""
+    """Per class, the sweep threshold maximising F1 or F2, or minimising errors (tie rules: module
+    doc); shape (C,)."""
     return threshold_sweep(labels, scores, step).choose(objective)
 
 

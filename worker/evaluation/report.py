@@ -93,6 +93,7 @@ def evaluate_scores(  # noqa: PLR0917  (the positional order is the interface tr
         "sweep_best_on_these_data": {
             "note": "thresholds chosen on the evaluated data themselves: optimistic, for comparison only",
             "f1": dict(zip(names, sweep.choose("f1").tolist(), strict=True)),
+            "f2": dict(zip(names, sweep.choose("f2").tolist(), strict=True)),
             "errors": dict(zip(names, sweep.choose("errors").tolist(), strict=True)),
         },
         "figures": {},

@@ -124,6 +124,21 @@ def register(subparsers: Any) -> None:
         "--validation-steps", type=int, metavar="N", help="validation batches per epoch (default: all)"
     )
     g.add_argument(
+        "--lr-schedule",
+        choices=("plateau", "cosine"),
+        default="plateau",
+        help="plateau: the paper's (LR ×factor after --lr-patience epochs without a lower val_loss, "
+        "stop after --stop-patience); cosine: a fixed budget of --epochs × --steps-per-epoch steps, "
+        "warm-up then cosine decay to 0, no early stop",
+    )
+    g.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --lr-schedule cosine: steps of linear warm-up from 0 to --learning-rate",
+    )
+    g.add_argument(
         "--lr-factor", type=float, default=0.75, metavar="F", help="learning-rate factor on a plateau"
     )
     g.add_argument(
@@ -172,9 +187,10 @@ def register(subparsers: Any) -> None:
     g = p.add_argument_group("thresholds")
     g.add_argument(
         "--threshold-objective",
-        choices=("f1", "errors"),
+        choices=("f1", "f2", "errors"),
         default="f1",
-        help="per class on the validation split, sweep 0…1 by 0.05: maximise F1 or minimise errors",
+        help="per class on the validation split, sweep 0…1 by 0.05: maximise F1, maximise F2 (recall "
+        "weighted twice: fewer missed defects, more false alarms) or minimise errors",
     )
     p.set_defaults(func=run)
 
@@ -214,6 +230,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
         validation_steps=args.validation_steps,
+        lr_schedule=args.lr_schedule,
+        warmup_steps=args.warmup_steps,
         lr_factor=args.lr_factor,
         lr_patience=args.lr_patience,
         stop_patience=args.stop_patience,

@@ -2,7 +2,8 @@
 
 Recipe (DESIGN.md, "Classifier"): binary focal loss; SGD with momentum 0.9, learning rate 0.001;
 batch 20; learning rate ×0.75 after 10 epochs without a lower validation loss; stop after 10 such
-epochs; save every epoch and keep the weights of the lowest validation loss; flips and 90° turns
+epochs (`lr_schedule="plateau"`; `"cosine"` instead runs a fixed budget: a linear warm-up, then a
+cosine decay to zero at the last step, with no plateau steps and no early stop); save every epoch and keep the weights of the lowest validation loss; flips and 90° turns
 with OpenCV. Then each class's threshold is chosen on the validation split (F1 or fewest errors)
 with the best weights, and the artefact is written.
 
@@ -58,6 +59,8 @@ class TrainingConfig:
     epochs: int = 100
     steps_per_epoch: int | None = None
     validation_steps: int | None = None
+    lr_schedule: Literal["plateau", "cosine"] = "plateau"
+    warmup_steps: int = 0  # cosine only: linear warm-up from 0 to learning_rate over these steps
     lr_factor: float = 0.75
     lr_patience: int = 10
     stop_patience: int = 10
@@ -67,7 +70,7 @@ class TrainingConfig:
     class_weights: bool = False
     batchnorm_momentum: float | None = None
     seed: int = 0
-    threshold_objective: Literal["f1", "errors"] = "f1"
+    threshold_objective: Literal["f1", "f2", "errors"] = "f1"
     resume: bool = False
     jit_compile: Literal["auto", "on", "off"] = "auto"
     run_eagerly: bool = False  # no graph compilation: slower steps, no start-up cost (debugging, tests)
@@ -86,10 +89,20 @@ class TrainingConfig:
              self.steps_per_epoch),
             (self.validation_steps is None or self.validation_steps >= 1, "--validation-steps", ">= 1",
              self.validation_steps),
+            (self.lr_schedule in ("plateau", "cosine"), "--lr-schedule", "plateau or cosine",
+             self.lr_schedule),
+            (self.warmup_steps >= 0, "--warmup-steps", ">= 0", self.warmup_steps),
+            (self.lr_schedule == "cosine" or self.warmup_steps == 0, "--warmup-steps",
+             "0 unless --lr-schedule cosine", self.warmup_steps),
+            (self.lr_schedule == "plateau" or self.steps_per_epoch is not None, "--steps-per-epoch",
+             "a number with --lr-schedule cosine (the schedule's length is epochs × steps)",
+             self.steps_per_epoch),
+            (self.steps_per_epoch is None or self.warmup_steps < self.epochs * self.steps_per_epoch,
+             "--warmup-steps", "fewer than epochs × steps per epoch", self.warmup_steps),
             (0 < self.lr_factor < 1, "--lr-factor", "in (0, 1)", self.lr_factor),
             (self.lr_patience >= 1, "--lr-patience", ">= 1", self.lr_patience),
             (self.stop_patience >= 1, "--stop-patience", ">= 1", self.stop_patience),
-            (self.threshold_objective in ("f1", "errors"), "--threshold-objective", "f1 or errors",
+            (self.threshold_objective in ("f1", "f2", "errors"), "--threshold-objective", "f1, f2 or errors",
              self.threshold_objective),
             (self.jit_compile in ("auto", "on", "off"), "--jit-compile", "auto, on or off", self.jit_compile),
             (self.workers >= 0, "--workers", ">= 0", self.workers),
@@ -177,15 +190,37 @@ def _make_state_callback(
     return TrainingState()
 
 
+def learning_rate_schedule(config: TrainingConfig) -> Any:
+    """The optimizer's learning rate: a constant (plateau: the callback lowers it) or, for cosine,
+    a schedule of the optimizer's step: linear warm-up to `learning_rate`, cosine decay to 0 at
+    step epochs × steps_per_epoch."""
+    import keras  # noqa: PLC0415
+
+    if config.lr_schedule == "plateau":
+        return config.learning_rate
+    assert config.steps_per_epoch is not None  # checked in TrainingConfig
+    total = config.epochs * config.steps_per_epoch
+    if config.warmup_steps == 0:
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=total, alpha=0.0)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0,
+        decay_steps=total - config.warmup_steps,
+        alpha=0.0,
+        warmup_target=config.learning_rate,
+        warmup_steps=config.warmup_steps,
+    )
+
+
 def _compile(model: Any, config: TrainingConfig, n_classes: int) -> None:
     import keras  # noqa: PLC0415
 
     from worker.model.losses import make_loss  # noqa: PLC0415
 
+    rate = learning_rate_schedule(config)
     if config.optimizer == "sgd":
-        optimizer: Any = keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=config.momentum)
+        optimizer: Any = keras.optimizers.SGD(learning_rate=rate, momentum=config.momentum)
     else:
-        optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+        optimizer = keras.optimizers.Adam(learning_rate=rate)
     metrics = [
         keras.metrics.TruePositives(thresholds=0.5, name="tp"),
         keras.metrics.FalsePositives(thresholds=0.5, name="fp"),
@@ -264,7 +299,8 @@ def _prepare_model(
 
 
 def _callbacks(config: TrainingConfig, files: _RunFiles, resumed: dict[str, Any] | None) -> list[Any]:
-    """Checkpoints (last, best), LR ×factor on a plateau, early stop, CSV log, resumable state."""
+    """Checkpoints (last, best), LR ×factor on a plateau and early stop (plateau schedule only),
+    CSV log, resumable state."""
     import keras  # noqa: PLC0415
 
     files.state.parent.mkdir(parents=True, exist_ok=True)
@@ -283,11 +319,11 @@ def _callbacks(config: TrainingConfig, files: _RunFiles, resumed: dict[str, Any]
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_loss", mode="min", patience=config.stop_patience, verbose=1
     )
+    on_plateau = [plateau, stopper] if config.lr_schedule == "plateau" else []
     return [
         keras.callbacks.ModelCheckpoint(str(files.last), save_best_only=False),
         best_checkpoint,
-        plateau,
-        stopper,
+        *on_plateau,
         keras.callbacks.CSVLogger(str(files.history), append=resumed is not None),
         _make_state_callback(files.state, plateau, stopper, best_checkpoint, resumed),
     ]
