@@ -206,7 +206,9 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_step(tmp_path:
         ({"lr_schedule": "cosine", "warmup_steps": -1}, "--warmup-steps"),
     ],
 )
-def test_cosine_schedule_settings_are_checked(tmp_path: Path, changes: dict[str, object], option: str) -> None:
+def test_cosine_schedule_settings_are_checked(
+    tmp_path: Path, changes: dict[str, object], option: str
+) -> None:
     with pytest.raises(ConfigError, match=option):
         _config(tmp_path, **changes)
 

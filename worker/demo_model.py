@@ -8,9 +8,11 @@ artefact when one is there, else builds it:
 1. tiles: `recipe.frames` synthetic 256×1600 frames (`worker.datasets.synthetic`), cut into 256×256
    tiles labelled from the generator's masks (at least 64 mask pixels, as everywhere), each tile
    stored already shrunk to the network input (INTER_AREA, exactly what the pre-processing does);
-2. training with `worker.model.training.train` (fast from-scratch settings: reduced input size,
-   Adam with a short warm-up, BatchNorm momentum 0.9; docs/demo-model.md has the measurements);
-3. thresholds chosen on the validation split by `train`, artefact written, checkpoints removed.
+2. training with `worker.model.training.train` (fast from-scratch settings: 64-px input, binary
+   cross-entropy, Adam with a warm-up and a cosine decay over a fixed number of steps, BatchNorm
+   momentum 0.9, TensorFlow's oneDNN kernels; docs/demo-model.md has the measurements);
+3. thresholds chosen on the validation split by `train` (maximum F2), artefact written,
+   checkpoints removed.
 
 Everything is built in a `<dir>.partial-<pid>` folder and renamed into place at the end, so an
 interrupted preparation never leaves a folder that looks like a finished model.

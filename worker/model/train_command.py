@@ -15,9 +15,11 @@ examples:
       LR ×0.75 after 10 epochs without a lower val_loss, stop after 10
   steel-worker train --data tiles/neu --out models/neu --epochs 200 --resume
       continue an interrupted (or finished) run from its last checkpoint, epoch and LR
-  steel-worker train --data tiles/synthetic --out models/demo --input-size 96 --optimizer adam \\
-      --batchnorm-momentum 0.9 --steps-per-epoch 50 --epochs 30 --jit-compile on
-      a quicker from-scratch model at a reduced input size (tiles are resized to it)
+  steel-worker train --data tiles/synthetic --out models/demo --input-size 64 --loss bce \\
+      --optimizer adam --batch-size 32 --lr-schedule cosine --warmup-steps 100 --epochs 6 \\
+      --steps-per-epoch 200 --batchnorm-momentum 0.9 --threshold-objective f2
+      the demo model's recipe: a quick from-scratch model at a reduced input size (tiles are
+      resized to it); on CPUs without AVX-512 set TF_ENABLE_ONEDNN_OPTS=1 (docs/demo-model.md)
   steel-worker train --data tiles/plant --out models/plant \\
       --imagenet-weights ~/keras/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5
       transfer learning from a local copy of Keras' ImageNet weights (never downloaded)
@@ -29,8 +31,8 @@ recall, AUC, train and val_), checkpoints/ (last epoch, best weights, state for 
 """
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except for flags and options whose default is 'not set'."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except for flags and options whose default is 'not set'; keeps the epilog's layout."""
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=34)

@@ -3,9 +3,10 @@
 Recipe (DESIGN.md, "Classifier"): binary focal loss; SGD with momentum 0.9, learning rate 0.001;
 batch 20; learning rate ×0.75 after 10 epochs without a lower validation loss; stop after 10 such
 epochs (`lr_schedule="plateau"`; `"cosine"` instead runs a fixed budget: a linear warm-up, then a
-cosine decay to zero at the last step, with no plateau steps and no early stop); save every epoch and keep the weights of the lowest validation loss; flips and 90° turns
-with OpenCV. Then each class's threshold is chosen on the validation split (F1 or fewest errors)
-with the best weights, and the artefact is written.
+cosine decay to zero at the last step, with no plateau steps and no early stop); save every epoch
+and keep the weights of the lowest validation loss; flips and 90° turns with OpenCV. Then each
+class's threshold is chosen on the validation split (F1, F2 or fewest errors) with the best
+weights, and the artefact is written.
 
 MODEL_DIR during and after training:
     split.json            the persisted split (worker.model.split)
