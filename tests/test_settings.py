@@ -174,3 +174,14 @@ def test_the_worker_documentation_shows_the_current_configuration_table() -> Non
         "docs/streaming-worker.md is out of date: paste the output of "
         "worker.streaming.settings.configuration_table() into it"
     )
+
+
+def test_the_readme_settings_rows_match_the_configuration_table() -> None:
+    """The README shows a subset of the table; each of its rows is the table's row, word for word."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    table = s.configuration_table().splitlines()
+    rows = [line for line in readme.read_text(encoding="utf-8").splitlines()
+            if any(line.startswith(f"| `{o.env}` |") for o in s.OPTIONS)]  # fmt: skip
+    assert len(rows) >= 3, "README.md: expected the main settings table"
+    for row in rows:
+        assert row in table, f"README.md row differs from configuration_table(): {row}"

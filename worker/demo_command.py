@@ -14,7 +14,7 @@ _DESCRIPTION = textwrap.dedent(
       1. a Kafka-compatible broker (embedded Tansu, or $KAFKA_BOOTSTRAP_SERVERS) and PostgreSQL
          (embedded, or $DATABASE_URL), migrated to the newest schema;
       2. the demo model: ResNet50 trained from scratch on synthetic tiles the first time (about
-         12-15 minutes on 2 CPU cores), cached in ~/.cache/steel-worker/demo-model-<recipe hash>
+         18 minutes on 2 CPU cores), cached in ~/.cache/steel-worker/demo-model-<recipe hash>
          ($STEEL_WORKER_CACHE_DIR) and reused afterwards;
       3. the worker (`steel-worker run` in a subprocess) fed by the line simulator: synthetic
          strips with random defects and a roll mark printed once per revolution of a roll of the
