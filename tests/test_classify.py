@@ -111,5 +111,52 @@ def test_a_batch_commits_past_its_last_message_per_partition_and_drops_revoked_o
     offsets = {tp.partition: o for tp, o in batch.next_offsets().items()}
     assert offsets == {0: 7, 1: 9}
     revoked = {next(tp for tp in batch.next_offsets() if tp.partition == 1)}
-    assert batch.drop(revoked) == 2
+    assert [e.message.source.offset for e in batch.drop(revoked)] == [7, 8]
     assert {tp.partition: o for tp, o in batch.next_offsets().items()} == {0: 7}
+
+
+class _RebalancedConsumer:
+    """What the loop asks a consumer during a revocation: its assignment now, and seeks."""
+
+    def __init__(self, assigned: set[object]) -> None:
+        self.assigned = assigned
+        self.seeks: list[tuple[int, int]] = []
+
+    def assignment(self) -> set[object]:
+        return self.assigned
+
+    def seek(self, tp: object, offset: int) -> None:
+        self.seeks.append((tp.partition, offset))  # type: ignore[attr-defined]
+
+
+def test_a_revoked_partition_assigned_again_is_rewound_to_its_first_dropped_frame() -> None:
+    """kafka-python keeps the fetch position of a partition that stays with this consumer through
+    a rebalance. The loop drops every uncommitted frame of a revoked partition, so a partition it
+    keeps must be rewound to the first frame dropped, or those frames would be skipped (and later
+    commits would pass them). A partition that went to another consumer is left alone."""
+    from collections import deque  # noqa: PLC0415
+
+    from kafka import TopicPartition  # noqa: PLC0415
+
+    from worker.streaming.loop import Worker  # noqa: PLC0415
+
+    def entry(partition: int, offset: int) -> Entry:
+        tiled = tile_frame(_frame(256, 256, offset=offset), 256)
+        message = InboundMessage(KafkaCoordinates("mill.frames", partition, offset), None, None, ())
+        return Entry(message=message, outcome=tiled, received_at=0.0)
+
+    p0, p1, p2 = (TopicPartition("mill.frames", p) for p in range(3))
+    worker = Worker.__new__(Worker)  # only the revocation bookkeeping is exercised
+    worker.consumer = _RebalancedConsumer({p0, p2})  # p1 went to another worker
+    worker._in_flight = None
+    worker._classifying = None
+    worker._paused = set()
+    worker._queue = deque([entry(0, 6), entry(1, 3), entry(0, 7), entry(2, 9)])
+    worker._in_flight = Batch([entry(0, 5), entry(1, 2)])
+    worker._revoked = [{p0, p1}]
+    rewound = worker._apply_revocations()
+    assert rewound == {p0}
+    assert worker.consumer.seeks == [(0, 5)]
+    assert [e.message.source.offset for e in worker._queue] == [9]  # p2 was not revoked
+    assert worker._in_flight.entries == []
+    assert worker._apply_revocations() == set()  # nothing pending: nothing rewound

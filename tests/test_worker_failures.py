@@ -185,12 +185,14 @@ def test_two_workers_share_partitions_and_the_one_left_takes_over_without_loss(
     with running_worker(settings("a"), classifier) as a:
         with ExitStack() as second:
             b = second.enter_context(running_worker(settings("b"), second_model))
-            wait_until(
-                lambda: a.worker.consumer.assignment() and b.worker.consumer.assignment(),
-                40,
-                "both workers assigned partitions",
-            )
-            assert not a.worker.consumer.assignment() & b.worker.consumer.assignment()
+
+            def split_between_them() -> bool:
+                """Both hold partitions, none twice, all four held: the rebalance is over (read
+                from this thread, one consumer may still show its old assignment for a moment)."""
+                mine, theirs = a.worker.consumer.assignment(), b.worker.consumer.assignment()
+                return bool(mine and theirs and not mine & theirs and len(mine | theirs) == 4)
+
+            wait_until(split_between_them, 40, "the four partitions split between both workers")
             publish(broker.bootstrap_servers, topics.frames, stream[:16])
             wait_until(lambda: len(ledger(database_url)) == 16, 60, "the first 16 frames")
             shares = [w.worker.metrics.value("steel_worker_frames_total") for w in (a, b)]

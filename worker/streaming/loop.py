@@ -140,11 +140,9 @@ class Batch:
     alerts_raised: int = 0
     started: float = field(default_factory=time.monotonic)
 
-    def drop(self, partitions: set[TopicPartition]) -> int:
-        """Forget the entries of `partitions` (revoked); returns how many were dropped."""
-        kept = [e for e in self.entries if e.partition not in partitions]
-        dropped = len(self.entries) - len(kept)
-        self.entries = kept
+    def drop(self, partitions: set[TopicPartition]) -> list[Entry]:
+        """Forget the entries of `partitions` (revoked); returns the entries dropped."""
+        self.entries, dropped = _split(self.entries, partitions)
         return dropped
 
     def results(self) -> list[FrameResult]:
@@ -273,10 +271,11 @@ class Worker:
 
     def _poll(self, timeout_ms: int) -> None:
         records = self.consumer.poll(timeout_ms=timeout_ms)
-        self._apply_revocations()
+        rewound = self._apply_revocations()
         if self._retrying:
             self._pause_all()  # partitions assigned during an outage start paused too
-        messages = [_inbound(r) for batch in records.values() for r in batch]
+        # A rewound partition's records from this poll lie past its new position: fetched again.
+        messages = [_inbound(r) for tp, batch in records.items() if tp not in rewound for r in batch]
         self._dry = not messages
         if messages:
             now = time.monotonic()
@@ -295,23 +294,39 @@ class Worker:
             return outcome
         return tile_frame(outcome, self.settings.tile_size, self.settings.tile_min_overlap)
 
-    def _apply_revocations(self) -> None:
+    def _apply_revocations(self) -> set[TopicPartition]:
+        """Forget every uncommitted frame of the revoked partitions (their next owner re-reads
+        them from the last commit). kafka-python keeps the fetch position of a partition that is
+        assigned again to this consumer, which would skip those frames: such a partition is
+        rewound to its first dropped frame. Returns the partitions rewound."""
+        rewound: set[TopicPartition] = set()
         while self._revoked:
             revoked = self._revoked.pop(0)
-            dropped = 0
+            dropped: list[Entry] = []
             if self._in_flight is not None:
                 dropped += self._in_flight.drop(revoked)
             if self._classifying is not None:
                 dropped += self._classifying.batch.drop(revoked)
-            kept = [e for e in self._queue if e.partition not in revoked]
-            dropped += len(self._queue) - len(kept)
+            kept, queued = _split(list(self._queue), revoked)
             self._queue = deque(kept)
+            dropped += queued
             self._paused -= revoked
+            first: dict[TopicPartition, int] = {}
+            for entry in dropped:
+                offset = entry.message.source.offset
+                first[entry.partition] = min(first.get(entry.partition, offset), offset)
+            still_assigned = set(self.consumer.assignment())
+            for tp, offset in first.items():
+                if tp in still_assigned:  # kept its position through the rebalance: rewind it
+                    self.consumer.seek(tp, offset)
+                    rewound.add(tp)
             log.info(
                 "partitions.revoked",
                 partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked),
-                dropped_uncommitted=dropped,
+                dropped_uncommitted=len(dropped),
+                rewound=sorted(f"{tp.topic}[{tp.partition}]@{first[tp]}" for tp in rewound & set(first)),
             )
+        return rewound
 
     def _poll_timeout_ms(self) -> int:
         """How long the next poll may wait: not at all while a batch is on the model (its delivery
@@ -546,6 +561,12 @@ class Worker:
                 self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
                     max(0, highwater - offset)
                 )
+
+
+def _split(entries: list[Entry], partitions: set[TopicPartition]) -> tuple[list[Entry], list[Entry]]:
+    """(entries not of `partitions`, entries of `partitions`), each in their order."""
+    kept = [e for e in entries if e.partition not in partitions]
+    return kept, [e for e in entries if e.partition in partitions]
 
 
 def _inbound(record: Any) -> InboundMessage:
