@@ -148,7 +148,6 @@ def test_a_revoked_partition_assigned_again_is_rewound_to_its_first_dropped_fram
     p0, p1, p2 = (TopicPartition("mill.frames", p) for p in range(3))
     worker = Worker.__new__(Worker)  # only the revocation bookkeeping is exercised
     worker.consumer = _RebalancedConsumer({p0, p2})  # p1 went to another worker
-    worker._in_flight = None
     worker._classifying = None
     worker._paused = set()
     worker._queue = deque([entry(0, 6), entry(1, 3), entry(0, 7), entry(2, 9)])
