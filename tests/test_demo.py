@@ -9,7 +9,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -479,3 +482,30 @@ def test_run_demo_end_to_end_with_a_given_model(
     assert not q.meets_targets
     assert result.defect_map.is_file() and result.defect_map.stat().st_size > 10_000
     assert "== summary" in text and "defect map of strip" in text and "clean tiles flagged" in text
+
+
+# --- scripts/synthetic_stream_check.py -------------------------------------------------------------
+
+
+def _stream_check(*args: str) -> subprocess.CompletedProcess[str]:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "synthetic_stream_check.py"
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_stream_check_scores_a_model_with_the_demos_measure(detect_everything: Classifier) -> None:
+    """A model that detects every class everywhere finds every defective tile and flags every clean
+    one; --scale adds a second block of the same measure."""
+    done = _stream_check("--model", str(detect_everything.model_dir), "--frames", "4", "--scale", "2")
+    assert done.returncode == 0, done.stderr
+    assert "4 frames, 28 tiles" in done.stdout
+    right = re.findall(r"found with the right class: (\d+)/(\d+)", done.stdout)
+    flagged = re.findall(r"clean tiles flagged: +(\d+)/(\d+)", done.stdout)
+    assert len(right) == len(flagged) == 2  # thresholds ×1 and ×2 (0 either way)
+    assert all(a == b and int(b) > 0 for a, b in right) and all(a == b for a, b in flagged)
+
+
+def test_stream_check_names_a_model_directory_that_is_not_one(tmp_path: Path) -> None:
+    done = _stream_check("--model", str(tmp_path / "nothing"), "--frames", "1")
+    assert done.returncode == 2 and "error:" in done.stderr and "nothing" in done.stderr
