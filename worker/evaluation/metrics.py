@@ -67,6 +67,7 @@ class ThresholdSweep:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective: expected one of {list(OBJECTIVES)}, received {objective!r}")
         chosen = np.empty(self.n_classes, dtype=float)
+        f2_all = self.f2
         for c in range(self.n_classes):
             f1 = self.f1[:, c]
             errors = self.errors[:, c]
@@ -74,7 +75,7 @@ class ThresholdSweep:
             if objective == "f1":
                 order = np.lexsort((self.thresholds, errors, -f1))
             elif objective == "f2":
-                order = np.lexsort((self.thresholds, errors, -self.f2[:, c]))
+                order = np.lexsort((self.thresholds, errors, -f2_all[:, c]))
             else:
                 order = np.lexsort((self.thresholds, -f1, errors))
             chosen[c] = self.thresholds[order[0]]

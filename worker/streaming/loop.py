@@ -315,16 +315,15 @@ class Worker:
             for entry in dropped:
                 offset = entry.message.source.offset
                 first[entry.partition] = min(first.get(entry.partition, offset), offset)
-            still_assigned = set(self.consumer.assignment())
-            for tp, offset in first.items():
-                if tp in still_assigned:  # kept its position through the rebalance: rewind it
-                    self.consumer.seek(tp, offset)
-                    rewound.add(tp)
+            kept_here = first.keys() & set(self.consumer.assignment())  # positions kept: rewind them
+            for tp in kept_here:
+                self.consumer.seek(tp, first[tp])
+            rewound |= kept_here
             log.info(
                 "partitions.revoked",
                 partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked),
                 dropped_uncommitted=len(dropped),
-                rewound=sorted(f"{tp.topic}[{tp.partition}]@{first[tp]}" for tp in rewound & set(first)),
+                rewound=sorted(f"{tp.topic}[{tp.partition}]@{first[tp]}" for tp in kept_here),
             )
         return rewound
 
