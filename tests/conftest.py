@@ -156,3 +156,61 @@ def consumer_config(broker: EmbeddedBroker) -> dict[str, Any]:
         "max_poll_interval_ms": 10000,
         "request_timeout_ms": 15000,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Login roles (least privilege)
+#
+#   worker_login          session  name of a LOGIN role that is a member of `steel_worker` (made
+#                                  with `steel-worker db create-login`'s code, with a random
+#                                  password; dropped at the end).
+#   worker_database_url   test     `database_url` as that login: the worker's privileges only.
+#
+# Roles are cluster-wide, privileges per database: the membership is granted once per session,
+# and every database migrated to head grants `steel_worker` its privileges, so the one login
+# works in each test's database. Revision 0003 keeps `steel_worker` while it has members, so a
+# test that downgrades its database does not take the membership away.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _worker_login_credentials(postgres_server_url: str) -> Iterator[tuple[str, str]]:
+    """(name, password) of the session's worker login, created on the server of `postgres_server_url`."""
+    import os  # noqa: PLC0415
+    import secrets  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    from worker.storage.roles import create_login  # noqa: PLC0415
+
+    name = f"steel_test_worker_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    password = secrets.token_urlsafe(18)
+    # a database at head makes sure `steel_worker` exists on this server before the grant
+    with fresh_database(postgres_server_url) as url:
+        migrate.upgrade(url)
+        create_login(url, name, "worker", password)
+    try:
+        yield name, password
+    finally:
+        engine = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text(f'DROP ROLE IF EXISTS "{name}"'))
+        except sa.exc.DBAPIError as exc:  # e.g. a test left it owning an object somewhere
+            warnings.warn(f"test login role {name} not dropped: {exc}", stacklevel=1)
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def worker_login(_worker_login_credentials: tuple[str, str]) -> str:
+    """Name of the session's LOGIN role that is a member of `steel_worker` (see the section above)."""
+    return _worker_login_credentials[0]
+
+
+@pytest.fixture
+def worker_database_url(database_url: str, _worker_login_credentials: tuple[str, str]) -> str:
+    """The test's migrated database (`database_url`), connecting as `worker_login`."""
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    name, password = _worker_login_credentials
+    return make_url(database_url).set(username=name, password=password).render_as_string(hide_password=False)

@@ -14,9 +14,9 @@ from streaming_harness import loaded_model, untrained_model
 from worker.catalogue import load_catalogue
 from worker.errors import ModelError
 from worker.model.artefact import Classifier
+from worker.streaming.batch import Batch, Entry
 from worker.streaming.classify import FrameClassifier, detections_for, tile_frame
 from worker.streaming.decode import InboundMessage
-from worker.streaming.loop import Batch, Entry
 from worker.streaming.records import DecodedFrame, KafkaCoordinates
 
 CATALOGUE = load_catalogue()

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose.yaml"
 #: `${VAR}`, `${VAR:-default}`, `${VAR:?message}` (and the forms without colon); `$${...}` is escaped.
 INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
-REQUIRED_VARIABLES = {"POSTGRES_PASSWORD", "MODEL_DIR"}
+REQUIRED_VARIABLES = {"POSTGRES_PASSWORD", "WORKER_DB_PASSWORD", "MODEL_DIR"}
 
 
 def _checker() -> Path:
@@ -42,7 +42,12 @@ def test_compose_file_validates_against_the_compose_specification() -> None:
     checker = _checker()
     if not checker.is_file():
         pytest.skip(f"no {checker} (set STEEL_SHARED_DIR to the shared folder)")
-    env = {**os.environ, "POSTGRES_PASSWORD": "test-password", "MODEL_DIR": "/srv/models/test"}
+    env = {
+        **os.environ,
+        "POSTGRES_PASSWORD": "test-password",
+        "WORKER_DB_PASSWORD": "test-worker-password",
+        "MODEL_DIR": "/srv/models/test",
+    }
     result = subprocess.run(
         [sys.executable, str(checker), str(COMPOSE)],
         check=False,
@@ -76,13 +81,48 @@ def test_worker_waits_for_healthy_services_and_completed_one_shots(compose: dict
             assert service["restart"] == "no", name
             assert "healthcheck" not in service, name
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
-    assert services["migrate"]["command"][:2] == ["db", "upgrade"]
+    assert _migrate_steps(services["migrate"])[0].startswith("steel-worker db upgrade --wait ")
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def _migrate_steps(migrate: dict[str, Any]) -> list[str]:
+    """The commands of the migrate service's shell script, one per line (after `set -e`)."""
+    assert migrate["entrypoint"] == ["/bin/sh", "-c"]
+    (script,) = migrate["command"]
+    lines = [line.strip() for line in script.splitlines() if line.strip()]
+    assert lines[0] == "set -e", "a failed migration must not go on to the login"
+    return lines[1:]
+
+
+def test_the_worker_connects_as_its_own_login_which_migrate_makes_after_the_schema(
+    compose: dict[str, Any],
+) -> None:
+    """The worker's DATABASE_URL names the workers' login (a member of steel_worker), never the
+    owner POSTGRES_USER/POSTGRES_PASSWORD; `migrate` upgrades the schema as the owner and then makes
+    that login with `db create-login`, its password read from the environment (never an argument)."""
+    services = compose["services"]
+    worker_url = services["worker"]["environment"]["DATABASE_URL"]
+    assert "POSTGRES_USER" not in worker_url and "POSTGRES_PASSWORD" not in worker_url
+    credentials = re.match(r"postgresql\+psycopg2://(\$\{[^}]*\}):(\$\{[^}]*\})@postgres:5432/", worker_url)
+    assert credentials, worker_url
+    user, password = credentials.groups()
+    assert user == "${WORKER_DB_USER:-steel_worker_app}"
+    assert password.startswith("${WORKER_DB_PASSWORD:?")
+    migrate = services["migrate"]
+    environment = migrate["environment"]
+    assert "${POSTGRES_USER:-steel}:${POSTGRES_PASSWORD:?" in environment["DATABASE_URL"]
+    assert environment["WORKER_DB_USER"] == user
+    assert environment["WORKER_DB_PASSWORD"].startswith("${WORKER_DB_PASSWORD:?set WORKER_DB_PASSWORD")
+    upgrade, login = _migrate_steps(migrate)
+    assert upgrade == "steel-worker db upgrade --wait 60"
+    assert login == (
+        'steel-worker db create-login "$$WORKER_DB_USER" --role worker --password-env WORKER_DB_PASSWORD'
+    )
 
 
 def test_required_settings_fail_fast_and_nothing_interpolates_to_empty() -> None:
     """Every `${VAR}` has a default (`:-`) or is required (`:?` with a message); the required ones
-    are exactly the password and the model folder, and never get a default elsewhere."""
+    are exactly the two passwords and the model folder, and never get a default elsewhere."""
     text = COMPOSE.read_text(encoding="utf-8")
     found = INTERPOLATION.findall(text)
     assert found

@@ -13,6 +13,7 @@ from worker.catalogue import load_catalogue
 from worker.errors import SchemaError
 from worker.streaming import contracts
 from worker.streaming.records import Detection, FrameResult, KafkaCoordinates
+from worker.streaming.validation import parse_frame_meta
 
 CATALOGUE = load_catalogue()
 
@@ -34,7 +35,7 @@ def test_frame_meta_round_trips_through_its_header() -> None:
     meta = make_meta(width=512, height=256, image_uri="file:///tmp/x.png")
     header = dict(contracts.frame_headers(meta, contracts.PNG))
     assert header["content-type"] == b"image/png"
-    assert contracts.parse_frame_meta(header["frame-meta"]) == meta
+    assert parse_frame_meta(header["frame-meta"]) == meta
 
 
 @pytest.mark.parametrize(
@@ -55,13 +56,13 @@ def test_invalid_frame_meta_is_refused_naming_the_field(change, where: str) -> N
     data = contracts.frame_meta_dict(make_meta())
     change(data)
     with pytest.raises(SchemaError, match=where):
-        contracts.parse_frame_meta(json.dumps(data).encode())
+        parse_frame_meta(json.dumps(data).encode())
 
 
 @pytest.mark.parametrize("raw", [b"\xff\xfe", b"{not json", b"[]", b"null"])
 def test_frame_meta_that_is_not_a_json_object_is_refused(raw: bytes) -> None:
     with pytest.raises(SchemaError, match="frame-meta"):
-        contracts.parse_frame_meta(raw)
+        parse_frame_meta(raw)
 
 
 def test_content_type_is_normalised() -> None:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from worker.streaming import contracts
 from worker.streaming import decode as d
+from worker.streaming import refusals as r
 from worker.streaming.records import DecodedFrame
 
 LIMITS = d.DecodeLimits(max_frame_bytes=2_000_000, max_frame_pixels=1_000_000)
@@ -80,12 +81,13 @@ def test_raw_gray8_uses_width_and_height_from_the_metadata() -> None:
     np.testing.assert_array_equal(frame.image, image)
 
 
-def test_claim_check_reads_the_image_from_a_file_uri(tmp_path: Path) -> None:
+def test_claim_check_reads_the_image_from_a_file_uri_under_the_root(tmp_path: Path) -> None:
     image = grey_image(64, 64, seed=4)
     path = tmp_path / "frame 1.png"
     path.write_bytes(png_bytes(image))
     meta = make_meta(image_uri=path.as_uri())
-    frame = _decode(b"", _headers(contracts.PNG, meta))
+    limits = replace(LIMITS, claim_check_root=tmp_path.resolve())
+    frame = d.decode_message(inbound(b"", _headers(contracts.PNG, meta), offset=7), limits)
     assert isinstance(frame, DecodedFrame)
     np.testing.assert_array_equal(frame.image, image)
 
@@ -98,83 +100,83 @@ def _meta_header(data: dict) -> list[tuple[str, bytes]]:
 
 
 BAD_INPUTS = {
-    "no frame-meta header": (GOOD_PNG, [("content-type", b"image/png")], d.MISSING_METADATA, d.VALIDATE),
+    "no frame-meta header": (GOOD_PNG, [("content-type", b"image/png")], r.MISSING_METADATA, r.VALIDATE),
     "frame-meta not JSON": (
         GOOD_PNG,
         [("content-type", b"image/png"), ("frame-meta", b"{oops")],
-        d.INVALID_METADATA,
-        d.VALIDATE,
+        r.INVALID_METADATA,
+        r.VALIDATE,
     ),
     "frame-meta missing a field": (
         GOOD_PNG,
         _meta_header({k: v for k, v in contracts.frame_meta_dict(make_meta()).items() if k != "strip_id"}),
-        d.INVALID_METADATA,
-        d.VALIDATE,
+        r.INVALID_METADATA,
+        r.VALIDATE,
     ),
-    "no content-type": (GOOD_PNG, _headers(None), d.UNSUPPORTED_CONTENT_TYPE, d.VALIDATE),
-    "wrong content-type": (GOOD_PNG, _headers("image/gif"), d.UNSUPPORTED_CONTENT_TYPE, d.VALIDATE),
-    "zero bytes": (b"", _headers(), d.EMPTY_PAYLOAD, d.VALIDATE),
-    "null value": (None, _headers(), d.EMPTY_PAYLOAD, d.VALIDATE),
-    "oversize payload": (b"\0" * (LIMITS.max_frame_bytes + 1), _headers(), d.OVERSIZE_PAYLOAD, d.VALIDATE),
-    "truncated PNG": (GOOD_PNG[: len(GOOD_PNG) // 2], _headers(), d.CORRUPT_IMAGE, d.DECODE),
-    "truncated PNG header": (GOOD_PNG[:20], _headers(), d.CORRUPT_IMAGE, d.DECODE),
+    "no content-type": (GOOD_PNG, _headers(None), r.UNSUPPORTED_CONTENT_TYPE, r.VALIDATE),
+    "wrong content-type": (GOOD_PNG, _headers("image/gif"), r.UNSUPPORTED_CONTENT_TYPE, r.VALIDATE),
+    "zero bytes": (b"", _headers(), r.EMPTY_PAYLOAD, r.VALIDATE),
+    "null value": (None, _headers(), r.EMPTY_PAYLOAD, r.VALIDATE),
+    "oversize payload": (b"\0" * (LIMITS.max_frame_bytes + 1), _headers(), r.OVERSIZE_PAYLOAD, r.VALIDATE),
+    "truncated PNG": (GOOD_PNG[: len(GOOD_PNG) // 2], _headers(), r.CORRUPT_IMAGE, r.DECODE),
+    "truncated PNG header": (GOOD_PNG[:20], _headers(), r.CORRUPT_IMAGE, r.DECODE),
     "truncated JPEG": (
         jpeg_bytes(grey_image(64, 64))[:-300],
         _headers(contracts.JPEG),
-        d.CORRUPT_IMAGE,
-        d.DECODE,
+        r.CORRUPT_IMAGE,
+        r.DECODE,
     ),
-    "garbage bytes": (b"hello, this is not an image" * 10, _headers(), d.CORRUPT_IMAGE, d.DECODE),
-    "PNG labelled JPEG": (GOOD_PNG, _headers(contracts.JPEG), d.CONTENT_TYPE_MISMATCH, d.DECODE),
+    "garbage bytes": (b"hello, this is not an image" * 10, _headers(), r.CORRUPT_IMAGE, r.DECODE),
+    "PNG labelled JPEG": (GOOD_PNG, _headers(contracts.JPEG), r.CONTENT_TYPE_MISMATCH, r.DECODE),
     "PNG with corrupt pixel data": (
         GOOD_PNG[:41] + b"\x13" * 60 + GOOD_PNG[101:],
         _headers(),
-        d.CORRUPT_IMAGE,
-        d.DECODE,
+        r.CORRUPT_IMAGE,
+        r.DECODE,
     ),
     "decompression bomb header (65535x65535)": (
         _png_header_only(65535, 65535),
         _headers(),
-        d.IMAGE_TOO_LARGE,
-        d.DECODE,
+        r.IMAGE_TOO_LARGE,
+        r.DECODE,
     ),
     "real image over the pixel limit": (
         png_bytes(np.zeros((1000, 1001), np.uint8)),
         _headers(),
-        d.IMAGE_TOO_LARGE,
-        d.DECODE,
+        r.IMAGE_TOO_LARGE,
+        r.DECODE,
     ),
-    "zero-width PNG header": (_png_header_only(0, 10), _headers(), d.CORRUPT_IMAGE, d.DECODE),
-    "raw without width/height": (b"\0" * 100, _headers(contracts.RAW_GRAY8), d.INVALID_METADATA, d.VALIDATE),
+    "zero-width PNG header": (_png_header_only(0, 10), _headers(), r.CORRUPT_IMAGE, r.DECODE),
+    "raw without width/height": (b"\0" * 100, _headers(contracts.RAW_GRAY8), r.INVALID_METADATA, r.VALIDATE),
     "raw too short for its size": (
         b"\0" * 99,
         _headers(contracts.RAW_GRAY8, make_meta(width=10, height=10)),
-        d.CORRUPT_IMAGE,
-        d.DECODE,
+        r.CORRUPT_IMAGE,
+        r.DECODE,
     ),
     "raw over the pixel limit": (
         b"\0" * 100,
         _headers(contracts.RAW_GRAY8, make_meta(width=100_000, height=100)),
-        d.IMAGE_TOO_LARGE,
-        d.DECODE,
+        r.IMAGE_TOO_LARGE,
+        r.DECODE,
     ),
     "metadata size differs from the image": (
         GOOD_PNG,
         _headers(contracts.PNG, make_meta(width=65, height=64)),
-        d.INVALID_METADATA,
-        d.VALIDATE,
+        r.INVALID_METADATA,
+        r.VALIDATE,
     ),
     "claim check with an http URI": (
         b"",
         _headers(contracts.PNG, make_meta(image_uri="http://cam/1.png")),
-        d.IMAGE_UNAVAILABLE,
-        d.FETCH,
+        r.IMAGE_UNAVAILABLE,
+        r.FETCH,
     ),
-    "claim check of a missing file": (
+    "claim check while claim checks are off": (
         b"",
         _headers(contracts.PNG, make_meta(image_uri="file:///nonexistent/1.png")),
-        d.IMAGE_UNAVAILABLE,
-        d.FETCH,
+        r.IMAGE_UNAVAILABLE,
+        r.FETCH,
     ),
 }
 
@@ -186,13 +188,13 @@ def test_bad_input_is_rejected_with_its_reason_and_stage(case: str) -> None:
     assert isinstance(rejected, d.Rejected), f"{case}: expected a rejection, got a decoded frame"
     assert (rejected.reason, rejected.stage) == (reason, stage), rejected.detail
     assert rejected.source.offset == 7 and rejected.detail
-    assert rejected.reason in d.REASONS
+    assert rejected.reason in r.REASONS
 
 
 def test_reasons_and_stages_are_exactly_the_dead_letter_schema_enums() -> None:
     schema = json.loads((contracts.SCHEMAS_DIR / "dead-letter-headers.v1.json").read_text())
-    assert set(schema["properties"]["dlq-reason"]["enum"]) == set(d.REASONS)
-    assert set(schema["properties"]["dlq-stage"]["enum"]) == {d.VALIDATE, d.FETCH, d.DECODE}
+    assert schema["properties"]["dlq-reason"]["enum"] == list(r.REASONS)
+    assert schema["properties"]["dlq-stage"]["enum"] == list(r.STAGES)
 
 
 def test_rejection_keeps_valid_metadata_for_the_logs() -> None:

@@ -1,5 +1,6 @@
-"""Migrations: upgrade from empty, downgrade to base, no drift, seeded catalogue, analyst role, start-up
-schema check and the `db` command. Each test runs on a fresh database of its own."""
+"""Migrations: upgrade from empty, downgrade to base, no drift, seeded catalogue, analyst role, the
+worker's least-privilege role (revision 0003), start-up schema check and the `db` command. Each test
+runs on a fresh database of its own."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,10 +21,14 @@ from worker.errors import ConfigError, SchemaError
 from worker.infra.postgres import fresh_database
 from worker.storage import command, migrate, schema_check
 from worker.storage.engine import create_engine
-from worker.storage.tables import ANALYST_ROLE, metadata
+from worker.storage.roles import create_login
+from worker.storage.tables import ANALYST_ROLE, WORKER_ROLE, metadata
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TABLES = sorted(metadata.tables)
+#: The alert engine's lock rows: no privilege for the analysts, so they cannot take those locks.
+LOCK_TABLE = "alert_strip_locks"
+ANALYST_TABLES = [t for t in TABLES if t != LOCK_TABLE]
 VIEWS = [
     "detections_with_cause",  # 0001
     "strip_summary",  # 0002: the analysts' views
@@ -46,11 +52,9 @@ def _relations(engine: sa.Engine) -> tuple[set[str], set[str]]:
     return set(inspector.get_table_names()), set(inspector.get_view_names())
 
 
-def _role_exists(engine: sa.Engine) -> bool:
+def _role_exists(engine: sa.Engine, role: str = ANALYST_ROLE) -> bool:
     with engine.connect() as conn:
-        return bool(
-            conn.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": ANALYST_ROLE}).scalar()
-        )
+        return bool(conn.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar())
 
 
 def test_upgrade_from_empty_creates_tables_views_role_and_reaches_head(
@@ -62,6 +66,7 @@ def test_upgrade_from_empty_creates_tables_views_role_and_reaches_head(
     assert tables == {*TABLES, "alembic_version"}
     assert views == set(VIEWS)
     assert _role_exists(empty_engine)
+    assert _role_exists(empty_engine, WORKER_ROLE)
     assert migrate.current_revision(empty_database_url) == migrate.head_revision()
 
 
@@ -169,9 +174,34 @@ def _as_analyst(engine: sa.Engine, statement: str) -> None:
         conn.execute(sa.text(statement))
 
 
-@pytest.mark.parametrize("relation", [*TABLES, *VIEWS])
-def test_analyst_role_can_select_every_table_and_view(analyst_engine: sa.Engine, relation: str) -> None:
+@pytest.mark.parametrize("relation", [*ANALYST_TABLES, *VIEWS])
+def test_analyst_role_can_select_every_table_and_view_but_the_alert_locks(
+    analyst_engine: sa.Engine, relation: str
+) -> None:
     _as_analyst(analyst_engine, f"SELECT * FROM {relation} LIMIT 1")
+
+
+def test_analyst_role_reads_the_columns_revision_0003_added(analyst_engine: sa.Engine) -> None:
+    _as_analyst(analyst_engine, "SELECT message_sha256 FROM frames LIMIT 1")
+    _as_analyst(analyst_engine, "SELECT publish_error FROM alerts LIMIT 1")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        f"SELECT * FROM {LOCK_TABLE}",
+        f"SELECT strip_id FROM {LOCK_TABLE} FOR UPDATE",
+        f"SELECT strip_id FROM {LOCK_TABLE} FOR KEY SHARE",
+        f"INSERT INTO {LOCK_TABLE} (strip_id) VALUES ('S1')",
+        f"LOCK TABLE {LOCK_TABLE} IN ROW EXCLUSIVE MODE",
+    ],
+)
+def test_analyst_role_can_neither_read_nor_lock_the_alert_strip_locks(
+    analyst_engine: sa.Engine, statement: str
+) -> None:
+    """The alert engine serialises on these rows; a read-only analyst must not be able to stall it."""
+    with pytest.raises(ProgrammingError, match=f"permission denied for table {LOCK_TABLE}"):
+        _as_analyst(analyst_engine, statement)
 
 
 @pytest.mark.parametrize("statement", [s for group in WRITES.values() for s in group])
@@ -208,6 +238,129 @@ def test_downgrade_keeps_the_role_while_another_database_still_grants_it(
         ).scalar()
     # dropped, unless some other database on this shared server (another test run) still uses it
     assert not _role_exists(engine) or still_used_elsewhere
+
+
+# ---------------------------------------------------------------------------------------------
+# the worker's role (revision 0003)
+# ---------------------------------------------------------------------------------------------
+
+#: Exactly what `steel_worker` may do in a migrated database: tables and sequences.
+WORKER_PRIVILEGES = {
+    "alembic_version": {"SELECT"},
+    "defect_classes": {"SELECT", "INSERT", "UPDATE"},
+    "models": {"SELECT", "INSERT", "UPDATE"},
+    "frames": {"SELECT", "INSERT"},
+    "detections": {"SELECT", "INSERT"},
+    "alerts": {"SELECT", "INSERT", "UPDATE"},
+    LOCK_TABLE: {"SELECT", "INSERT", "UPDATE"},
+    "detections_id_seq": {"USAGE", "SELECT"},
+    "alerts_id_seq": {"USAGE", "SELECT"},
+}
+
+
+def _privileges(engine: sa.Engine, role: str) -> dict[str, set[str]]:
+    """Every privilege granted to `role` in the database (relations, columns, functions, schemas,
+    the database itself), keyed by object; role defaults under "settings"."""
+    queries = {
+        "relation": "SELECT c.relname, a.privilege_type FROM pg_class AS c, aclexplode(c.relacl) AS a"
+        " WHERE a.grantee = to_regrole(:role)",
+        "column": "SELECT c.relname || '.' || t.attname, a.privilege_type"
+        " FROM pg_attribute AS t JOIN pg_class AS c ON c.oid = t.attrelid, aclexplode(t.attacl) AS a"
+        " WHERE a.grantee = to_regrole(:role)",
+        "function": "SELECT p.proname, a.privilege_type FROM pg_proc AS p, aclexplode(p.proacl) AS a"
+        " WHERE a.grantee = to_regrole(:role)",
+        "schema": "SELECT 'schema ' || n.nspname, a.privilege_type"
+        " FROM pg_namespace AS n, aclexplode(n.nspacl) AS a WHERE a.grantee = to_regrole(:role)",
+        "database": "SELECT 'database', a.privilege_type FROM pg_database AS d, aclexplode(d.datacl) AS a"
+        " WHERE d.datname = current_database() AND a.grantee = to_regrole(:role)",
+        "settings": "SELECT 'settings', unnest(setconfig) FROM pg_db_role_setting"
+        " WHERE setrole = to_regrole(:role)",
+    }
+    granted: dict[str, set[str]] = {}
+    with engine.connect() as conn:
+        for query in queries.values():
+            for name, privilege in conn.execute(sa.text(query), {"role": role}):
+                granted.setdefault(name, set()).add(privilege)
+    return granted
+
+
+def test_worker_role_has_exactly_what_the_worker_needs(analyst_engine: sa.Engine) -> None:
+    """USAGE on the schema; SELECT/INSERT (and UPDATE where it upserts or marks) on its tables; the
+    two id sequences; no DELETE, TRUNCATE, DDL, views, functions, column grants or role defaults."""
+    assert _privileges(analyst_engine, WORKER_ROLE) == {**WORKER_PRIVILEGES, "schema public": {"USAGE"}}
+    with analyst_engine.connect() as conn:
+        role = conn.execute(
+            sa.text(
+                "SELECT rolcanlogin, rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = :r"
+            ),
+            {"r": WORKER_ROLE},
+        ).one()
+    assert tuple(role) == (False, False, False, False)
+
+
+def test_analyst_role_has_select_on_its_tables_and_views_and_nothing_on_the_alert_locks(
+    analyst_engine: sa.Engine,
+) -> None:
+    assert _privileges(analyst_engine, ANALYST_ROLE) == {
+        **{relation: {"SELECT"} for relation in [*ANALYST_TABLES, *VIEWS]},
+        "schema public": {"USAGE"},
+    }
+    with analyst_engine.connect() as conn:
+        assert not conn.execute(
+            sa.text(
+                "SELECT has_table_privilege(:r, :t, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE,"
+                " REFERENCES, TRIGGER')"
+            ),
+            {"r": ANALYST_ROLE, "t": LOCK_TABLE},
+        ).scalar()
+
+
+def test_downgrade_to_0002_removes_the_lock_table_the_columns_and_the_worker_grants(
+    database_url: str, engine: sa.Engine
+) -> None:
+    migrate.downgrade(database_url, "0002")
+    tables, views = _relations(engine)
+    assert tables == {*ANALYST_TABLES, "alembic_version"}
+    assert views == set(VIEWS)
+    inspector = sa.inspect(engine)
+    assert "message_sha256" not in {c["name"] for c in inspector.get_columns("frames")}
+    assert "publish_error" not in {c["name"] for c in inspector.get_columns("alerts")}
+    assert _privileges(engine, WORKER_ROLE) == {}
+    migrate.upgrade(database_url)
+    migrate.check(database_url)
+    assert _privileges(engine, WORKER_ROLE) == {**WORKER_PRIVILEGES, "schema public": {"USAGE"}}
+
+
+def _worker_role_in_use(engine: sa.Engine) -> bool:
+    """Whether another database grants `steel_worker` anything or a login is a member of it."""
+    with engine.connect() as conn:
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT EXISTS (SELECT FROM pg_shdepend WHERE refobjid = to_regrole(:r))"
+                    " OR EXISTS (SELECT FROM pg_auth_members WHERE roleid = to_regrole(:r))"
+                ),
+                {"r": WORKER_ROLE},
+            ).scalar()
+        )
+
+
+def test_downgrade_keeps_the_worker_role_while_a_login_is_a_member_and_drops_it_when_unused(
+    database_url: str, engine: sa.Engine
+) -> None:
+    """Dropping the role would silently take the membership from the workers' logins: kept then."""
+    login = f"steel_test_member_{uuid.uuid4().hex[:12]}"
+    create_login(database_url, login, "worker")
+    try:
+        migrate.downgrade(database_url, "0002")
+        assert _role_exists(engine, WORKER_ROLE)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP ROLE "{login}"'))
+    migrate.upgrade(database_url)
+    migrate.downgrade(database_url, "0002")
+    # dropped, unless another database on this shared server (another test run) still uses it
+    assert not _role_exists(engine, WORKER_ROLE) or _worker_role_in_use(engine)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -158,6 +158,7 @@ def test_ledger_and_detection_rows_hold_the_frame_and_detection_fields(
         "tile_count": 7,
         "detection_count": 1,
         "processed_at": T0 + timedelta(seconds=3, milliseconds=300),
+        "message_sha256": None,
     }
     d = result.detections[0]
     assert detection["class_name"] == "rolling"
@@ -203,12 +204,63 @@ def test_a_mixed_batch_writes_only_the_new_frames_and_returns_ids_for_all(
     assert _count(engine, "detections") == 4
 
 
-def test_a_frame_given_twice_in_one_batch_is_written_once(writer: StorageWriter, engine: sa.Engine) -> None:
+def test_a_frame_id_given_twice_in_one_batch_is_written_once_and_the_second_is_a_collision(
+    writer: StorageWriter, engine: sa.Engine
+) -> None:
     result = _result(1, [(2, "holes", 0.9)])
-    outcome = writer.write_results([result, result])
+    again = replace(result, source=KafkaCoordinates("mill.frames", 1, 99))
+    outcome = writer.write_results([result, again])
     assert outcome.new_frame_ids == ("S1-f0001",)
+    assert outcome.collisions == {again.source: result.source}
     assert _count(engine, "frames") == 1
     assert _count(engine, "detections") == 1
+
+
+def test_a_redelivered_frame_returns_what_is_stored_even_when_the_model_now_says_otherwise(
+    writer: StorageWriter,
+) -> None:
+    """Same coordinates and content: the stored detections come back (the topic must repeat the
+    database), not the ones the worker computed this time."""
+    first = replace(_result(5, [(2, "holes", 0.91)]), message_sha256="ab" * 32)
+    writer.write_results([first])
+    recomputed = replace(first, detections=(), processed_at=T0 + timedelta(hours=1), model_version=MODEL)
+    outcome = writer.write_results([recomputed])
+    assert outcome.collisions == {}
+    stored = outcome.redelivered["S1-f0005"]
+    assert stored.detections == first.detections
+    assert stored.processed_at == first.processed_at and stored.meta == first.meta
+    assert stored.source == first.source and stored.message_sha256 == first.message_sha256
+
+
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [
+        (lambda r: replace(r, source=KafkaCoordinates("mill.frames", 2, 777)), "other coordinates"),
+        (lambda r: replace(r, message_sha256="cd" * 32), "same coordinates, other content"),
+        (lambda r: replace(r, source=KafkaCoordinates("other.topic", 2, 5)), "other topic"),
+    ],
+)
+def test_another_message_under_a_stored_frame_id_is_a_collision_and_writes_nothing(
+    writer: StorageWriter, engine: sa.Engine, change, what: str
+) -> None:
+    first = replace(_result(5, [(2, "holes", 0.91)]), message_sha256="ab" * 32)
+    writer.write_results([first])
+    other = change(replace(first, detections=()))
+    outcome = writer.write_results([other, _result(6)])
+    assert outcome.collisions == {other.source: first.source}, what
+    assert outcome.redelivered == {}
+    assert outcome.new_frame_ids == ("S1-f0006",)
+    assert _count(engine, "frames") == 2 and _count(engine, "detections") == 1
+
+
+def test_a_row_written_before_hashes_were_kept_is_matched_by_its_coordinates(
+    writer: StorageWriter,
+) -> None:
+    """Rows from before revision 0003 have no message_sha256: the coordinates decide alone."""
+    old = _result(5, [(2, "holes", 0.91)])  # message_sha256=None, as stored by an older worker
+    writer.write_results([old])
+    outcome = writer.write_results([replace(old, message_sha256="ef" * 32)])
+    assert "S1-f0005" in outcome.redelivered and outcome.collisions == {}
 
 
 def test_an_empty_batch_writes_nothing(writer: StorageWriter, engine: sa.Engine) -> None:

@@ -40,6 +40,7 @@ from worker import cli
 from worker.model.artefact import Classifier
 from worker.streaming import contracts
 from worker.streaming import decode as d
+from worker.streaming import refusals as r
 from worker.streaming.classify import tile_frame
 from worker.streaming.dead_letter import DeadLetterPublisher
 from worker.streaming.settings import HEADER_ROOM_BYTES
@@ -173,22 +174,22 @@ def _bad_inputs() -> list[tuple[str, tuple[bytes | None, bytes | None, list[tupl
     bomb = png_bytes(np.zeros((1500, 1400), np.uint8))  # 2.1 M pixels declared, limit 2 M
     raw_meta = make_meta("raw", strip_id="S9", width=100, height=100)
     return [
-        (d.CORRUPT_IMAGE, (b"S9", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, headers)),
+        (r.CORRUPT_IMAGE, (b"S9", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, headers)),
         (
-            d.CORRUPT_IMAGE,
+            r.CORRUPT_IMAGE,
             (b"S9", jpeg_bytes(grey_image(64, 64))[:-200], contracts.frame_headers(meta, contracts.JPEG)),
         ),
-        (d.UNSUPPORTED_CONTENT_TYPE, (b"S9", good, contracts.frame_headers(meta, "image/tiff"))),
-        (d.MISSING_METADATA, (b"S9", good, [("content-type", b"image/png")])),
+        (r.UNSUPPORTED_CONTENT_TYPE, (b"S9", good, contracts.frame_headers(meta, "image/tiff"))),
+        (r.MISSING_METADATA, (b"S9", good, [("content-type", b"image/png")])),
         (
-            d.INVALID_METADATA,
+            r.INVALID_METADATA,
             (b"S9", good, [("content-type", b"image/png"), ("frame-meta", b'{"frame_id": 1}')]),
         ),
-        (d.EMPTY_PAYLOAD, (b"S9", b"", headers)),
-        (d.IMAGE_TOO_LARGE, (b"S9", bomb, headers)),
-        (d.OVERSIZE_PAYLOAD, (b"S9", b"\0" * 400_000, headers)),
-        (d.OVERSIZE_PAYLOAD, (b"S9", b"\1" * 1_200_000, headers)),  # too large to dead-letter whole
-        (d.CORRUPT_IMAGE, (b"S9", b"\0" * 99, contracts.frame_headers(raw_meta, contracts.RAW_GRAY8))),
+        (r.EMPTY_PAYLOAD, (b"S9", b"", headers)),
+        (r.IMAGE_TOO_LARGE, (b"S9", bomb, headers)),
+        (r.OVERSIZE_PAYLOAD, (b"S9", b"\0" * 400_000, headers)),
+        (r.OVERSIZE_PAYLOAD, (b"S9", b"\1" * 1_200_000, headers)),  # too large to dead-letter whole
+        (r.CORRUPT_IMAGE, (b"S9", b"\0" * 99, contracts.frame_headers(raw_meta, contracts.RAW_GRAY8))),
     ]
 
 
@@ -279,10 +280,9 @@ def test_a_dead_letter_too_large_to_produce_goes_out_without_its_value(broker, m
     topic = make_topic("dlq")
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, max_request_size=4000)
     message = inbound(b"\0" * 6000, [("content-type", b"image/png")], offset=12)
-    rejected = d.Rejected(d.CORRUPT_IMAGE, d.DECODE, "test", message.source)
+    rejected = d.Rejected(r.CORRUPT_IMAGE, r.DECODE, "test", message.source)
     try:
-        # the publisher's own size limit would let it through; the producer refuses it
-        publisher = DeadLetterPublisher(producer, topic, "w1", max_value_bytes=1_000_000)
+        publisher = DeadLetterPublisher(producer, topic, "w1", max_bytes=4000)
         future = publisher.publish(message, rejected)
         producer.flush(10)
         assert future.succeeded()

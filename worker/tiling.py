@@ -42,6 +42,18 @@ def tile_origins(length: int, tile: int, min_overlap: int = 0) -> list[int]:
     return [round(i * span / (count - 1)) for i in range(count)]
 
 
+def tile_count(height: int, width: int, tile: int, min_overlap: int = 0) -> int:
+    """How many tiles `tile_windows` gives for a height×width frame (padded to a tile first when a
+    side is shorter), computed without listing them: a bound checked before decoding an image."""
+    if tile <= 0 or not 0 <= min_overlap < tile:
+        raise ValueError(f"tile must be > 0 and 0 <= min_overlap < tile, received {tile}, {min_overlap}")
+
+    def along(length: int) -> int:
+        return 1 if length <= tile else math.ceil((length - tile) / (tile - min_overlap)) + 1
+
+    return along(height) * along(width)
+
+
 def tile_windows(height: int, width: int, tile: int, min_overlap: int = 0) -> list[TileWindow]:
     """All tile windows of a height×width frame, row by row, left to right."""
     return [

@@ -11,10 +11,20 @@ Guarantees (why exactly one row per alert, also across crashes, restarts and reb
 - State lives in the database only: the same stored detections give the same findings, and the
   dedup key is a function of the finding (rule, strip, surface, class, roll, start position in
   mm), so evaluating again inserts nothing new.
-- Evaluations of one strip are serialised by a transaction-level advisory lock on the strip id,
-  so two workers (during a rebalance) cannot both pass the cooldown check for the same finding.
-- The worker calls it right AFTER `StorageWriter.write_results` committed, in a transaction of
-  its own (`evaluate_results`). A crash between the two leaves the frames' offsets uncommitted;
+- Evaluations of one strip are serialised by a row lock: the strip's row in `alert_strip_locks`
+  is inserted if missing and locked `FOR UPDATE` for the rest of the transaction, so two workers
+  (during a rebalance) cannot both pass the cooldown check for the same finding. Strips are taken
+  in sorted order, so two evaluators never wait on each other in a cycle. Only `steel_worker` may
+  lock those rows: the read-only analysts have no privilege on the table, so they cannot stall
+  the workers (an advisory lock, which needs no privilege, could be taken by anyone).
+- A fault is isolated where it happens: `evaluate_results` evaluates each strip in a
+  transaction of its own, and a rule that raises on a strip is logged and counted
+  (`on_rule_error`) while the other rules of that strip still run; a strip whose evaluation
+  fails for a reason that is not an outage (a stored value that cannot be read back, say) is
+  logged, counted and left for the next batch of that strip. Outages and faults of the set-up
+  (`worker.streaming.failures`: transient, systemic) propagate, and the worker retries the step.
+- The worker calls it right AFTER `StorageWriter.write_results` committed, in transactions of
+  their own (`evaluate_results`). A crash between the two leaves the frames' offsets uncommitted;
   the frames are redelivered, `write_results` finds them in the ledger and writes nothing, and
   the evaluation then raises the alerts from the stored detections. Keeping it out of the write
   transaction keeps that transaction short and lets a slow or failing rule never cost a frame.
@@ -23,7 +33,7 @@ Guarantees (why exactly one row per alert, also across crashes, restarts and reb
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,16 +43,17 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects.postgresql import insert
 
-from worker.alerts.config import AlertRules
+from worker.alerts.config import AlertRules, Rule
 from worker.alerts.rules import Finding, RaisedSpan, StripDetection, admit, evaluate_rule
 from worker.catalogue import Catalogue
 from worker.errors import CatalogueError
 from worker.storage.tables import alerts, defect_classes
+from worker.streaming.failures import DATA, classify, describe
 from worker.streaming.records import FrameResult
+from worker.streaming.refusals import shown
 
 log = structlog.get_logger("worker.alerts")
 
-_LOCK_NAMESPACE = "steel-worker.alerts:"
 #: Lane searches remembered (see `rules.LaneCache`): a pure function's results, so a memo only
 #: saves time; the database stays the only state.
 LANE_MEMO_SIZE = 2048
@@ -50,6 +61,15 @@ LANE_MEMO_SIZE = 2048
 #: lookback_m × (1 + 1/LOOKBACK_STEPS) long): lanes a batch does not touch stay the same, and
 #: their searches come from the memo.
 LOOKBACK_STEPS = 5
+#: What `on_rule_error` receives when a whole strip failed (not one rule).
+STRIP_FAILED = "(strip)"
+
+_ADD_STRIP_LOCKS = sa.text(
+    "INSERT INTO alert_strip_locks (strip_id) SELECT unnest(:strips) ON CONFLICT DO NOTHING"
+)
+_LOCK_STRIPS = sa.text(
+    "SELECT strip_id FROM alert_strip_locks WHERE strip_id = ANY(:strips) ORDER BY strip_id FOR UPDATE"
+)
 
 _DETECTIONS = sa.text(
     """
@@ -132,8 +152,16 @@ class _LaneMemo(OrderedDict[Any, Any]):
 class AlertEngine:
     """Evaluates `rules` for strips; see the module doc for its guarantees."""
 
-    def __init__(self, engine: sa.Engine, rules: AlertRules, catalogue: Catalogue) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        rules: AlertRules,
+        catalogue: Catalogue,
+        on_rule_error: Callable[[str], None] | None = None,
+    ) -> None:
+        """`on_rule_error(rule)` is called for each rule (or `STRIP_FAILED`) that failed on a strip."""
         rules.check_classes(catalogue)
+        self.on_rule_error = on_rule_error or (lambda rule: None)
         self._engine = engine
         self.rules = rules
         self.catalogue = catalogue
@@ -146,10 +174,25 @@ class AlertEngine:
         """Evaluate the strips of `results` that have detections, in a transaction of its own.
 
         Call it after `StorageWriter.write_results(results)` returned, with the same results (new
-        or redelivered frames alike). Database errors propagate (retry the call).
+        or redelivered frames alike). Each strip is evaluated in a transaction of its own; a strip
+        that fails on its data is logged, counted and skipped (see the module doc); outages
+        propagate (retry the call: strips done already raise nothing twice).
         """
-        strips = sorted({r.meta.strip_id for r in results if r.detections})
-        return self.evaluate_strips(strips) if strips else []
+        created: list[NewAlert] = []
+        for strip in sorted({r.meta.strip_id for r in results if r.detections}):
+            try:
+                created += self.evaluate_strips([strip])
+            except Exception as error:
+                if classify(error) != DATA:
+                    raise
+                log.error(
+                    "alerts.strip_failed",
+                    strip_id=shown(strip, 200),
+                    error=shown(describe(error)),
+                    note="no alert raised for this strip now; its next frames evaluate it again",
+                )
+                self.on_rule_error(STRIP_FAILED)
+        return created
 
     def evaluate_strips(self, strip_ids: Iterable[str]) -> list[NewAlert]:
         """`evaluate` in a transaction of its own."""
@@ -161,11 +204,9 @@ class AlertEngine:
         strips = sorted(set(strip_ids))
         if not strips:
             return []
-        for strip in strips:  # in a fixed order: two evaluators never wait on each other in a cycle
-            conn.execute(
-                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                {"key": _LOCK_NAMESPACE + strip},
-            )
+        # the strips' lock rows, in a fixed order: two evaluators never wait on each other in a cycle
+        conn.execute(_ADD_STRIP_LOCKS, {"strips": strips})
+        conn.execute(_LOCK_STRIPS, {"strips": strips})
         class_ids = self._ids(conn)
         names = {v: k for k, v in class_ids.items()}
         sequences: dict[tuple[str, str], list[StripDetection]] = defaultdict(list)
@@ -196,7 +237,7 @@ class AlertEngine:
         raised = self._raised(conn, strips, names)
         new_rows = []
         for (strip, surface), sequence in sorted(sequences.items()):
-            findings = [f for rule in self.rules.rules for f in evaluate_rule(rule, sequence, self._lanes)]
+            findings = [f for rule in self.rules.rules for f in self._findings(rule, strip, sequence)]
             for finding in admit(findings, raised.get((strip, surface), ()), self._cooldowns):
                 new_rows.append(self._row(strip, surface, finding, class_ids, stored))
         if not new_rows:
@@ -224,6 +265,22 @@ class AlertEngine:
         return created
 
     # -- helpers -----------------------------------------------------------------------------------
+
+    def _findings(self, rule: Rule, strip: str, sequence: Sequence[StripDetection]) -> list[Finding]:
+        """`rule`'s findings on one strip; a rule that raises is logged and counted, not fatal."""
+        try:
+            return evaluate_rule(rule, sequence, self._lanes)
+        except Exception as error:
+            log.error(
+                "alerts.rule_failed",
+                rule=rule.name,
+                strip_id=shown(strip, 200),
+                detections=len(sequence),
+                error=shown(describe(error)),
+                exc_info=True,
+            )
+            self.on_rule_error(rule.name)
+            return []
 
     def _ids(self, conn: sa.Connection) -> dict[str, int]:
         """Class name → id of the watched classes, from `defect_classes` (cached)."""

@@ -5,6 +5,11 @@ oldest first, locked with `FOR UPDATE SKIP LOCKED` so two workers never send the
 once), produces one alert.v1 message each (key = value's `alert_id` = the row's dedup key), flushes
 the producer, checks every send, and only then sets `published_at` and commits.
 
+An alert the broker refuses for good (a message too large, say: `worker.streaming.failures`
+classifies it as data) cannot block the ones after it: it is marked published with the reason in
+`publish_error`, logged and counted (`on_undeliverable`); the row stays, for `alerts list` and
+the analysts. An outage (or a missing privilege) raises, marks nothing, and is retried.
+
 What a crash does: after the flush and before the commit, the messages are on the topic but the
 rows still look unpublished, so the next call sends them again. Exactly once on the topic would
 need Kafka transactions spanning the database, which do not exist; instead every message carries
@@ -15,7 +20,7 @@ is exactly one row (see `worker.alerts.engine`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -24,6 +29,8 @@ import structlog
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from worker.streaming.contracts import ALERT, to_json_bytes
+from worker.streaming.failures import DATA, classify, describe
+from worker.streaming.refusals import shown
 
 log = structlog.get_logger("worker.alerts")
 
@@ -44,6 +51,7 @@ _ROWS = sa.text(
     """
 )
 _MARK = sa.text("UPDATE alerts SET published_at = now() WHERE id = ANY(:ids)")
+_MARK_UNDELIVERABLE = sa.text("UPDATE alerts SET published_at = now(), publish_error = :error WHERE id = :id")
 
 
 class Producer(Protocol):
@@ -94,8 +102,10 @@ def publish_pending(
     *,
     batch_size: int = BATCH_SIZE,
     timeout_s: float = PUBLISH_TIMEOUT_S,
+    on_undeliverable: Callable[[], None] | None = None,
 ) -> int:
-    """Publish every unpublished alert (see the module doc); the number of alerts published.
+    """Publish every unpublished alert (see the module doc); the number of alerts published
+    (refused ones included, marked with their `publish_error`).
 
     Raises KafkaError (KafkaTimeoutError when a send is not acknowledged in time) when the broker
     fails, SQLAlchemy errors when the database fails: nothing is marked then, so a later call
@@ -108,24 +118,56 @@ def publish_pending(
             if not ids:
                 return total
             rows = conn.execute(_ROWS, {"ids": ids}).mappings().all()
-            messages = [alert_message(dict(row)) for row in rows]
-            futures = [
-                producer.send(topic, key=m["alert_id"].encode("utf-8"), value=to_json_bytes(m))
-                for m in messages
-            ]
+            futures: list[tuple[int, Any]] = []
+            refused: dict[int, BaseException] = {}
+            for row in rows:
+                try:
+                    message = alert_message(dict(row))
+                    value = to_json_bytes(message)
+                    futures.append(
+                        (
+                            row["id"],
+                            producer.send(topic, key=message["alert_id"].encode("utf-8"), value=value),
+                        )
+                    )
+                except Exception as error:
+                    if classify(error) != DATA:
+                        raise
+                    refused[row["id"]] = error
             producer.flush(timeout=timeout_s)
-            _raise_unless_delivered(futures)
-            conn.execute(_MARK, {"ids": ids})
+            refused |= _raise_unless_delivered(futures)
+            for alert_id, why in refused.items():
+                _mark_undeliverable(conn, alert_id, why, on_undeliverable)
+            conn.execute(_MARK, {"ids": [i for i in ids if i not in refused]})
         total += len(ids)
         log.info("alerts.published", topic=topic, count=len(ids), first_id=ids[0], last_id=ids[-1])
         if len(ids) < batch_size:
             return total
 
 
-def _raise_unless_delivered(futures: list[Any]) -> None:
-    failed = [f for f in futures if not (f.is_done and f.succeeded())]
+def _mark_undeliverable(
+    conn: sa.Connection, alert_id: int, error: BaseException, on_undeliverable: Callable[[], None] | None
+) -> None:
+    text = shown(describe(error), 1000)
+    conn.execute(_MARK_UNDELIVERABLE, {"id": alert_id, "error": text})
+    log.error("alert.undeliverable", alert_id=alert_id, error=text, note="marked; the row stays in alerts")
+    if on_undeliverable is not None:
+        on_undeliverable()
+
+
+def _raise_unless_delivered(futures: list[tuple[int, Any]]) -> dict[int, BaseException]:
+    """The alerts the broker refused for good (id → why); raises for any other failure."""
+    refused: dict[int, BaseException] = {}
+    failed: list[Any] = []
+    for alert_id, future in futures:
+        if future.is_done and future.succeeded():
+            continue
+        if future.is_done and classify(future.exception) == DATA:
+            refused[alert_id] = future.exception
+        else:
+            failed.append(future)
     if not failed:
-        return
+        return refused
     first = failed[0]
     if first.is_done and isinstance(first.exception, KafkaError):
         raise first.exception

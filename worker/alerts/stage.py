@@ -13,7 +13,7 @@ OperationalError/InterfaceError, KafkaError): the loop retries the step, as it d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -28,11 +28,23 @@ from worker.streaming.records import FrameResult
 class AlertStage:
     """Alert rules and the alerts outbox, for one worker process."""
 
-    def __init__(self, engine: sa.Engine, rules: AlertRules, catalogue: Catalogue, topic: str) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        rules: AlertRules,
+        catalogue: Catalogue,
+        topic: str,
+        *,
+        on_rule_error: Callable[[str], None] | None = None,
+        on_undeliverable: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_rule_error(rule)`: a rule failed on a strip (counted by the worker's metrics);
+        `on_undeliverable()`: the broker refused an alert for good (see `worker.alerts.outbox`)."""
         self.engine = engine
         self.rules = rules
         self.topic = topic
-        self.alert_engine = AlertEngine(engine, rules, catalogue)
+        self.alert_engine = AlertEngine(engine, rules, catalogue, on_rule_error)
+        self.on_undeliverable = on_undeliverable
 
     @classmethod
     def from_file(
@@ -49,4 +61,4 @@ class AlertStage:
 
     def publish(self, producer: Producer) -> int:
         """Send the unpublished alerts to the alerts topic and mark them (see `worker.alerts.outbox`)."""
-        return publish_pending(self.engine, producer, self.topic)
+        return publish_pending(self.engine, producer, self.topic, on_undeliverable=self.on_undeliverable)

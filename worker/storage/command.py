@@ -1,4 +1,5 @@
-"""`steel-worker db`: migrate the defect database and check its schema (Alembic underneath)."""
+"""`steel-worker db`: migrate the defect database, check its schema (Alembic underneath), and make
+login roles for the workers and analysts (`create-login`, see `worker.storage.roles`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from typing import Any
 
 from worker.errors import ConfigError
 
+#: `worker.storage.roles.GROUP_ROLES`'s keys, spelled out so that `--help` imports no SQLAlchemy.
+LOGIN_KINDS = ("analyst", "worker")
+
 _EPILOG = """\
 examples:
   DATABASE_URL=postgresql://steel@db:5432/steel steel-worker db upgrade --wait 60
@@ -15,10 +19,20 @@ examples:
   steel-worker db current          the database's revision and the one this code needs
   steel-worker db check            fail unless the database is at head and the code's tables match
   steel-worker db downgrade -1     revert the newest migration (`base` reverts all: drops the data)
+  WORKER_DB_PASSWORD=... steel-worker db create-login steel_worker_app --role worker \
+      --password-env WORKER_DB_PASSWORD
+      the workers' login (a member of steel_worker), password read from $WORKER_DB_PASSWORD;
+      again: updates the password. Run it as the database owner, after `db upgrade`.
+  ANNA_PASSWORD=... steel-worker db create-login anna --role analyst --password-env ANNA_PASSWORD
+      an analyst's login (a member of the read-only steel_analyst)
+  steel-worker db create-login etl_reader --role analyst
+      a login without a password (trust, peer or certificate authentication)
 
 The database comes from --database-url or DATABASE_URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DB);
 prefer the environment variable for URLs with a password. The worker refuses to start until
 `db upgrade` has been run. Plain `alembic` works too, from the repository root (alembic.ini).
+Passwords are read from the environment variable --password-env names, never from the command
+line (where `ps` shows them), and never printed.
 """
 
 
@@ -28,8 +42,9 @@ def register(subparsers: Any) -> None:
         help="migrate the defect database (upgrade, downgrade), show or check its schema revision",
         description=(
             "Manage the defect database's schema: tables defect_classes (seeded with the default "
-            "catalogue), models, frames, detections, alerts, the analysts' views and the read-only "
-            "role steel_analyst."
+            "catalogue), models, frames, detections, alerts, alert_strip_locks, the analysts' views, "
+            "the read-only role steel_analyst and the worker's role steel_worker; make login roles "
+            "that are members of those roles."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -54,6 +69,30 @@ def register(subparsers: Any) -> None:
     downgrade.add_argument("revision", metavar="REVISION")
     actions.add_parser("check", help="fail unless the database is at head and tables.py matches it")
     actions.add_parser("current", help="print the database's revision and the head revision")
+    login = actions.add_parser(
+        "create-login",
+        help="create or update a login role that is a member of steel_worker or steel_analyst",
+        description=(
+            "Create the login role NAME if missing (else make it a login with the given password), "
+            "and make it a member of steel_worker (--role worker) or steel_analyst (--role analyst). "
+            "Idempotent. Run it as the database owner or a superuser, after `db upgrade`."
+        ),
+    )
+    login.add_argument("name", metavar="NAME", help="the login's name: letters, digits and _")
+    login.add_argument(
+        "--role",
+        required=True,
+        choices=LOGIN_KINDS,
+        help="worker: member of steel_worker (what the worker needs); analyst: of steel_analyst (read-only)",
+    )
+    login.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help=(
+            "read the password from the environment variable VAR (never from a flag: `ps` shows "
+            "flags); without it the login has no password (trust, peer or certificate authentication)"
+        ),
+    )
     parser.set_defaults(func=run)
 
 
@@ -66,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("steel-worker db: no database; set DATABASE_URL or pass --database-url")
     if args.wait > 0:
         wait_for_database(url, timeout_s=args.wait)
+    if args.db_action == "create-login":
+        return _create_login(url, args)
     head = migrate.head_revision()
     if args.db_action == "upgrade":
         migrate.upgrade(url, args.revision)
@@ -76,4 +117,21 @@ def run(args: argparse.Namespace) -> int:
     current = migrate.current_revision(url)
     state = "head" if current == head else f"head is {head}"
     print(f"database schema at revision {current or 'none'} ({state})")
+    return 0
+
+
+def _create_login(url: str, args: argparse.Namespace) -> int:
+    from worker.storage.roles import create_login  # noqa: PLC0415
+
+    password = None
+    if args.password_env is not None:
+        password = os.environ.get(args.password_env)
+        if not password:
+            state = "is empty" if password is not None else "is not set"
+            raise ConfigError(
+                f"create-login {args.name}: --password-env {args.password_env}: expected the"
+                f" environment variable {args.password_env} to hold the password, but it {state}"
+            )
+    outcome = create_login(url, args.name, args.role, password)
+    print(outcome.describe())
     return 0

@@ -7,7 +7,9 @@ Alembic migrations in `migrations/` create these tables (never `metadata.create_
 Tables: `defect_classes` (the catalogue, id = catalogue id), `models` (version = sha256 of the
 weights), `frames` (ledger of processed frames, one row per frame id), `detections` (one row per
 frame, tile and class over threshold), `alerts` (cause-linked alerts; an outbox for the alerts
-topic via `published_at`). Views and the read-only role `steel_analyst` live in the migrations.
+topic via `published_at`), `alert_strip_locks` (one row per strip, locked FOR UPDATE to serialise
+alert evaluation). Views and the roles `steel_analyst` (read-only) and `steel_worker` (what the
+worker needs, nothing more) live in the migrations.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-#: Read-only role for analysts: SELECT on every table and view, nothing else.
+#: Read-only role for analysts: SELECT on every table and view except `alert_strip_locks`, nothing else.
 ANALYST_ROLE = "steel_analyst"
+#: The worker's role: SELECT and INSERT where it writes, UPDATE where it upserts or marks; no DELETE,
+#: TRUNCATE or DDL (revision 0003 lists the grants).
+WORKER_ROLE = "steel_worker"
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -83,6 +88,15 @@ frames = sa.Table(
     sa.Column("tile_count", sa.Integer, nullable=False),
     sa.Column("detection_count", sa.Integer, nullable=False),
     _timestamp("processed_at"),
+    sa.Column(
+        "message_sha256",
+        sa.Text,
+        nullable=True,
+        comment=(
+            "sha256 hex of the frame message's frame-meta header bytes followed by its value;"
+            " NULL for frames written before revision 0003"
+        ),
+    ),
     sa.CheckConstraint("tile_count >= 0 AND detection_count >= 0", name="counts_not_negative"),
     sa.Index("ix_frames_strip_id_position_m", "strip_id", "position_m"),
     comment="Ledger of processed frames: one row per frame id, written with its detections",
@@ -131,6 +145,15 @@ alerts = sa.Table(
     _timestamp("published_at", nullable=True),
     sa.Column("acknowledged_by", sa.Text, nullable=True),
     _timestamp("acknowledged_at", nullable=True),
+    sa.Column(
+        "publish_error",
+        sa.Text,
+        nullable=True,
+        comment=(
+            "why the alert could not be put on the alerts topic, when the broker refused it"
+            " permanently; published_at is then set too so it is not retried forever"
+        ),
+    ),
     sa.Index("ix_alerts_strip_id_class_id_created_at", "strip_id", "class_id", "created_at"),
     sa.Index(
         "ix_alerts_unpublished",
@@ -138,4 +161,15 @@ alerts = sa.Table(
         postgresql_where=sa.text("published_at IS NULL"),
     ),
     comment="Cause-linked alerts; published_at is set once the alert is on the alerts topic",
+)
+
+alert_strip_locks = sa.Table(
+    "alert_strip_locks",
+    metadata,
+    sa.Column("strip_id", sa.Text, primary_key=True),
+    _timestamp("created_at", default_now=True),
+    comment=(
+        "One row per strip whose alerts were evaluated; rows are locked FOR UPDATE to serialise"
+        " evaluation; the analysts' role has no privilege on it, so it cannot take these locks"
+    ),
 )

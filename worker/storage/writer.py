@@ -1,12 +1,19 @@
 """Writes the worker's results to PostgreSQL: the frame ledger and its detections, idempotently.
 
 `StorageWriter.write_results` runs ONE transaction per call: a bulk insert of the ledger rows,
-then a bulk insert of the new frames' detections, both `ON CONFLICT DO NOTHING`. A frame already in
-the ledger (a redelivery after a crash or rebalance) writes nothing and raises nothing; the
-outcome says which frames were new and gives the detection ids of every frame in the call (the
-alert rules cite them as evidence). Database errors propagate unchanged (SQLAlchemy
-`OperationalError`, `IntegrityError`, …): the worker retries the batch and never commits offsets
-past it. Nothing is half-written: the transaction commits all rows or none.
+then a bulk insert of the new frames' detections, both `ON CONFLICT DO NOTHING`. A frame id
+already in the ledger writes nothing and raises nothing; the outcome tells the two cases apart:
+
+- a redelivery (the stored row has the same Kafka coordinates and, where it was recorded, the same
+  message sha256: the same record read again after a crash or rebalance): `redelivered` holds what
+  is stored, so that the worker publishes exactly what the database holds;
+- a collision (another message under an id already stored, or given twice in one call):
+  `collisions` names it, and nothing of it is written; the worker dead-letters it.
+
+The outcome also gives the detection ids of every frame in the call (the alert rules cite them as
+evidence). Database errors propagate unchanged (SQLAlchemy `OperationalError`, `IntegrityError`,
+…): the worker retries the batch, or bisects it to set aside a frame the database refuses, and
+never commits offsets past it. Nothing is half-written: the transaction commits all rows or none.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from sqlalchemy.dialects.postgresql import insert
 from worker.catalogue import Catalogue
 from worker.errors import CatalogueError, ModelError, SchemaError
 from worker.storage.tables import defect_classes, detections, frames, models
-from worker.streaming.records import Detection, FrameResult
+from worker.streaming.records import Detection, FrameResult, KafkaCoordinates
 
 #: (tile index, class name) → detection id, for one frame.
 DetectionIds = Mapping[tuple[int, str], int]
@@ -35,11 +42,16 @@ class WriteOutcome:
     `new_frame_ids`: frames written by this call, in input order; `existing_frame_ids`: frames
     that were already in the ledger (nothing written for them). `detection_ids` has an entry for
     every frame of the call, new or existing, mapping (tile index, class name) to the stored id.
+    `redelivered`: frame id → the stored result, for frames read again (same coordinates, same
+    content); `collisions`: coordinates of each message refused because its frame id was taken →
+    the coordinates of the stored frame that holds the id.
     """
 
     new_frame_ids: tuple[str, ...] = ()
     existing_frame_ids: tuple[str, ...] = ()
     detection_ids: Mapping[str, DetectionIds] = field(default_factory=dict)
+    redelivered: Mapping[str, FrameResult] = field(default_factory=dict)
+    collisions: Mapping[KafkaCoordinates, KafkaCoordinates] = field(default_factory=dict)
 
     def is_new(self, frame_id: str) -> bool:
         return frame_id in self.new_frame_ids
@@ -173,11 +185,15 @@ class StorageWriter:
     def write_results(self, results: Sequence[FrameResult]) -> WriteOutcome:
         """Write the ledger rows and detections of `results` in one transaction; see the module doc.
 
-        A frame id given twice in one call is written once (the first occurrence counts).
+        A frame id given twice in one call is written once (the first occurrence counts; the
+        others are collisions).
         """
         unique: dict[str, FrameResult] = {}
+        collisions: dict[KafkaCoordinates, KafkaCoordinates] = {}
         for result in results:
-            unique.setdefault(result.meta.frame_id, result)
+            first = unique.setdefault(result.meta.frame_id, result)
+            if first is not result:
+                collisions[result.source] = first.source
         if not unique:
             return WriteOutcome()
         frame_rows = [_frame_row(r) for r in unique.values()]
@@ -212,12 +228,72 @@ class StorageWriter:
                     detection_rows,
                 )
                 self._collect(stored, ids)
+            redelivered: dict[str, FrameResult] = {}
             if existing_ids:
-                stored = conn.execute(sa.select(*columns).where(detections.c.frame_id.in_(existing_ids)))
-                self._collect(stored, ids)
-        return WriteOutcome(new_frame_ids=new_ids, existing_frame_ids=existing_ids, detection_ids=ids)
+                stored_frames = self._stored_results(conn, [unique[f] for f in existing_ids])
+                for frame_id in existing_ids:
+                    held_at, same_record = stored_frames[frame_id]
+                    if same_record is None:
+                        collisions[unique[frame_id].source] = held_at
+                    else:
+                        redelivered[frame_id] = same_record
+                stored_ids = conn.execute(
+                    sa.select(*columns).where(detections.c.frame_id.in_(list(redelivered)))
+                )
+                self._collect(stored_ids, ids)
+        return WriteOutcome(
+            new_frame_ids=new_ids,
+            existing_frame_ids=existing_ids,
+            detection_ids={f: i for f, i in ids.items() if f in new_ids or f in redelivered},
+            redelivered=redelivered,
+            collisions=collisions,
+        )
 
-    def _collect(self, rows: Iterable[sa.Row[Any]], ids: dict[str, dict[tuple[int, str], int]]) -> None:
+    def _stored_results(
+        self, conn: sa.Connection, incoming: Sequence[FrameResult]
+    ) -> dict[str, tuple[KafkaCoordinates, FrameResult | None]]:
+        """For each incoming frame whose id is stored: where the stored frame came from, and, when
+        the incoming message is that same record (same coordinates; same sha256 where recorded),
+        the stored result under the incoming metadata; None for a collision."""
+        by_id = {r.meta.frame_id: r for r in incoming}
+        rows = conn.execute(sa.select(frames).where(frames.c.frame_id.in_(list(by_id)))).all()
+        found: dict[str, tuple[KafkaCoordinates, FrameResult | None]] = {}
+        same_record: dict[str, sa.Row[Any]] = {}
+        for row in rows:
+            held_at = KafkaCoordinates(row.kafka_topic, row.kafka_partition, row.kafka_offset)
+            result = by_id[row.frame_id]
+            same = held_at == result.source and (
+                row.message_sha256 is None or row.message_sha256 == result.message_sha256
+            )
+            found[row.frame_id] = (held_at, None)
+            if same:
+                same_record[row.frame_id] = row
+        if same_record:
+            detections_of: dict[str, list[Detection]] = {f: [] for f in same_record}
+            stored = conn.execute(
+                sa.select(detections)
+                .where(detections.c.frame_id.in_(list(same_record)))
+                .order_by(detections.c.frame_id, detections.c.tile_index, detections.c.class_id)
+            )
+            for d in stored:
+                detections_of[d.frame_id].append(_detection(d, self._class_names))
+            for frame_id, row in same_record.items():
+                result = by_id[frame_id]
+                found[frame_id] = (
+                    found[frame_id][0],
+                    FrameResult(
+                        meta=result.meta,
+                        source=result.source,
+                        model_version=row.model_version,
+                        tile_count=row.tile_count,
+                        detections=tuple(detections_of[frame_id]),
+                        processed_at=row.processed_at,
+                        message_sha256=row.message_sha256,
+                    ),
+                )
+        return found
+
+    def _collect(self, rows: Iterable[Any], ids: dict[str, dict[tuple[int, str], int]]) -> None:
         for row in rows:
             ids[row.frame_id][(row.tile_index, self._class_names[row.class_id])] = row.id
 
@@ -265,7 +341,26 @@ def _frame_row(result: FrameResult) -> dict[str, Any]:
         "tile_count": int(result.tile_count),
         "detection_count": len(result.detections),
         "processed_at": _aware(result.processed_at, f"{frame} processed_at"),
+        "message_sha256": result.message_sha256,
     }
+
+
+def _detection(row: sa.Row[Any], class_names: Mapping[int, str]) -> Detection:
+    """A stored detection row as the Detection the worker made (positions as stored)."""
+    return Detection(
+        frame_id=row.frame_id,
+        tile_index=row.tile_index,
+        class_name=class_names[row.class_id],
+        confidence=float(row.confidence),
+        threshold=float(row.threshold),
+        along_m=row.along_m,
+        across_mm=row.across_mm,
+        along_start_m=row.along_start_m,
+        along_end_m=row.along_end_m,
+        x=row.x,
+        y=row.y,
+        size=row.size,
+    )
 
 
 def _detection_row(detection: Detection, class_ids: Mapping[str, int]) -> dict[str, Any]:

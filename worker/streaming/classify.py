@@ -129,6 +129,7 @@ class FrameClassifier:
                     tile_count=len(tiled.tiles),
                     detections=detections_for(tiled, scores[start:end], self.catalogue, self.thresholds),
                     processed_at=processed_at,
+                    message_sha256=tiled.frame.message_sha256,
                 )
             )
             start = end

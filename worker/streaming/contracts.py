@@ -3,8 +3,11 @@
 Every message that crosses a topic has a schema versioned in its file name (`frame-meta.v1.json`,
 `detection.v1.json`, `alert.v1.json`, `dead-letter-headers.v1.json`). `check_schemas()` runs at
 start-up and fails fast on a missing or malformed schema; `validate()` checks an instance and says
-where it is wrong. The builders here produce exactly what the schemas describe; the tests validate
-their output against the schemas.
+where it is wrong. Integers are strict: a JSON `256.0` is a number, not an integer (JSON Schema's
+own rule would accept it, and a float where the code multiplies pixel counts is a crash waiting).
+Frames are read by `worker.streaming.validation`, which adds the bounds a schema cannot state.
+The builders here produce exactly what the schemas describe; the tests validate their output
+against the schemas.
 """
 
 from __future__ import annotations
@@ -12,16 +15,18 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import jsonschema.protocols
+import jsonschema.validators
 from jsonschema.exceptions import best_match
 
 from worker.catalogue import Catalogue
 from worker.errors import SchemaError
 from worker.streaming.records import FrameMeta, FrameResult
+from worker.streaming.refusals import shown
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -39,9 +44,19 @@ RAW_GRAY8 = "application/x-raw-gray8"
 CONTENT_TYPES = (JPEG, PNG, RAW_GRAY8)
 
 
+def _strict_integer(checker: object, instance: object) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+#: Draft 2020-12 with integers that are JSON integers only (see the module doc).
+StrictValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer),
+)
+
 
 @functools.cache
-def validator(name: str) -> jsonschema.Draft202012Validator:
+def validator(name: str) -> jsonschema.protocols.Validator:
     """The validator for schema `name` (e.g. "detection.v1"); SchemaError if missing or malformed."""
     path = SCHEMAS_DIR / f"{name}.json"
     try:
@@ -57,9 +72,7 @@ def validator(name: str) -> jsonschema.Draft202012Validator:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise SchemaError(f"schema file {path} is not valid JSON Schema 2020-12: {exc.message}") from None
-    return jsonschema.Draft202012Validator(
-        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-    )
+    return StrictValidator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 
 
 def check_schemas() -> tuple[str, ...]:
@@ -70,11 +83,12 @@ def check_schemas() -> tuple[str, ...]:
 
 
 def validate(name: str, instance: Any) -> None:
-    """Raise SchemaError naming the first offending field if `instance` breaks schema `name`."""
+    """Raise SchemaError naming the first offending field if `instance` breaks schema `name`
+    (the message shows offending values cut short: see `refusals.shown`)."""
     error = best_match(validator(name).iter_errors(instance))
     if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise SchemaError(f"{name}: at {where}: {error.message}")
+        where = "/".join(shown(p, 60) for p in error.absolute_path) or "(top level)"
+        raise SchemaError(f"{name}: at {where}: {shown(error.message)}")
 
 
 def to_json_bytes(value: Mapping[str, Any]) -> bytes:
@@ -91,39 +105,6 @@ def normalise_content_type(value: bytes | str | None) -> str | None:
         return None
     text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
     return text.split(";", 1)[0].strip().lower()
-
-
-def parse_frame_meta(raw: bytes | str) -> FrameMeta:
-    """Parse the `frame-meta` header; SchemaError says what is wrong with it."""
-    try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        data = json.loads(text)
-    except UnicodeDecodeError:
-        raise SchemaError(f"{FRAME_META}: expected UTF-8 JSON, received undecodable bytes") from None
-    except json.JSONDecodeError as exc:
-        raise SchemaError(f"{FRAME_META}: expected a JSON object, {exc}") from None
-    validate(FRAME_META, data)
-    try:
-        captured_at = datetime.fromisoformat(data["captured_at"])
-    except ValueError:
-        raise SchemaError(
-            f"{FRAME_META}: at captured_at: expected an RFC 3339 date-time, received {data['captured_at']!r}"
-        ) from None
-    return FrameMeta(
-        frame_id=data["frame_id"],
-        line=data["line"],
-        camera=data["camera"],
-        surface=data["surface"],
-        strip_id=data["strip_id"],
-        captured_at=captured_at,
-        position_m=float(data["position_m"]),
-        mm_per_px_along=float(data["mm_per_px_along"]),
-        mm_per_px_across=float(data["mm_per_px_across"]),
-        edge_offset_mm=float(data["edge_offset_mm"]),
-        width=data.get("width"),
-        height=data.get("height"),
-        image_uri=data.get("image_uri"),
-    )
 
 
 def frame_meta_dict(meta: FrameMeta) -> dict[str, Any]:

@@ -1,56 +1,72 @@
 """Decode and validate frame messages: Kafka record → DecodedFrame, or a Rejected value.
 
-Nothing a camera (or an attacker) puts on the frames topic makes this module raise: every refusal
-is a `Rejected(reason, stage, detail)` that the loop dead-letters. Checks, in order:
+`decode_message` is total: nothing a camera (or an attacker) puts on the frames topic makes it
+raise. Every refusal is a `Rejected(reason, stage, detail)` that the loop dead-letters; the reasons
+are those of `worker.streaming.refusals`. Checks, in order:
 
-    validate: frame-meta header present and valid (schema frame-meta.v1), content-type supported,
-              payload not empty, not over MAX_FRAME_BYTES, raw frames carry width/height
-    fetch:    claim check (`image_uri`, file:// only) readable and not over MAX_FRAME_BYTES
+    validate: headers and frame-meta (`worker.streaming.validation`: sizes, numbers, identifiers,
+              timestamps), content-type supported, payload not empty, not over MAX_FRAME_BYTES,
+              raw frames carry width/height
+    fetch:    claim check (`image_uri`), only when CLAIM_CHECK_ROOT is set: a file:// URI without a
+              host naming a regular file under that folder (symbolic links resolved first), read
+              up to MAX_FRAME_BYTES within CLAIM_CHECK_TIMEOUT_MS; every failure past the URI's form
+              gets the same detail (no existence oracle) and nothing of the file is echoed
     decode:   image header dimensions read *before* decoding (PNG IHDR, JPEG SOF) and refused above
-              MAX_FRAME_PIXELS (decompression bombs), container complete (PNG IEND, JPEG EOI),
-              content matches its content-type, OpenCV decodes it to the declared size
+              MAX_FRAME_PIXELS (decompression bombs) or above MAX_FRAME_TILES tiles (a thin image
+              padded into thousands of tiles), container complete (PNG IEND, JPEG EOI), content
+              matches its content-type, OpenCV decodes it to the declared size
+
+Details never echo payload bytes, and values from the message appear only through `shown()`
+(bounded, escaped). A failure the decoder does not foresee is still a refusal (`decoder-error`,
+logged with its traceback as a bug to fix); the tests fuzz the decoder to keep that reason unused.
 
 OpenCV releases the GIL while decoding, so `Decoder.decode_all` spreads messages over a thread pool.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
 import struct
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlsplit
 
 import cv2
 import numpy as np
+import structlog
 
-from worker.errors import SchemaError
 from worker.streaming import contracts
 from worker.streaming.records import DecodedFrame, FrameMeta, KafkaCoordinates
-
-# Reasons a frame is refused; the same list is the enum of `dlq-reason` in dead-letter-headers.v1.
-MISSING_METADATA = "missing-metadata"
-INVALID_METADATA = "invalid-metadata"
-UNSUPPORTED_CONTENT_TYPE = "unsupported-content-type"
-EMPTY_PAYLOAD = "empty-payload"
-OVERSIZE_PAYLOAD = "oversize-payload"
-IMAGE_UNAVAILABLE = "image-unavailable"
-IMAGE_TOO_LARGE = "image-too-large"
-CORRUPT_IMAGE = "corrupt-image"
-CONTENT_TYPE_MISMATCH = "content-type-mismatch"
-REASONS = (
-    MISSING_METADATA,
-    INVALID_METADATA,
-    UNSUPPORTED_CONTENT_TYPE,
-    EMPTY_PAYLOAD,
-    OVERSIZE_PAYLOAD,
-    IMAGE_UNAVAILABLE,
-    IMAGE_TOO_LARGE,
-    CORRUPT_IMAGE,
+from worker.streaming.refusals import (
     CONTENT_TYPE_MISMATCH,
+    CORRUPT_IMAGE,
+    DECODE,
+    DECODER_ERROR,
+    EMPTY_PAYLOAD,
+    FETCH,
+    IMAGE_TOO_LARGE,
+    IMAGE_UNAVAILABLE,
+    INVALID_METADATA,
+    OVERSIZE_PAYLOAD,
+    TOO_MANY_TILES,
+    UNSUPPORTED_CONTENT_TYPE,
+    VALIDATE,
+    RefusalError,
+    shown,
 )
-VALIDATE, FETCH, DECODE = "validate", "fetch", "decode"
+from worker.streaming.validation import check_headers, parse_frame_meta
+from worker.tiling import tile_count
+
+log = structlog.get_logger("worker.streaming")
+
+#: The one detail of every claim-check failure past the URI's form (see the module doc).
+CLAIM_CHECK_UNAVAILABLE = "image_uri names no readable regular file under CLAIM_CHECK_ROOT"
+_READ_CHUNK = 1 << 20
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8"
@@ -68,6 +84,7 @@ class InboundMessage:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     timestamp_ms: int | None = None
+    released_value_bytes: int | None = None  # the value's size once the loop released it
 
     def header(self, name: str) -> bytes | None:
         """The last value of header `name` (case-insensitive), or None."""
@@ -80,10 +97,8 @@ class InboundMessage:
 
 @dataclass(frozen=True)
 class Rejected:
-    """A frame the worker refuses: `reason` (one of REASONS), `stage`, and a detail for people.
-
-    `meta` is the parsed metadata when it was valid (for logs), else None.
-    """
+    """A message the worker refuses: `reason` (one of `refusals.REASONS`), `stage`, and a detail
+    for people (bounded and escaped). `meta` is the parsed metadata when it was valid, else None."""
 
     reason: str
     stage: str
@@ -94,36 +109,36 @@ class Rejected:
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    """Guards against abuse: payload size in bytes, image size in pixels."""
+    """Guards against abuse: payload bytes, image pixels, tiles per frame (at `tile_size` with
+    `tile_min_overlap`), and the claim check (off while `claim_check_root` is None)."""
 
     max_frame_bytes: int
     max_frame_pixels: int
-
-
-class _RefusalError(Exception):
-    """Internal: carries a refusal out of the nested checks; never leaves this module."""
-
-    def __init__(self, reason: str, stage: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason, self.stage, self.detail = reason, stage, detail
+    max_frame_tiles: int = 256
+    tile_size: int = 256
+    tile_min_overlap: int = 0
+    claim_check_root: Path | None = None
+    claim_check_timeout_s: float = 5.0
 
 
 def image_dimensions(data: bytes, content_type: str) -> tuple[int, int]:
     """(width, height) declared by a PNG's IHDR or a JPEG's SOF marker, without decoding pixels.
 
-    Raises _RefusalError (corrupt-image or content-type-mismatch) when the header is not there.
+    Raises RefusalError (corrupt-image or content-type-mismatch) when the header is not there.
     """
     if data.startswith(PNG_SIGNATURE):
         found = "PNG"
     elif data.startswith(JPEG_SOI):
         found = "JPEG"
     else:
-        raise _RefusalError(
-            CORRUPT_IMAGE, DECODE, f"expected a {content_type} image, the payload starts with {data[:8]!r}"
+        raise RefusalError(
+            CORRUPT_IMAGE,
+            DECODE,
+            f"content-type is {content_type}, but the payload has no PNG or JPEG signature",
         )
     expected = "PNG" if content_type == contracts.PNG else "JPEG"
     if found != expected:
-        raise _RefusalError(
+        raise RefusalError(
             CONTENT_TYPE_MISMATCH,
             DECODE,
             f"content-type is {content_type} but the payload is a {found} image",
@@ -134,7 +149,7 @@ def image_dimensions(data: bytes, content_type: str) -> tuple[int, int]:
 def _png_dimensions(data: bytes) -> tuple[int, int]:
     # signature (8), chunk length (4), b"IHDR", width (4), height (4), ...
     if len(data) < 24 or data[12:16] != b"IHDR":
-        raise _RefusalError(CORRUPT_IMAGE, DECODE, "PNG without an IHDR chunk at its start")
+        raise RefusalError(CORRUPT_IMAGE, DECODE, "PNG without an IHDR chunk at its start")
     width, height = struct.unpack(">II", data[16:24])
     return width, height
 
@@ -143,7 +158,7 @@ def _jpeg_dimensions(data: bytes) -> tuple[int, int]:
     i = 2
     while i + 4 <= len(data):
         if data[i] != 0xFF:
-            raise _RefusalError(
+            raise RefusalError(
                 CORRUPT_IMAGE, DECODE, f"JPEG marker expected at byte {i}, found {data[i]:#04x}"
             )
         marker = data[i + 1]
@@ -155,7 +170,7 @@ def _jpeg_dimensions(data: bytes) -> tuple[int, int]:
             continue
         (length,) = struct.unpack(">H", data[i + 2 : i + 4])
         if length < 2:
-            raise _RefusalError(CORRUPT_IMAGE, DECODE, f"JPEG segment at byte {i} has length {length}")
+            raise RefusalError(CORRUPT_IMAGE, DECODE, f"JPEG segment at byte {i} has length {length}")
         if marker in _JPEG_SOF:
             if i + 9 > len(data):
                 break
@@ -164,55 +179,131 @@ def _jpeg_dimensions(data: bytes) -> tuple[int, int]:
         if marker in (0xD9, 0xDA):  # end of image, or scan data before any frame header
             break
         i += 2 + length
-    raise _RefusalError(CORRUPT_IMAGE, DECODE, "JPEG without a start-of-frame header (truncated or corrupt)")
+    raise RefusalError(CORRUPT_IMAGE, DECODE, "JPEG without a start-of-frame header (truncated or corrupt)")
 
 
 def _check_complete(data: bytes, content_type: str) -> None:
     """Truncated files decode to partly grey images in OpenCV; refuse them before decoding."""
     if content_type == contracts.PNG:
         if b"IEND" not in data[-32:]:
-            raise _RefusalError(CORRUPT_IMAGE, DECODE, "PNG without its IEND chunk at the end (truncated)")
+            raise RefusalError(CORRUPT_IMAGE, DECODE, "PNG without its IEND chunk at the end (truncated)")
     elif b"\xff\xd9" not in data[-64:]:
-        raise _RefusalError(CORRUPT_IMAGE, DECODE, "JPEG without its end-of-image marker (truncated)")
+        raise RefusalError(CORRUPT_IMAGE, DECODE, "JPEG without its end-of-image marker (truncated)")
+
+
+def _claim_check_path(uri: str, root: Path) -> Path:
+    """The path a claim-check URI names; RefusalError for a URI of the wrong form (those details may be
+    specific: they describe the URI, not the file system)."""
+
+    def refuse(expected: str) -> RefusalError:
+        return RefusalError(
+            IMAGE_UNAVAILABLE, FETCH, f"image_uri: expected {expected}, received {shown(uri, 120)}"
+        )
+
+    try:
+        parts = urlsplit(uri)
+        path = unquote(parts.path, errors="strict")
+    except (ValueError, UnicodeError):
+        raise refuse("a file:// URI whose path is percent-encoded UTF-8") from None
+    if parts.scheme.lower() != "file":
+        raise refuse("a file:// URI")
+    if parts.netloc:
+        raise refuse("a file:// URI without a host (file:///path)")
+    if parts.query or parts.fragment or not path.startswith("/") or "\x00" in path:
+        raise refuse("file:///absolute/path without query, fragment or NUL")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise refuse("a path of UTF-8 characters") from None
+    return Path(os.path.realpath(os.path.normpath(path)))
 
 
 def _fetch(uri: str, limits: DecodeLimits) -> bytes:
-    parsed = urlparse(uri)
-    if parsed.scheme != "file":
-        raise _RefusalError(
+    """The claim-check image: bounded in bytes and time, only a regular file under the root."""
+    root = limits.claim_check_root
+    if root is None:
+        raise RefusalError(
             IMAGE_UNAVAILABLE,
             FETCH,
-            f"image_uri {uri!r}: expected a file:// URI, received scheme {parsed.scheme!r}",
+            "the message value is empty and frame-meta names an image_uri, but claim checks are off"
+            " (CLAIM_CHECK_ROOT is not set)",
         )
-    path = Path(unquote(parsed.path))
+    path = _claim_check_path(uri, root)
+    if not path.is_relative_to(root):
+        raise RefusalError(IMAGE_UNAVAILABLE, FETCH, CLAIM_CHECK_UNAVAILABLE)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC  # a FIFO must not block us
     try:
-        size = path.stat().st_size
-        if size > limits.max_frame_bytes:
-            raise _RefusalError(
-                OVERSIZE_PAYLOAD, FETCH, f"image at {uri} has {size} bytes, limit {limits.max_frame_bytes}"
-            )
-        return path.read_bytes()
+        fd = os.open(path, flags)
     except OSError as exc:
-        raise _RefusalError(IMAGE_UNAVAILABLE, FETCH, f"image_uri {uri!r}: {exc.strerror or exc}") from None
+        log.info("claim_check.refused", why=os.strerror(exc.errno) if exc.errno else type(exc).__name__)
+        raise RefusalError(IMAGE_UNAVAILABLE, FETCH, CLAIM_CHECK_UNAVAILABLE) from None
+    try:
+        return _read_regular_file(fd, limits)
+    finally:
+        os.close(fd)
 
 
-def _check_pixels(width: int, height: int, limits: DecodeLimits) -> None:
+def _read_regular_file(fd: int, limits: DecodeLimits) -> bytes:
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise RefusalError(IMAGE_UNAVAILABLE, FETCH, CLAIM_CHECK_UNAVAILABLE)
+        if info.st_size > limits.max_frame_bytes:
+            raise RefusalError(
+                OVERSIZE_PAYLOAD,
+                FETCH,
+                f"claim-check image has {info.st_size} bytes, limit {limits.max_frame_bytes}",
+            )
+        deadline = time.monotonic() + limits.claim_check_timeout_s
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, _READ_CHUNK):
+            size += len(chunk)
+            if size > limits.max_frame_bytes:  # the file grew while we read it
+                raise RefusalError(
+                    OVERSIZE_PAYLOAD,
+                    FETCH,
+                    f"claim-check image is over the limit of {limits.max_frame_bytes} bytes",
+                )
+            if time.monotonic() > deadline:
+                raise RefusalError(
+                    IMAGE_UNAVAILABLE,
+                    FETCH,
+                    f"reading the claim-check image took over {limits.claim_check_timeout_s:g} s",
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        log.info("claim_check.refused", why=os.strerror(exc.errno) if exc.errno else type(exc).__name__)
+        raise RefusalError(IMAGE_UNAVAILABLE, FETCH, CLAIM_CHECK_UNAVAILABLE) from None
+
+
+def _check_size(width: int, height: int, limits: DecodeLimits) -> None:
+    """Refuse an image by its declared size, before any pixel is decoded or padded."""
     if width <= 0 or height <= 0:
-        raise _RefusalError(CORRUPT_IMAGE, DECODE, f"image declares {width}x{height} pixels")
+        raise RefusalError(CORRUPT_IMAGE, DECODE, f"image declares {width}x{height} pixels")
     if width * height > limits.max_frame_pixels:
-        raise _RefusalError(
+        raise RefusalError(
             IMAGE_TOO_LARGE,
             DECODE,
             f"image declares {width}x{height} = {width * height} pixels, limit {limits.max_frame_pixels}",
+        )
+    tiles = tile_count(height, width, limits.tile_size, limits.tile_min_overlap)
+    if tiles > limits.max_frame_tiles:
+        raise RefusalError(
+            TOO_MANY_TILES,
+            DECODE,
+            f"a {width}x{height} image makes {tiles} tiles of {limits.tile_size} pixels, limit"
+            f" {limits.max_frame_tiles} (MAX_FRAME_TILES)",
         )
 
 
 def _decode_pixels(data: bytes, content_type: str, meta: FrameMeta, limits: DecodeLimits) -> np.ndarray:
     if content_type == contracts.RAW_GRAY8:
         assert meta.width is not None and meta.height is not None  # checked in validation
-        _check_pixels(meta.width, meta.height, limits)
+        _check_size(meta.width, meta.height, limits)
         if len(data) != meta.width * meta.height:
-            raise _RefusalError(
+            raise RefusalError(
                 CORRUPT_IMAGE,
                 DECODE,
                 f"raw 8-bit frame of {meta.width}x{meta.height} needs {meta.width * meta.height} bytes, "
@@ -220,19 +311,19 @@ def _decode_pixels(data: bytes, content_type: str, meta: FrameMeta, limits: Deco
             )
         return np.frombuffer(data, dtype=np.uint8).reshape(meta.height, meta.width).copy()
     width, height = image_dimensions(data, content_type)
-    _check_pixels(width, height, limits)
+    _check_size(width, height, limits)
     _check_complete(data, content_type)
     image = cv2.imdecode(
         np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION
     )
     if image is None:
-        raise _RefusalError(CORRUPT_IMAGE, DECODE, f"OpenCV could not decode the {content_type} image")
+        raise RefusalError(CORRUPT_IMAGE, DECODE, f"OpenCV could not decode the {content_type} image")
     if image.shape != (height, width):
-        raise _RefusalError(
+        raise RefusalError(
             CORRUPT_IMAGE, DECODE, f"header says {width}x{height}, decoded {image.shape[1]}x{image.shape[0]}"
         )
     if meta.width is not None and (meta.width, meta.height) != (width, height):
-        raise _RefusalError(
+        raise RefusalError(
             INVALID_METADATA,
             VALIDATE,
             f"frame-meta says {meta.width}x{meta.height}, the image is {width}x{height}",
@@ -240,56 +331,62 @@ def _decode_pixels(data: bytes, content_type: str, meta: FrameMeta, limits: Deco
     return image
 
 
-def _parse_meta(message: InboundMessage) -> FrameMeta:
-    raw_meta = message.header(contracts.FRAME_META_HEADER)
-    if raw_meta is None:
-        raise _RefusalError(MISSING_METADATA, VALIDATE, f"expected a {contracts.FRAME_META_HEADER!r} header")
-    try:
-        return contracts.parse_frame_meta(raw_meta)
-    except SchemaError as exc:
-        raise _RefusalError(INVALID_METADATA, VALIDATE, str(exc)) from None
-
-
-def _validate(message: InboundMessage, meta: FrameMeta, limits: DecodeLimits) -> str:
+def _content_type(message: InboundMessage, meta: FrameMeta, limits: DecodeLimits) -> str:
     content_type = contracts.normalise_content_type(message.header(contracts.CONTENT_TYPE_HEADER))
     if content_type not in contracts.CONTENT_TYPES:
-        raise _RefusalError(
+        raise RefusalError(
             UNSUPPORTED_CONTENT_TYPE,
             VALIDATE,
-            f"content-type: expected one of {', '.join(contracts.CONTENT_TYPES)}, received {content_type!r}",
+            f"content-type: expected one of {', '.join(contracts.CONTENT_TYPES)}, received"
+            f" {shown(content_type, 80)}",
         )
     if content_type == contracts.RAW_GRAY8 and meta.width is None:
-        raise _RefusalError(INVALID_METADATA, VALIDATE, f"{contracts.RAW_GRAY8} frames need width and height")
+        raise RefusalError(INVALID_METADATA, VALIDATE, f"{contracts.RAW_GRAY8} frames need width and height")
     size = len(message.value or b"")
     if size == 0 and meta.image_uri is None:
-        raise _RefusalError(
+        raise RefusalError(
             EMPTY_PAYLOAD, VALIDATE, "the message value is empty and frame-meta has no image_uri"
         )
     if size > limits.max_frame_bytes:
-        raise _RefusalError(
+        raise RefusalError(
             OVERSIZE_PAYLOAD, VALIDATE, f"payload has {size} bytes, limit {limits.max_frame_bytes}"
         )
     return content_type
 
 
 def decode_message(message: InboundMessage, limits: DecodeLimits) -> DecodedFrame | Rejected:
-    """Validate and decode one frame message; never raises for anything in the message."""
+    """Validate and decode one frame message; never raises (see the module doc)."""
     meta: FrameMeta | None = None
     try:
-        meta = _parse_meta(message)
-        content_type = _validate(message, meta, limits)
+        check_headers(message.headers)
+        meta = parse_frame_meta(message.header(contracts.FRAME_META_HEADER))
+        content_type = _content_type(message, meta, limits)
         data = message.value or b""
         if not data:
             assert meta.image_uri is not None
             data = _fetch(meta.image_uri, limits)
             if not data:
-                raise _RefusalError(EMPTY_PAYLOAD, FETCH, f"image at {meta.image_uri} is empty")
+                raise RefusalError(EMPTY_PAYLOAD, FETCH, "the claim-check image is empty")
         image = _decode_pixels(data, content_type, meta, limits)
-    except _RefusalError as refusal:
-        return Rejected(refusal.reason, refusal.stage, refusal.detail, message.source, meta)
+    except RefusalError as refusal:
+        return Rejected(refusal.reason, refusal.stage, shown(refusal.detail, 2000), message.source, meta)
     except cv2.error as exc:  # OpenCV refusing a malformed stream in its own way
-        return Rejected(CORRUPT_IMAGE, DECODE, f"OpenCV: {exc.msg or exc}", message.source, meta)
-    return DecodedFrame(meta=meta, source=message.source, image=image)
+        return Rejected(CORRUPT_IMAGE, DECODE, f"OpenCV: {shown(exc.msg or exc)}", message.source, meta)
+    except Exception as exc:  # a case this decoder does not know: refused all the same, and logged
+        log.exception("decoder.unexpected_error", source=str(message.source))
+        detail = f"the decoder failed unexpectedly: {type(exc).__name__}: {shown(exc)}"
+        return Rejected(DECODER_ERROR, DECODE, detail, message.source, meta)
+    return DecodedFrame(meta=meta, source=message.source, image=image, message_sha256=message_sha256(message))
+
+
+def message_sha256(message: InboundMessage) -> str:
+    """sha256 (hex) of a frame message's content: its frame-meta header, then its value, each
+    preceded by its length (8 bytes, big-endian)."""
+    digest = hashlib.sha256()
+    for part in (message.header(contracts.FRAME_META_HEADER) or b"", message.value or b""):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
 
 
 class Decoder:

@@ -1,73 +1,75 @@
 """The worker loop: frames from Kafka → detections in PostgreSQL and on Kafka, nothing lost, nothing
-written twice.
+written twice, and no message that can stop it.
 
 Read `Worker.run` top to bottom:
 
-    poll → decode + validate (thread pool; bad frames become Rejected) → tile → queue
-    → when the queue holds BATCH_TILES tiles, or its oldest frame waited BATCH_MAX_WAIT_MS and
-      the last poll brought nothing more: take one micro-batch (whole frames, in arrival order)
-      → model → per-class thresholds (on the model thread: while the model classifies a batch,
-      the loop delivers the batch before it, then polls and decodes the next frames; batches
-      are delivered one at a time, in order; the loop polls only while less than a batch is
-      queued, so the queue holds at most BATCH_TILES tiles plus one poll's frames)
-      → deliver: StorageWriter.write_results (one transaction, idempotent by frame id)
-                 → AlertStage.evaluate: the alert rules over the stored detections of the batch's
-                   strips (a transaction of its own; each alert inserted once)
-                 → produce one detection message per frame, the refused frames to the dead-letter
-                   topic → producer.flush + every send checked
-                 → AlertStage.publish: the unpublished alerts (outbox) → flush, checked, marked
-                 → commit, per partition, the offset after the batch's last message
-    At start: AlertStage.publish once, for the alerts a crash left unsent.
+    poll (records that cannot be read are skipped: `transport.poll_records`)
+    → decode + validate (thread pool; bad frames become Rejected; a frame's bytes are released
+      once it is decoded) → tile → queue
+    → when the queue weighs BATCH_TILES (a frame weighs its tiles, a refusal 1), or its oldest
+      entry waited BATCH_MAX_WAIT_MS: take one micro-batch (whole frames, in arrival order)
+    → model → per-class thresholds (on the model thread: while the model classifies a batch, the
+      loop delivers the batch before it, then polls and decodes the next frames; batches are
+      delivered one at a time, in order; the loop polls only while less than a batch is queued)
+    → deliver: the checkpoint runs the sinks in order (`worker.streaming.sinks`), each idempotent —
+        write (ledger + detections, one transaction) → evaluate (alert rules) → publish
+        (detections and dead letters, flushed) → publish-alerts (the outbox) —
+      then commits, per partition, the offset after the batch's last message.
+    At start: the alerts a crash left unpublished are published once.
 
 Guarantees:
-- An offset is committed only after the database transaction and the producer flush that cover
-  every message before it on its partition succeeded. Batches are prefixes of the queue, so
-  committed offsets never pass an unwritten frame.
-- A failed step (database or broker down) is retried with exponential backoff, resuming at the
-  step that failed; consumption is paused meanwhile (the consumer keeps polling, so it stays in
-  its group). A batch is never skipped.
-- Database writes are exactly-once (the ledger is keyed by frame id; an alert by its dedup key,
-  see `worker.alerts.engine`). Detection, alert and dead-letter messages are at-least-once: a
-  frame redelivered after a crash between the database commit and the flush is published again,
-  an alert sent but not yet marked published is sent again; consumers deduplicate by frame id
-  (alert id).
+- An offset is committed only after every sink delivered every message before it on its partition.
+  Batches are prefixes of the queue, so committed offsets never pass an undelivered frame.
+- A step that fails is retried with exponential backoff, resuming at that step; consumption is
+  paused meanwhile (the consumer keeps polling, so it stays in its group). What fails is sorted by
+  `failures.classify`: a transient outage and a fault of the set-up (no privilege, no topic) are
+  retried, never skipped — /readyz turns 503 at once, /healthz once the batch has failed for
+  STUCK_AFTER_S —; a fault of one frame's data is isolated by the sink that met it, which
+  dead-letters that frame and delivers the rest. `run()` never ends because of what a message
+  holds: only `request_stop()` ends it.
+- Database writes are exactly-once (the ledger is keyed by frame id; an alert by its dedup key).
+  A frame read again publishes what is stored; another frame under a stored id is dead-lettered
+  (`duplicate-frame-id`). Detection, alert and dead-letter messages are at-least-once: a frame
+  redelivered after a crash between the database commit and the flush is published again;
+  consumers deduplicate by frame id (alert id).
+- Memory is bounded: the queue holds at most BATCH_TILES of weight plus one poll
+  (KAFKA_MAX_POLL_RECORDS messages); a decoded frame keeps its image and tiles, not its bytes; a
+  refusal keeps its bytes (at most MAX_FRAME_BYTES) until its dead letter is sent
+  (docs/reliability.md gives the bound).
 - Rebalance: kafka-python 3 calls the listener on its IO thread, where blocking calls such as
   commit are refused, so the listener only records the revoked partitions. Every delivered
   batch is committed at the end of its delivery, before the next poll; after each poll the loop
   drops the revoked partitions' entries from the queue, from the batch on the model and from the
   batch being delivered (polls during retries): none of them is committed, and the partitions'
-  next owner re-reads them (at most one batch is on the model while another is delivered).
+  next owner re-reads them. A revoked partition that stays with this consumer is rewound to its
+  first dropped message (kafka-python keeps its fetch position).
 - SIGTERM/SIGINT (`request_stop`) only sets a flag. The loop finishes the batches in flight
   (retrying up to SHUTDOWN_TIMEOUT_S), commits them, and returns; a batch after one that had to
-  be abandoned is not delivered either (its offsets would pass the abandoned frames); frames
-  fetched but not yet in a batch are left uncommitted and are redelivered. After a clean stop,
-  the committed offsets and the ledger agree: every frame before the committed offset is
-  written, none after it.
+  be abandoned is not delivered either (its offsets would pass the abandoned frames); messages
+  fetched but not yet in a batch are left uncommitted and are redelivered.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
+from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
-from sqlalchemy import exc as sa_exc
 
-from worker.errors import SteelWorkerError
-from worker.streaming import contracts
+from worker.streaming.batch import Batch, Entry, split
 from worker.streaming.classify import FrameClassifier, TiledFrame, tile_frame
 from worker.streaming.dead_letter import DeadLetterPublisher
 from worker.streaming.decode import Decoder, InboundMessage, Rejected
+from worker.streaming.failures import SYSTEMIC, TRANSIENT, classify, describe
 from worker.streaming.observability import (
-    RETRYING,
     RUNNING,
     STOPPED,
     STOPPING,
@@ -76,84 +78,22 @@ from worker.streaming.observability import (
     message_context,
 )
 from worker.streaming.records import DecodedFrame, FrameResult, KafkaCoordinates
-from worker.streaming.settings import HEADER_ROOM_BYTES, Settings
+from worker.streaming.refusals import DECODE, DECODER_ERROR, TRANSPORT, UNREADABLE_RECORD, shown
+from worker.streaming.settings import Settings
+from worker.streaming.sinks import (
+    AlertRulesSink,
+    AlertsOutboxSink,
+    LedgerSink,
+    OutputSink,
+    ResultWriter,
+    Sink,
+)
+from worker.streaming.transport import RecordReader, UnreadableRecord
 
 if TYPE_CHECKING:
     from worker.alerts.stage import AlertStage
 
 log = structlog.get_logger("worker.streaming")
-
-PUBLISH_TIMEOUT_S = 35.0  # a little over the producer's delivery timeout (see service.py)
-# A batch due by age only is closed after a poll that brought nothing; such a poll waits this long
-# (it returns at once when frames arrive: a fetch response still being read, for one).
-TOP_UP_POLL_MS = 50
-
-
-class DeliveryError(SteelWorkerError):
-    """Some output messages of a batch were not acknowledged by the broker (retried)."""
-
-
-# Failures that pass: the database or the broker is unreachable, restarting, or timing out.
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.DisconnectionError,
-    sa_exc.TimeoutError,
-    KafkaError,
-    DeliveryError,
-)
-
-
-class ResultWriter(Protocol):
-    """The storage side (`worker.storage.StorageWriter`): one idempotent transaction per call."""
-
-    def write_results(self, results: Sequence[FrameResult]) -> Any: ...
-
-
-@dataclass
-class Entry:
-    """One consumed message on its way through the loop: a tiled frame, or a refusal."""
-
-    message: InboundMessage
-    outcome: TiledFrame | Rejected
-    received_at: float
-    result: FrameResult | None = None
-
-    @property
-    def partition(self) -> TopicPartition:
-        return TopicPartition(self.message.source.topic, self.message.source.partition)
-
-    @property
-    def tiles(self) -> int:
-        return len(self.outcome.tiles) if isinstance(self.outcome, TiledFrame) else 0
-
-
-@dataclass
-class Batch:
-    """A micro-batch: whole frames in arrival order, and how far its delivery got."""
-
-    entries: list[Entry]
-    written: bool = False
-    alerts_evaluated: bool = False
-    published: bool = False
-    alerts_published: bool = False
-    alerts_raised: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    def drop(self, partitions: set[TopicPartition]) -> list[Entry]:
-        """Forget the entries of `partitions` (revoked); returns the entries dropped."""
-        self.entries, dropped = _split(self.entries, partitions)
-        return dropped
-
-    def results(self) -> list[FrameResult]:
-        return [e.result for e in self.entries if e.result is not None]
-
-    def next_offsets(self) -> dict[TopicPartition, int]:
-        """Per partition, the offset after the batch's last message there: what to commit."""
-        offsets: dict[TopicPartition, int] = {}
-        for e in self.entries:
-            offsets[e.partition] = max(offsets.get(e.partition, 0), e.message.source.offset + 1)
-        return offsets
 
 
 @dataclass
@@ -163,6 +103,7 @@ class _Classifying:
     batch: Batch
     frames: list[Entry]
     results: Future[list[FrameResult]]
+    processed_at: datetime
 
 
 class _RecordRevocations(ConsumerRebalanceListener):
@@ -183,6 +124,10 @@ class Worker:
 
     The consumer must be created with `enable_auto_commit=False`; the worker subscribes it.
     Without `alerts` (ALERT_RULES=none) no alert rules are evaluated and no alerts published.
+    `open_probe()` makes a group-less consumer like `consumer` (`transport.RecordReader` reads a
+    partition with it to find a record that cannot be read). `after_step(name)` is called after
+    each delivery step and each commit succeeded (the test suite's crash points use it: see
+    `service.failpoint`).
     """
 
     def __init__(
@@ -197,27 +142,39 @@ class Worker:
         metrics: Metrics,
         health: Health,
         alerts: AlertStage | None = None,
+        open_probe: Callable[[], Any] | None = None,
+        after_step: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
         self.producer = producer
         self.classifier = classifier
-        self.writer = writer
         self.decoder = decoder
         self.metrics = metrics
         self.health = health
         self.alerts = alerts
         self.dead_letters = DeadLetterPublisher(
-            producer, settings.dlq_topic, settings.worker_id, settings.max_message_bytes - HEADER_ROOM_BYTES
+            producer, settings.dlq_topic, settings.worker_id, settings.max_message_bytes
         )
+        output = OutputSink(
+            producer, settings.detections_topic, self.dead_letters, classifier.catalogue, metrics
+        )
+        self.sinks: list[Sink] = (
+            [LedgerSink(writer, metrics), AlertRulesSink(alerts), output, AlertsOutboxSink(alerts, producer)]
+            if alerts is not None
+            else [LedgerSink(writer, metrics), output]
+        )
+        self._after_step = after_step or (lambda name: None)
+        self.reader = RecordReader(consumer, open_probe or _no_probe)
         self._queue: deque[Entry] = deque()
         self._in_flight: Batch | None = None  # being delivered
         self._classifying: _Classifying | None = None  # on the model meanwhile
         self._model_thread: ThreadPoolExecutor | None = None
-        self._dry = True  # the last poll brought no message
         self._revoked: list[set[TopicPartition]] = []
         self._paused: set[TopicPartition] = set()
         self._retrying = False
+        self._poll_failures = 0
+        self._poll_failing_since: float | None = None
         self._stopping = False
         self._stop_requested_at: float | None = None
         self._abandoned = False
@@ -230,9 +187,10 @@ class Worker:
         self._publish_left_alerts()
         self.consumer.subscribe([self.settings.frames_topic], listener=_RecordRevocations(self._revoked))
         log.info("worker.started", topic=self.settings.frames_topic, group=self.settings.consumer_group)
+        self.health.tick(RUNNING)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model") as self._model_thread:
             while not self._stopping:
-                if self._queued_tiles() < self.settings.batch_tiles:  # the queue stays bounded
+                if self._queued_weight() < self.settings.batch_tiles:  # the queue stays bounded
                     self._poll(self._poll_timeout_ms())
                 if self._batch_due():
                     self._classify_and_deliver_previous(self._take_batch())
@@ -254,10 +212,10 @@ class Worker:
             return
         try:
             self.alerts.publish(self.producer)
-        except RETRYABLE_ERRORS as error:
+        except Exception as error:
             log.warning(
                 "alerts.publish_deferred",
-                error=f"{type(error).__name__}: {error}",
+                error=shown(describe(error)),
                 note="unpublished alerts go out after the next batch",
             )
 
@@ -270,35 +228,71 @@ class Worker:
     # --- poll, decode, tile, queue --------------------------------------------------------------
 
     def _poll(self, timeout_ms: int) -> None:
-        records = self.consumer.poll(timeout_ms=timeout_ms)
+        try:
+            records, unreadable = self.reader.poll(timeout_ms, self._paused)
+        except Exception as error:  # not a record's fault: the client or the cluster
+            self._poll_failed(error)
+            return
+        if self._poll_failing_since is not None:
+            self._poll_failures, self._poll_failing_since = 0, None
+            if self._in_flight is None or self._in_flight.failing_since is None:
+                self.health.recovered()
         rewound = self._apply_revocations()
         if self._retrying:
             self._pause_all()  # partitions assigned during an outage start paused too
         # A rewound partition's records from this poll lie past its new position: fetched again.
-        messages = [_inbound(r) for tp, batch in records.items() if tp not in rewound for r in batch]
-        self._dry = not messages
+        messages = [_inbound(r) for r in records if TopicPartition(r.topic, r.partition) not in rewound]
+        now = time.monotonic()
         if messages:
-            now = time.monotonic()
             for message, outcome in zip(messages, self.decoder.decode_all(messages), strict=True):
-                self._queue.append(Entry(message, self._tile_or_refusal(message, outcome), now))
-        self.health.tick(RETRYING if self._retrying else RUNNING, queued=len(self._queue))
+                entry = Entry(message, self._tile_or_refusal(message, outcome), now)
+                if not entry.refused:
+                    entry.release_value()
+                self._queue.append(entry)
+        for skipped in unreadable:
+            source = skipped.source
+            if TopicPartition(source.topic, source.partition) not in rewound:
+                self._queue.append(Entry(*_unreadable_entry(skipped), now))
+                self.metrics.skipped_records.inc()
+        self.health.tick(queued=len(self._queue))
+
+    def _poll_failed(self, error: BaseException) -> None:
+        """A poll raised for a reason that is no record's (authorisation, a client fault): logged,
+        counted, reported, and polled again after a backoff; consumption is not skipped."""
+        self._poll_failures += 1
+        if self._poll_failing_since is None:
+            self._poll_failing_since = time.monotonic()
+        self.metrics.poll_errors.inc()
+        delay_ms = min(
+            self.settings.retry_backoff_ms * 2 ** (self._poll_failures - 1),
+            self.settings.retry_backoff_max_ms,
+        )
+        text = shown(describe(error))
+        log.warning("poll.failed", error=text, attempt=self._poll_failures, delay_ms=delay_ms)
+        self.health.failing("poll", text, self._poll_failing_since, systemic=classify(error) != TRANSIENT)
+        time.sleep(delay_ms / 1000)
 
     def _tile_or_refusal(
         self, message: InboundMessage, outcome: DecodedFrame | Rejected
     ) -> TiledFrame | Rejected:
-        if isinstance(outcome, Rejected):
-            with message_context(message.source, outcome.meta.frame_id if outcome.meta else None):
-                log.warning(
-                    "frame.refused", reason=outcome.reason, stage=outcome.stage, detail=outcome.detail
-                )
-            return outcome
-        return tile_frame(outcome, self.settings.tile_size, self.settings.tile_min_overlap)
+        if isinstance(outcome, DecodedFrame):
+            try:
+                return tile_frame(outcome, self.settings.tile_size, self.settings.tile_min_overlap)
+            except Exception as error:  # tiling is bounded by the decoder's checks: a bug if reached
+                log.exception("tiling.unexpected_error", source=str(message.source))
+                detail = f"tiling failed unexpectedly: {shown(describe(error))}"
+                outcome = Rejected(DECODER_ERROR, DECODE, detail, message.source, outcome.meta)
+        with message_context(message.source, outcome.meta.frame_id if outcome.meta else None):
+            log.warning(
+                "frame.refused", reason=outcome.reason, stage=outcome.stage, detail=shown(outcome.detail)
+            )
+        return outcome
 
     def _apply_revocations(self) -> set[TopicPartition]:
-        """Forget every uncommitted frame of the revoked partitions (their next owner re-reads
+        """Forget every uncommitted message of the revoked partitions (their next owner re-reads
         them from the last commit). kafka-python keeps the fetch position of a partition that is
-        assigned again to this consumer, which would skip those frames: such a partition is
-        rewound to its first dropped frame. Returns the partitions rewound."""
+        assigned again to this consumer, which would skip those messages: such a partition is
+        rewound to its first dropped message. Returns the partitions rewound."""
         rewound: set[TopicPartition] = set()
         while self._revoked:
             revoked = self._revoked.pop(0)
@@ -307,10 +301,11 @@ class Worker:
                 dropped += self._in_flight.drop(revoked)
             if self._classifying is not None:
                 dropped += self._classifying.batch.drop(revoked)
-            kept, queued = _split(list(self._queue), revoked)
+            kept, queued = split(list(self._queue), revoked)
             self._queue = deque(kept)
             dropped += queued
             self._paused -= revoked
+            self.reader.forget(revoked)
             first: dict[TopicPartition, int] = {}
             for entry in dropped:
                 offset = entry.message.source.offset
@@ -329,142 +324,124 @@ class Worker:
 
     def _poll_timeout_ms(self) -> int:
         """How long the next poll may wait: not at all while a batch is on the model (its delivery
-        waits); else until the oldest queued frame is due; once it is (a partial batch that the
-        last poll added to), TOP_UP_POLL_MS for frames on their way."""
-        waited_ms = (time.monotonic() - self._queue[0].received_at) * 1000 if self._queue else 0.0
-        left_ms = self.settings.batch_max_wait_ms - waited_ms
-        if self._queue and left_ms <= 0:
-            return min(self.settings.poll_timeout_ms, TOP_UP_POLL_MS)
+        waits); else until the oldest queued entry is due, at most KAFKA_POLL_TIMEOUT_MS."""
         if self._classifying is not None:
             return 0
         if not self._queue:
             return self.settings.poll_timeout_ms
-        return int(min(self.settings.poll_timeout_ms, left_ms))
+        waited_ms = (time.monotonic() - self._queue[0].received_at) * 1000
+        return int(max(0.0, min(self.settings.poll_timeout_ms, self.settings.batch_max_wait_ms - waited_ms)))
 
-    def _queued_tiles(self) -> int:
-        return sum(e.tiles for e in self._queue)
+    def _queued_weight(self) -> int:
+        return sum(e.weight for e in self._queue)
 
     def _batch_due(self) -> bool:
-        """A full batch is queued, or the oldest frame waited BATCH_MAX_WAIT_MS and the last poll
-        brought nothing (a partial batch is topped up first: when the worker lags, the frames
-        fetched meanwhile fill it)."""
+        """A full batch is queued, or the oldest entry waited BATCH_MAX_WAIT_MS."""
         if not self._queue:
             return False
-        if self._queued_tiles() >= self.settings.batch_tiles:
+        if self._queued_weight() >= self.settings.batch_tiles:
             return True
-        waited_ms = (time.monotonic() - self._queue[0].received_at) * 1000
-        return waited_ms >= self.settings.batch_max_wait_ms and self._dry
+        return (time.monotonic() - self._queue[0].received_at) * 1000 >= self.settings.batch_max_wait_ms
 
     def _take_batch(self) -> Batch:
-        """The oldest queued entries, whole frames, up to BATCH_TILES tiles (at least one entry)."""
+        """The oldest queued entries, whole frames, up to BATCH_TILES of weight (at least one)."""
         entries: list[Entry] = []
-        tiles = 0
-        while self._queue and (not entries or tiles + self._queue[0].tiles <= self.settings.batch_tiles):
+        weight = 0
+        while self._queue and (not entries or weight + self._queue[0].weight <= self.settings.batch_tiles):
             entry = self._queue.popleft()
             entries.append(entry)
-            tiles += entry.tiles
+            weight += entry.weight
         return Batch(entries)
 
     # --- one batch: model, then deliver ---------------------------------------------------------
 
     def _classify_and_deliver_previous(self, batch: Batch) -> None:
         """Put `batch` on the model thread and, while the model works, deliver the batch before it."""
+        frames = [e for e in batch.entries if isinstance(e.outcome, TiledFrame)]
+        self._deliver_classified(then=self._submit(batch, frames))
+
+    def _submit(self, batch: Batch, frames: list[Entry]) -> _Classifying:
         assert self._model_thread is not None
-        pairs = [(e, e.outcome) for e in batch.entries if isinstance(e.outcome, TiledFrame)]
-        tiled = [frame for _, frame in pairs]
-        results = self._model_thread.submit(self.classifier.classify, tiled, datetime.now(UTC))
-        self._deliver_classified(then=_Classifying(batch, [e for e, _ in pairs], results))
+        tiled = [e.outcome for e in frames if isinstance(e.outcome, TiledFrame)]
+        processed_at = datetime.now(UTC)
+        return _Classifying(
+            batch,
+            frames,
+            self._model_thread.submit(self.classifier.classify, tiled, processed_at),
+            processed_at,
+        )
 
     def _deliver_classified(self, then: _Classifying | None = None) -> None:
         """Wait for the batch on the model (if any), deliver it; `then` is on the model meanwhile."""
         current, self._classifying = self._classifying, then
         if current is None:
             return
-        results = current.results.result()  # a model error propagates: the worker stops
-        if self._abandoned:  # the batch before was left uncommitted: this one's offsets would pass it
-            log.info(
-                "batch.not_delivered",
-                frames=len(current.batch.entries),
-                reason="an earlier batch was abandoned",
-            )
-            return
-        for entry, result in zip(current.frames, results, strict=True):
-            entry.result = result
-        self._in_flight = current.batch
+        self._in_flight = current.batch  # revocations during a retry below drop its entries
         try:
+            classified = self._results(current)
+            if classified is None:
+                return
+            if self._abandoned:  # the batch before was left uncommitted: this one's offsets would pass it
+                log.info(
+                    "batch.not_delivered",
+                    frames=len(current.batch.entries),
+                    reason="an earlier batch was abandoned",
+                )
+                return
+            for entry, result in zip(*classified, strict=True):
+                entry.result = result
             delivered = self._deliver(current.batch)
         finally:
             self._in_flight = None
         if delivered:
             self._count(current.batch)
 
-    def _deliver(self, batch: Batch) -> bool:
-        """Write, evaluate the alert rules, publish, publish the alerts, commit; each failed step
-        retried with backoff, resuming at that step (the steps before it are done and recorded on
-        the batch; every step is idempotent anyway). False if abandoned."""
+    def _results(self, classifying: _Classifying) -> tuple[list[Entry], list[FrameResult]] | None:
+        """(frames, their results) of a batch on the model; a model failure is retried like a
+        failed step (None when the batch had to be abandoned on the way out)."""
         attempt = 0
-        alerts = self.alerts
+        while True:
+            try:
+                return classifying.frames, classifying.results.result()
+            except Exception as error:
+                attempt += 1
+                if not self._may_retry(classifying.batch, "classify", attempt, error):
+                    return None
+                kept = {id(e) for e in classifying.batch.entries}  # revoked ones are gone
+                classifying = self._submit(
+                    classifying.batch, [e for e in classifying.frames if id(e) in kept]
+                )
+
+    def _deliver(self, batch: Batch) -> bool:
+        """Run the sinks, then commit; a failed step is retried with backoff, resuming at that
+        step (the steps before it are done and recorded on the batch). False if abandoned."""
+        attempt = 0
         while True:
             if not batch.entries:  # every partition of the batch was revoked meanwhile
-                self._resume_all()
-                return True
-            step = "write"
+                break
+            step = "commit"
             try:
-                if not batch.written:
-                    self.writer.write_results(batch.results())
-                    batch.written = True
-                step = "evaluate"
-                if alerts is not None and not batch.alerts_evaluated:
-                    batch.alerts_raised = len(alerts.evaluate(batch.results()))
-                    batch.alerts_evaluated = True
-                step = "publish"
-                if not batch.published:
-                    self._publish(batch)
-                    batch.published = True
-                step = "publish-alerts"
-                if alerts is not None and not batch.alerts_published:
-                    alerts.publish(self.producer)
-                    batch.alerts_published = True
+                for sink in self.sinks:
+                    if sink.name in batch.done:
+                        continue
+                    step = sink.name
+                    sink.deliver(batch)
+                    batch.done.add(sink.name)
+                    self._after_step(sink.name)
                 step = "commit"
                 self._commit(batch)
-            except RETRYABLE_ERRORS as error:
+                self._after_step("commit")
+            except Exception as error:
                 attempt += 1
                 if not self._may_retry(batch, step, attempt, error):
                     return False
                 continue
-            self._resume_all()
-            return True
-
-    def _publish(self, batch: Batch) -> None:
-        """Send the batch's detection messages and dead letters, flush, and check each
-        acknowledgement (alerts come from the alert rules, published by `AlertStage.publish`).
-
-        A dead letter the broker refuses as too large is sent again without its value (see
-        DeadLetterPublisher); any other unacknowledged message fails the step (retried)."""
-        sent: list[tuple[Any, Entry | None]] = []  # (future, the entry if it is a dead letter)
-        catalogue = self.classifier.catalogue
-        for entry in batch.entries:
-            key = entry.message.key
-            if isinstance(entry.outcome, Rejected):
-                sent.append((self.dead_letters.publish(entry.message, entry.outcome), entry))
-                continue
-            assert entry.result is not None
-            detection = contracts.to_json_bytes(contracts.detection_message(entry.result, catalogue))
-            sent.append((self.producer.send(self.settings.detections_topic, key=key, value=detection), None))
-        self.producer.flush(timeout=PUBLISH_TIMEOUT_S)
-        for i, (future, dead) in enumerate(sent):
-            if (
-                dead is not None
-                and future.failed()
-                and isinstance(future.exception, MessageSizeTooLargeError)
-            ):
-                assert isinstance(dead.outcome, Rejected)
-                sent[i] = (self.dead_letters.publish(dead.message, dead.outcome, omit_value=True), dead)
-                self.producer.flush(timeout=PUBLISH_TIMEOUT_S)
-        failed = [future for future, _ in sent if not (future.is_done and future.succeeded())]
-        if failed:
-            first = failed[0].exception if failed[0].is_done else "not acknowledged in time"
-            raise DeliveryError(f"{len(failed)} of {len(sent)} output messages not delivered: {first!r}")
+            break
+        self._resume_all()
+        if batch.failing_since is not None:
+            self.health.recovered()
+            log.info("batch.recovered", failed_for_s=round(time.monotonic() - batch.failing_since, 1))
+        return True
 
     def _commit(self, batch: Batch) -> None:
         offsets = batch.next_offsets()
@@ -475,12 +452,12 @@ class Worker:
         except CommitFailedError as error:
             # The group rebalanced: the partitions have a new owner, who re-reads from the last
             # commit. Everything is written; the redelivered frames are deduplicated by frame id.
-            log.warning("batch.commit_refused", error=str(error), offsets=_offset_text(offsets))
+            log.warning("batch.commit_refused", error=shown(error), offsets=_offset_text(offsets))
             return
         log.info(
             "batch.committed",
             frames=len(batch.results()),
-            refused=sum(isinstance(e.outcome, Rejected) for e in batch.entries),
+            refused=sum(e.refused for e in batch.entries),
             tiles=sum(e.tiles for e in batch.entries),
             alerts_raised=batch.alerts_raised,
             offsets=_offset_text(offsets),
@@ -490,20 +467,33 @@ class Worker:
     # --- failures: backoff, pause, stop ---------------------------------------------------------
 
     def _may_retry(self, batch: Batch, step: str, attempt: int, error: BaseException) -> bool:
-        """Log, count, pause consumption and wait before the next attempt (polling meanwhile, so
-        the group keeps this worker). False when a stop was requested and SHUTDOWN_TIMEOUT_S
-        passed: the batch is abandoned, uncommitted."""
+        """Log, count, report, pause consumption and wait before the next attempt (polling
+        meanwhile, so the group keeps this worker). False when a stop was requested and
+        SHUTDOWN_TIMEOUT_S passed: the batch is abandoned, uncommitted."""
+        kind = classify(error)
+        if batch.failing_since is None:
+            batch.failing_since = time.monotonic()
         delay_ms = min(
             self.settings.retry_backoff_ms * 2 ** (attempt - 1), self.settings.retry_backoff_max_ms
         )
+        text = shown(describe(error))
         self.metrics.retries.labels(step=step).inc()
-        log.warning(
-            "batch.retry",
-            step=step,
-            attempt=attempt,
-            delay_ms=delay_ms,
-            error=f"{type(error).__name__}: {error}",
-        )
+        self.health.failing(step, text, batch.failing_since, systemic=kind != TRANSIENT)
+        if kind == TRANSIENT:
+            log.warning("batch.retry", step=step, attempt=attempt, delay_ms=delay_ms, error=text)
+        else:  # no frame could be blamed: a fault of the set-up (or of this code) that needs people
+            log.error(
+                "batch.retry",
+                step=step,
+                attempt=attempt,
+                delay_ms=delay_ms,
+                error=text,
+                kind=kind,
+                note="not a transient outage: fix the cause; the batch is retried until then"
+                if kind == SYSTEMIC
+                else "an unexpected error no sink could pin on one frame; the batch is retried",
+                exc_info=attempt == 1,
+            )
         if self._stop_requested_at is not None:
             waited = time.monotonic() - self._stop_requested_at
             if waited >= self.settings.shutdown_timeout_s:
@@ -531,7 +521,7 @@ class Worker:
 
     def _resume_all(self) -> None:
         if self._retrying:
-            still = self._paused & set(self.consumer.assignment())
+            still = self._paused & set(self.consumer.assignment()) - self.reader.suspects
             if still:
                 self.consumer.resume(*still)
             log.info("consumption.resumed", partitions=len(still))
@@ -562,12 +552,6 @@ class Worker:
                 )
 
 
-def _split(entries: list[Entry], partitions: set[TopicPartition]) -> tuple[list[Entry], list[Entry]]:
-    """(entries not of `partitions`, entries of `partitions`), each in their order."""
-    kept = [e for e in entries if e.partition not in partitions]
-    return kept, [e for e in entries if e.partition in partitions]
-
-
 def _inbound(record: Any) -> InboundMessage:
     headers = tuple((str(k), bytes(v) if v is not None else b"") for k, v in (record.headers or ()))
     return InboundMessage(
@@ -577,6 +561,18 @@ def _inbound(record: Any) -> InboundMessage:
         headers=headers,
         timestamp_ms=record.timestamp,
     )
+
+
+def _unreadable_entry(skipped: UnreadableRecord) -> tuple[InboundMessage, Rejected]:
+    """The message and refusal that dead-letter a record kafka-python could not read (nothing of
+    it is known but where it was)."""
+    message = InboundMessage(source=skipped.source, key=None, value=None, headers=())
+    detail = f"the record (or the record batch holding it) could not be read: {skipped.error}"
+    return message, Rejected(UNREADABLE_RECORD, TRANSPORT, shown(detail, 1500), skipped.source)
+
+
+def _no_probe() -> Any:
+    raise RuntimeError("this worker was built without open_probe: it cannot locate an unreadable record")
 
 
 def _offset_text(offsets: dict[TopicPartition, int]) -> str:

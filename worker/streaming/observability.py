@@ -4,11 +4,14 @@
   console output otherwise. `message_context(...)` binds topic/partition/offset/frame_id through
   contextvars, so every line logged while handling a message names it.
 - Metrics: `Metrics` holds the Prometheus series in its own registry (several workers may live in
-  one test process): frames, tiles, detections by class, dead-lettered by reason, retries, batch
-  latency histogram, consumer lag per partition.
-- Health: `Health` is the loop's heartbeat; `ObservabilityServer` serves `/metrics` and `/healthz`
-  (200 while the loop is alive — also while it retries an outage —, 503 while starting, stalled or
-  stopped) on METRICS_PORT.
+  one test process): frames, tiles, detections by class, dead-lettered by reason, frames isolated
+  by step, frame-id collisions, unreadable records skipped, alert rules failing, messages given
+  up, retries, how long the current batch has been failing, batch latency, consumer lag.
+- Health: `Health` is the loop's heartbeat and the state of the batch in flight;
+  `ObservabilityServer` serves, on METRICS_PORT, `/metrics`, `/healthz` (liveness: 200 while the
+  loop is alive and not stuck — also while it retries a transient outage —; 503 while starting,
+  stalled, stuck on one batch for longer than STUCK_AFTER_S, stopping or stopped) and `/readyz`
+  (readiness: 200 only while batches are delivered; 503 from the first failed attempt on).
 """
 
 from __future__ import annotations
@@ -104,8 +107,46 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.isolated = Counter(
+            "steel_worker_isolated",
+            "Frames set aside alone by a delivery step (and dead-lettered), by step",
+            ["step"],
+            registry=r,
+        )
+        self.collisions = Counter(
+            "steel_worker_frame_id_collisions",
+            "Messages refused because another stored frame holds their frame id",
+            registry=r,
+        )
+        self.skipped_records = Counter(
+            "steel_worker_skipped_records",
+            "Kafka records that could not be read (corrupt batch, codec, header bytes) and were skipped",
+            registry=r,
+        )
+        self.rule_errors = Counter(
+            "steel_worker_alert_rule_errors",
+            "Alert rule evaluations that failed for one strip (logged; the other rules and strips ran)",
+            ["rule"],
+            registry=r,
+        )
+        self.undeliverable = Counter(
+            "steel_worker_undeliverable",
+            "Messages the broker refused for good: detection (frame dead-lettered), dead-letter (given up)",
+            ["kind"],
+            registry=r,
+        )
+        self.poll_errors = Counter(
+            "steel_worker_poll_errors",
+            "Polls that failed for a reason other than a record's bytes",
+            registry=r,
+        )
         self.retries = Counter(
             "steel_worker_retries", "Failed attempts to deliver a batch, by step", ["step"], registry=r
+        )
+        self.failing_seconds = Gauge(
+            "steel_worker_batch_failing_seconds",
+            "How long the batch in delivery has been failing (0 while delivery succeeds)",
+            registry=r,
         )
         self.batch_seconds = Histogram(
             "steel_worker_batch_seconds",
@@ -132,17 +173,30 @@ class Metrics:
         return 0.0 if found is None else found
 
 
-STARTING, RUNNING, RETRYING, STOPPING, STOPPED = "starting", "running", "retrying", "stopping", "stopped"
+STARTING, RUNNING, RETRYING, STUCK, STALLED, STOPPING, STOPPED = (
+    "starting",
+    "running",
+    "retrying",
+    "stuck",
+    "stalled",
+    "stopping",
+    "stopped",
+)
 
 
 class Health:
-    """The loop's heartbeat and state, read by the /healthz handler from another thread."""
+    """The loop's heartbeat and the state of its delivery, read by the HTTP handlers from another
+    thread. States: starting → running ⇄ retrying (a step fails; `stuck` once it has failed for
+    longer than `stuck_after_s`) → stopping → stopped; `stalled` when the heartbeat is older than
+    `stall_after_s` (the loop itself hangs)."""
 
-    def __init__(self, stall_after_s: float) -> None:
+    def __init__(self, stall_after_s: float, stuck_after_s: float = 300.0) -> None:
         self.stall_after_s = stall_after_s
+        self.stuck_after_s = stuck_after_s
         self._lock = threading.Lock()
         self._state = STARTING
         self._last_tick = time.monotonic()
+        self._failing: dict[str, Any] | None = None  # step, error, since, systemic
         self._detail: dict[str, Any] = {}
 
     def tick(self, state: str | None = None, **detail: Any) -> None:
@@ -153,16 +207,56 @@ class Health:
                 self._state = state
             self._detail.update(detail)
 
-    def report(self) -> tuple[bool, dict[str, Any]]:
-        """(healthy, body): healthy while running or retrying with a recent heartbeat."""
+    def failing(self, step: str, error: str, since: float, *, systemic: bool) -> None:
+        """A delivery step failed (and will be retried); `since`: monotonic time of the batch's
+        first failure."""
         with self._lock:
-            age = time.monotonic() - self._last_tick
-            state = self._state
-            body = {"state": state, "heartbeat_age_s": round(age, 3), **self._detail}
-        stalled = age > self.stall_after_s
-        if stalled:
-            body["state"] = "stalled"
-        return state in (RUNNING, RETRYING) and not stalled, body
+            self._last_tick = time.monotonic()
+            self._state = RETRYING
+            self._failing = {"step": step, "error": error, "since": since, "systemic": systemic}
+
+    def recovered(self) -> None:
+        """The failing batch was delivered."""
+        with self._lock:
+            self._last_tick = time.monotonic()
+            self._failing = None
+            if self._state == RETRYING:
+                self._state = RUNNING
+
+    def failing_seconds(self) -> float:
+        with self._lock:
+            return 0.0 if self._failing is None else time.monotonic() - self._failing["since"]
+
+    def _body(self) -> dict[str, Any]:
+        now = time.monotonic()
+        age = now - self._last_tick
+        body: dict[str, Any] = {"state": self._state, "heartbeat_age_s": round(age, 3), **self._detail}
+        if self._failing is not None:
+            failing_for = now - self._failing["since"]
+            body["failing"] = {
+                "step": self._failing["step"],
+                "for_s": round(failing_for, 1),
+                "error": self._failing["error"],
+                "needs_attention": self._failing["systemic"],
+            }
+            if failing_for > self.stuck_after_s:
+                body["state"] = STUCK
+        if age > self.stall_after_s and self._state not in (STOPPED, STARTING):
+            body["state"] = STALLED
+        return body
+
+    def report(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness (/healthz): (alive, body) — alive while running or retrying, with a recent
+        heartbeat and no batch failing for longer than `stuck_after_s`."""
+        with self._lock:
+            body = self._body()
+        return body["state"] in (RUNNING, RETRYING), body
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness (/readyz): (ready, body) — ready only while running with nothing failing."""
+        with self._lock:
+            body = self._body()
+        return body["state"] == RUNNING, body
 
 
 class ObservabilityServer:
@@ -199,12 +293,15 @@ def _handler(metrics: Metrics, health: Health) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
+                metrics.failing_seconds.set(health.failing_seconds())
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
-            elif path == "/healthz":
-                healthy, body = health.report()
-                self._send(200 if healthy else 503, "application/json", json.dumps(body).encode())
+            elif path in ("/healthz", "/readyz"):
+                ok, body = health.report() if path == "/healthz" else health.readiness()
+                self._send(200 if ok else 503, "application/json", json.dumps(body).encode())
             else:
-                self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n")
+                self._send(
+                    404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz or /readyz\n"
+                )
 
         def _send(self, status: int, content_type: str, body: bytes) -> None:
             self.send_response(status)

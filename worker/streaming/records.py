@@ -56,11 +56,14 @@ class FrameMeta:
 
 @dataclass(frozen=True)
 class DecodedFrame:
-    """A validated frame: metadata, origin, and the image as 8-bit grey (height, width)."""
+    """A validated frame: metadata, origin, the image as 8-bit grey (height, width), and the
+    sha256 of the message it came from (`message_sha256`: tells a redelivery from another frame
+    that reuses the frame id)."""
 
     meta: FrameMeta
     source: KafkaCoordinates
     image: np.ndarray
+    message_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,3 +108,4 @@ class FrameResult:
     tile_count: int
     detections: tuple[Detection, ...]
     processed_at: datetime
+    message_sha256: str | None = None

@@ -2,12 +2,19 @@
 
 `open_worker(settings)` is a context manager that yields a ready `Worker` (tests run it in a
 thread and stop it with `request_stop()`); `serve(settings)` adds the SIGTERM/SIGINT handlers and
-runs it. Start-up fails fast, with a message that says what to do: message schemas and the alert
-rules file (ALERT_RULES) checked → database reachable and at the migrations' head (else
-`steel-worker db upgrade`) → model artefact loaded and warmed up → catalogue and model version
-recorded, the rules' classes checked against the model's catalogue → /metrics and /healthz →
-Kafka clients. `kill -USR1 PID` prints every thread's stack to stderr (a hung worker explains
-itself).
+runs it. Start-up fails fast, with a message that says what to do: message schemas, the alert
+rules file (ALERT_RULES) and the Kafka codecs checked, decompression bounded
+(KAFKA_MAX_DECOMPRESSED_BYTES) → database reachable and at the migrations' head (else
+`steel-worker db upgrade`); the worker's connections carry statement, lock and idle-transaction
+timeouts, and a warning says so when it connects as a superuser instead of a `steel_worker`
+login → model artefact loaded and warmed up → catalogue and model version recorded, the rules'
+classes checked against the model's catalogue → /metrics, /healthz, /readyz → Kafka clients, and
+the four topics exist. `kill -USR1 PID` prints every thread's stack to stderr (a hung worker
+explains itself).
+
+`STEEL_WORKER_FAILPOINT=STEP[:N]` (testing only) kills the process with SIGKILL right after the
+delivery step STEP (`write`, `evaluate`, `publish`, `publish-alerts`, `commit`) succeeded for the
+Nth time (default 1): the crash-point tests use it to stop the worker between two steps.
 """
 
 from __future__ import annotations
@@ -15,12 +22,14 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import io
+import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 
 import numpy as np
+import sqlalchemy as sa
 import structlog
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
@@ -28,12 +37,13 @@ from sqlalchemy import exc as sa_exc
 
 from worker.alerts.config import AlertRules, load_rules
 from worker.alerts.stage import AlertStage
+from worker.errors import ConfigError
 from worker.infra import InfrastructureError
 from worker.model.artefact import Classifier, load_classifier
 from worker.storage.engine import create_engine
 from worker.storage.schema_check import assert_schema_current
 from worker.storage.writer import StorageWriter
-from worker.streaming import contracts
+from worker.streaming import codecs, contracts
 from worker.streaming.classify import FrameClassifier
 from worker.streaming.decode import DecodeLimits, Decoder
 from worker.streaming.loop import Worker
@@ -51,6 +61,42 @@ DATABASE_CONNECT_ARGS = {
     "keepalives_interval": 5,
     "keepalives_count": 3,
 }
+FAILPOINT_ENV = "STEEL_WORKER_FAILPOINT"
+
+
+def database_connect_args(settings: Settings) -> dict[str, object]:
+    """libpq connection arguments of the worker: connect and keepalive limits, and the session's
+    statement, lock and idle-in-transaction timeouts (a statement or a lock wait that takes longer
+    fails, and the batch is retried: an analyst's long transaction cannot stall the worker)."""
+    options = (
+        f"-c statement_timeout={settings.db_statement_timeout_ms}"
+        f" -c lock_timeout={settings.db_lock_timeout_ms}"
+        f" -c idle_in_transaction_session_timeout={settings.db_idle_in_transaction_timeout_ms}"
+    )
+    return {**DATABASE_CONNECT_ARGS, "options": options, "application_name": "steel-worker"}
+
+
+def failpoint(env: Mapping[str, str]) -> Callable[[str], None] | None:
+    """The `after_step` hook of STEEL_WORKER_FAILPOINT (see the module doc), or None when unset."""
+    value = env.get(FAILPOINT_ENV, "").strip()
+    if not value:
+        return None
+    step, _, count = value.partition(":")
+    try:
+        remaining = [int(count) if count else 1]
+    except ValueError:
+        raise ConfigError(f"{FAILPOINT_ENV}: expected STEP[:N], received {value!r}") from None
+    log.warning(
+        "worker.failpoint", step=step, after=remaining[0], note="testing only: the process kills itself"
+    )
+
+    def after_step(name: str) -> None:
+        if name == step:
+            remaining[0] -= 1
+            if remaining[0] <= 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return after_step
 
 
 def serve(settings: Settings) -> int:
@@ -92,11 +138,17 @@ def open_worker(settings: Settings, classifier: Classifier | None = None) -> Ite
     log.info("worker.starting", settings=settings.describe())
     contracts.check_schemas()
     rules = _alert_rules(settings)  # the file is checked before the slow steps; the classes below
+    codecs.require_codecs()
+    codecs.install_bounded_decoders(settings.max_decompressed_bytes)
+    after_step = failpoint(os.environ)
     with ExitStack() as stack:
-        engine = create_engine(settings.database_url.reveal(), connect_args=DATABASE_CONNECT_ARGS)
+        engine = create_engine(
+            settings.database_url.reveal(), connect_args=database_connect_args(settings), hide_parameters=True
+        )
         stack.callback(engine.dispose)
         try:
             revision = assert_schema_current(engine)
+            _warn_if_superuser(engine)
         except sa_exc.OperationalError as exc:
             raise InfrastructureError(
                 f"database {masked_database_url(settings.database_url)} is unreachable: "
@@ -119,19 +171,28 @@ def open_worker(settings: Settings, classifier: Classifier | None = None) -> Ite
             metrics=model.metrics,
         )
         log.info("worker.model", version=model.version, classes=list(model.catalogue.names), schema=revision)
-        alerts = None if rules is None else AlertStage(engine, rules, model.catalogue, settings.alerts_topic)
-
         metrics = Metrics()
-        health = Health(stall_after_s=max(30.0, settings.max_poll_interval_ms / 1000))
+        alerts = (
+            None
+            if rules is None
+            else AlertStage(
+                engine,
+                rules,
+                model.catalogue,
+                settings.alerts_topic,
+                on_rule_error=lambda rule: metrics.rule_errors.labels(rule=rule).inc(),
+                on_undeliverable=lambda: metrics.undeliverable.labels(kind="alert").inc(),
+            )
+        )
+        health = Health(
+            stall_after_s=max(30.0, settings.max_poll_interval_ms / 1000),
+            stuck_after_s=settings.stuck_after_s,
+        )
         server = stack.enter_context(
             ObservabilityServer(settings.metrics_host, settings.metrics_port, metrics, health)
         )
         log.info("worker.metrics", url=f"http://{settings.metrics_host}:{server.port}/metrics")
-        decoder = stack.enter_context(
-            Decoder(
-                DecodeLimits(settings.max_frame_bytes, settings.max_frame_pixels), settings.decode_threads
-            )
-        )
+        decoder = stack.enter_context(Decoder(decode_limits(settings), settings.decode_threads))
         kafka = settings.kafka_options()
         try:
             producer = KafkaProducer(
@@ -144,8 +205,13 @@ def open_worker(settings: Settings, classifier: Classifier | None = None) -> Ite
                 max_request_size=settings.max_message_bytes,  # dead letters carry whole frames
             )
             stack.callback(producer.close, timeout=10)
+            fetch_sizes = {
+                "fetch_max_bytes": max(52_428_800, settings.max_message_bytes),
+                "max_partition_fetch_bytes": settings.max_message_bytes,
+            }
             consumer = KafkaConsumer(
                 **kafka,
+                **fetch_sizes,
                 group_id=settings.consumer_group,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -153,10 +219,9 @@ def open_worker(settings: Settings, classifier: Classifier | None = None) -> Ite
                 session_timeout_ms=settings.session_timeout_ms,
                 heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
                 max_poll_interval_ms=settings.max_poll_interval_ms,
-                fetch_max_bytes=max(52_428_800, settings.max_message_bytes),
-                max_partition_fetch_bytes=settings.max_message_bytes,
             )
             stack.callback(consumer.close, autocommit=False)
+            _check_topics(consumer, settings)
         except KafkaError as exc:
             raise InfrastructureError(
                 f"Kafka at {settings.bootstrap_servers} is unreachable: {type(exc).__name__}: {exc}"
@@ -171,6 +236,51 @@ def open_worker(settings: Settings, classifier: Classifier | None = None) -> Ite
             metrics=metrics,
             health=health,
             alerts=alerts,
+            open_probe=lambda: KafkaConsumer(**kafka, **fetch_sizes, enable_auto_commit=False),
+            after_step=after_step,
+        )
+
+
+def decode_limits(settings: Settings) -> DecodeLimits:
+    """The decoder's bounds, from the settings."""
+    return DecodeLimits(
+        max_frame_bytes=settings.max_frame_bytes,
+        max_frame_pixels=settings.max_frame_pixels,
+        max_frame_tiles=settings.max_frame_tiles,
+        tile_size=settings.tile_size,
+        tile_min_overlap=settings.tile_min_overlap,
+        claim_check_root=settings.claim_check_root,
+        claim_check_timeout_s=settings.claim_check_timeout_ms / 1000,
+    )
+
+
+def _warn_if_superuser(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        user, superuser = conn.execute(sa.text("SELECT current_user, current_setting('is_superuser')")).one()
+    if superuser == "on":
+        log.warning(
+            "worker.database_superuser",
+            user=user,
+            note="the worker needs only the privileges of the steel_worker role: connect as a login"
+            " made with `steel-worker db create-login NAME --role worker` (docs/deployment.md)",
+        )
+
+
+def _check_topics(consumer: KafkaConsumer, settings: Settings) -> None:
+    """Refuse to start when a topic the worker reads or writes does not exist: producing to a
+    missing topic would block every batch (an unknown topic is a fault of the set-up)."""
+    wanted = {
+        "FRAMES_TOPIC": settings.frames_topic,
+        "DETECTIONS_TOPIC": settings.detections_topic,
+        "ALERTS_TOPIC": settings.alerts_topic,
+        "DLQ_TOPIC": settings.dlq_topic,
+    }
+    existing = consumer.topics()
+    missing = [f"{name}={topic}" for name, topic in wanted.items() if topic not in existing]
+    if missing:
+        raise InfrastructureError(
+            f"Kafka at {settings.bootstrap_servers} has no topic {', '.join(missing)}: create the topics"
+            " first (compose.yaml's `topics` service does; docs/deployment.md)"
         )
 
 

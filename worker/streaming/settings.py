@@ -134,6 +134,17 @@ def _rules_file(text: str) -> Path | None:
     return None if value.lower() == ALERT_RULES_OFF else Path(value).expanduser()
 
 
+def _optional_dir(text: str) -> Path | None:
+    """An existing directory, resolved (symbolic links followed), or None for `none`/`off`."""
+    value = _text(text)
+    if value.lower() in ("none", "off"):
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"expected an existing directory, received {text!r}")
+    return path.resolve()
+
+
 def _secret(text: str) -> Secret:
     if not text:
         raise ValueError("expected a non-empty value")
@@ -220,6 +231,37 @@ OPTIONS: tuple[Option, ...] = (
         40_000_000,
         "refuse images whose header declares more pixels, before decoding (image-too-large)",
     ),
+    Option(
+        "max_frame_tiles",
+        "MAX_FRAME_TILES",
+        _positive_int,
+        256,
+        "refuse images that make more tiles, before decoding (too-many-tiles): bounds the memory a"
+        " thin or huge image costs",
+    ),
+    Option(
+        "claim_check_root",
+        "CLAIM_CHECK_ROOT",
+        _optional_dir,
+        None,
+        "folder whose regular files frames may name by image_uri (claim checks); unset: claim checks"
+        " are off and such frames are dead-lettered",
+    ),
+    Option(
+        "claim_check_timeout_ms",
+        "CLAIM_CHECK_TIMEOUT_MS",
+        _positive_int,
+        5_000,
+        "longest time to read one claim-check image",
+    ),
+    Option(
+        "max_decompressed_bytes",
+        "KAFKA_MAX_DECOMPRESSED_BYTES",
+        _positive_int,
+        268_435_456,
+        "largest size a compressed record batch may decompress to; larger batches are skipped as"
+        " unreadable (decompression bombs)",
+    ),
     Option("metrics_host", "METRICS_HOST", _text, "0.0.0.0", "address of the /metrics and /healthz server"),
     Option("metrics_port", "METRICS_PORT", _port, 9108, "port of /metrics and /healthz; 0 picks a free port"),
     Option("max_poll_records", "KAFKA_MAX_POLL_RECORDS", _positive_int, 64, "most frames one poll returns"),
@@ -247,6 +289,34 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "retry_backoff_max_ms", "RETRY_BACKOFF_MAX_MS", _positive_int, 10_000, "longest wait between retries"
+    ),
+    Option(
+        "stuck_after_s",
+        "STUCK_AFTER_S",
+        _positive_int,
+        300,
+        "a batch failing this long makes /healthz answer 503 (stuck); /readyz does from the first failure",
+    ),
+    Option(
+        "db_statement_timeout_ms",
+        "DB_STATEMENT_TIMEOUT_MS",
+        _positive_int,
+        30_000,
+        "PostgreSQL statement_timeout of the worker's connections (a slower statement fails and is retried)",
+    ),
+    Option(
+        "db_lock_timeout_ms",
+        "DB_LOCK_TIMEOUT_MS",
+        _positive_int,
+        10_000,
+        "PostgreSQL lock_timeout of the worker's connections",
+    ),
+    Option(
+        "db_idle_in_transaction_timeout_ms",
+        "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        _positive_int,
+        60_000,
+        "PostgreSQL idle_in_transaction_session_timeout of the worker's connections",
     ),
     Option(
         "shutdown_timeout_s",
@@ -311,6 +381,10 @@ class Settings:
     decode_threads: int
     max_frame_bytes: int
     max_frame_pixels: int
+    max_frame_tiles: int
+    claim_check_root: Path | None
+    claim_check_timeout_ms: int
+    max_decompressed_bytes: int
     metrics_host: str
     metrics_port: int
     max_poll_records: int
@@ -319,6 +393,10 @@ class Settings:
     max_poll_interval_ms: int
     retry_backoff_ms: int
     retry_backoff_max_ms: int
+    stuck_after_s: int
+    db_statement_timeout_ms: int
+    db_lock_timeout_ms: int
+    db_idle_in_transaction_timeout_ms: int
     shutdown_timeout_s: int
     worker_id: str
     log_format: str
@@ -371,11 +449,22 @@ class Settings:
         return described
 
 
+#: Query parameters of a database URL whose values are masked too (libpq takes `password` there).
+_SECRET_QUERY_WORDS = ("pass", "secret", "token", "key", "credential")
+
+
 def masked_database_url(url: Secret) -> str:
-    """The database URL with its password replaced by '***' (for logs and error messages)."""
+    """The database URL with every password masked — in the user-info part (`***`) and in query
+    parameters such as `?password=` or `?sslpassword=` — for logs and error messages; a URL that
+    does not parse is masked whole."""
     try:
-        return make_url(url.reveal()).render_as_string(hide_password=True)
-    except ArgumentError:
+        parsed = make_url(url.reveal())
+        query = {
+            name: "***" if any(word in name.lower() for word in _SECRET_QUERY_WORDS) else value
+            for name, value in parsed.query.items()
+        }
+        return parsed.set(query=query).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+    except (ArgumentError, ValueError, TypeError):
         return MASK
 
 

@@ -1,0 +1,99 @@
+"""What a failure means for the loop: wait and retry, wait for people, or set one frame aside.
+
+`classify(error)` sorts every exception a delivery step can meet into one of three kinds:
+
+- TRANSIENT: the database or the broker is unreachable, restarting, timing out or overloaded
+  (SQLAlchemy OperationalError — which includes statement and lock timeouts —, InterfaceError,
+  DisconnectionError, pool TimeoutError; Kafka errors marked retriable; a send not acknowledged
+  in time). The step is retried with backoff; nothing is skipped.
+- SYSTEMIC: the fault is in the set-up, not in any frame: no privilege (Kafka authorisation, a
+  PostgreSQL permission), a topic, table or column that does not exist, a model that answers in
+  the wrong shape. Retrying cannot help until someone acts, and no frame is to blame, so the step
+  is retried with backoff and the worker reports itself stuck (/readyz, /healthz, the log).
+- DATA (everything else): a value the database or the broker will not take — a constraint,
+  a record too large, a NUL character — or a fault of the code that only some frames trigger.
+  The step that met it sets the frame aside alone (bisecting its batch) and delivers the rest.
+
+`is_unreadable_record(error)` says whether an exception raised by `KafkaConsumer.poll` comes from
+the bytes of a record (a corrupt batch, a codec that fails, a header key that is not UTF-8, a
+decompression bomb) rather than from the client or the cluster.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+from kafka import errors as kafka_errors
+from sqlalchemy import exc as sa_exc
+
+from worker.errors import ModelError, SteelWorkerError
+
+TRANSIENT, SYSTEMIC, DATA = "transient", "systemic", "data"
+
+
+class DeliveryError(SteelWorkerError):
+    """Output messages of a batch were not acknowledged by the broker in time (transient)."""
+
+
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+    kafka_errors.KafkaTimeoutError,
+    DeliveryError,
+)
+
+_SYSTEMIC: tuple[type[BaseException], ...] = (
+    sa_exc.ProgrammingError,  # permission denied, undefined table or column, a type it cannot adapt
+    sa_exc.NoSuchTableError,
+    sa_exc.ArgumentError,
+    kafka_errors.AuthorizationError,
+    kafka_errors.UnknownTopicOrPartitionError,
+    kafka_errors.InvalidTopicError,
+    kafka_errors.UnknownTopicIdError,
+    kafka_errors.InvalidRequiredAcksError,
+    kafka_errors.UnsupportedVersionError,
+    kafka_errors.IllegalStateError,
+    kafka_errors.KafkaConfigurationError,
+    ModelError,
+)
+
+_RECORD_DATA: tuple[type[BaseException], ...] = (
+    kafka_errors.CorruptRecordError,  # also the codecs' DecompressionBombError
+    kafka_errors.UnsupportedCodecError,
+    kafka_errors.InvalidRecordError,
+    zlib.error,
+    struct.error,
+    EOFError,
+    ValueError,  # includes UnicodeDecodeError and the codecs' own errors derived from it
+    OSError,  # gzip.BadGzipFile
+    RuntimeError,  # lz4
+)
+
+
+def classify(error: BaseException) -> str:
+    """TRANSIENT, SYSTEMIC or DATA (see the module doc)."""
+    if isinstance(error, _SYSTEMIC):
+        return SYSTEMIC
+    if isinstance(error, _TRANSIENT):
+        return TRANSIENT
+    if isinstance(error, kafka_errors.KafkaError):
+        return TRANSIENT if error.retriable else DATA
+    return DATA
+
+
+def is_unreadable_record(error: BaseException) -> bool:
+    """True when `KafkaConsumer.poll` raised because of a record's bytes (see the module doc)."""
+    if isinstance(error, kafka_errors.KafkaError):
+        return isinstance(error, _RECORD_DATA)
+    module = type(error).__module__.split(".")[0]
+    return isinstance(error, _RECORD_DATA) or module in {"zstandard", "lz4", "snappy", "cramjam"}
+
+
+def describe(error: BaseException) -> str:
+    """`Type: message` of an exception, for logs and dead-letter details (not yet bounded)."""
+    text = str(error)
+    name = type(error).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
