@@ -108,9 +108,12 @@ class ThreadedWorker:
 
 
 @contextmanager
-def running_worker(settings: Settings, classifier: Classifier) -> Iterator[ThreadedWorker]:
-    """A worker running in a thread; on exit it is asked to stop and must return 0."""
-    with open_worker(settings, classifier=classifier) as worker:
+def running_worker(
+    settings: Settings, classifier: Classifier, after_step: Callable[[str], None] | None = None
+) -> Iterator[ThreadedWorker]:
+    """A worker running in a thread; on exit it is asked to stop and must return 0.
+    `after_step(name)` runs on the worker's thread after each delivery step and commit."""
+    with open_worker(settings, classifier=classifier, after_step=after_step) as worker:
         exit_code: list[int] = []
         thread = threading.Thread(target=lambda: exit_code.append(worker.run()), name="worker", daemon=True)
         thread.start()
@@ -124,13 +127,15 @@ def running_worker(settings: Settings, classifier: Classifier) -> Iterator[Threa
     assert exit_code == [0], f"the worker returned {exit_code}"
 
 
-def start_worker_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker_process(
+    settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """`python -m worker run` configured by environment variables, output to `log_path`."""
     log = open(log_path, "ab")  # noqa: SIM115  (handed to the child; closed with the test's tmp dir)
     return subprocess.Popen(
         [sys.executable, *WORKER_COMMAND],
         cwd=REPO,
-        env=worker_env(settings),
+        env={**worker_env(settings), **(extra_env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

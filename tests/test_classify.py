@@ -139,6 +139,7 @@ def test_a_revoked_partition_assigned_again_is_rewound_to_its_first_dropped_fram
     from kafka import TopicPartition  # noqa: PLC0415
 
     from worker.streaming.loop import Worker  # noqa: PLC0415
+    from worker.streaming.transport import RecordReader  # noqa: PLC0415
 
     def entry(partition: int, offset: int) -> Entry:
         tiled = tile_frame(_frame(256, 256, offset=offset), 256)
@@ -150,6 +151,8 @@ def test_a_revoked_partition_assigned_again_is_rewound_to_its_first_dropped_fram
     worker.consumer = _RebalancedConsumer({p0, p2})  # p1 went to another worker
     worker._classifying = None
     worker._paused = set()
+    worker.reader = RecordReader(worker.consumer, open_probe=lambda: None)
+    worker.reader.suspects = {p1}  # a partition paused for an unreadable record, revoked meanwhile
     worker._queue = deque([entry(0, 6), entry(1, 3), entry(0, 7), entry(2, 9)])
     worker._in_flight = Batch([entry(0, 5), entry(1, 2)])
     worker._revoked = [{p0, p1}]
@@ -158,4 +161,5 @@ def test_a_revoked_partition_assigned_again_is_rewound_to_its_first_dropped_fram
     assert worker.consumer.seeks == [(0, 5)]
     assert [e.message.source.offset for e in worker._queue] == [9]  # p2 was not revoked
     assert worker._in_flight.entries == []
+    assert worker.reader.suspects == set()  # the new owner of p1 meets its bad record itself
     assert worker._apply_revocations() == set()  # nothing pending: nothing rewound

@@ -130,17 +130,22 @@ def warm_up(model: Classifier, settings: Settings) -> float:
 
 
 @contextmanager
-def open_worker(settings: Settings, classifier: Classifier | None = None) -> Iterator[Worker]:
+def open_worker(
+    settings: Settings,
+    classifier: Classifier | None = None,
+    after_step: Callable[[str], None] | None = None,
+) -> Iterator[Worker]:
     """Everything the worker needs, opened in order and closed in reverse on exit.
 
-    `classifier` replaces loading MODEL_PATH (tests reuse one loaded model).
+    `classifier` replaces loading MODEL_PATH (tests reuse one loaded model); `after_step`
+    replaces the STEEL_WORKER_FAILPOINT hook (tests stop a database between two steps).
     """
     log.info("worker.starting", settings=settings.describe())
     contracts.check_schemas()
     rules = _alert_rules(settings)  # the file is checked before the slow steps; the classes below
     codecs.require_codecs()
     codecs.install_bounded_decoders(settings.max_decompressed_bytes)
-    after_step = failpoint(os.environ)
+    after_step = after_step or failpoint(os.environ)
     with ExitStack() as stack:
         engine = create_engine(
             settings.database_url.reveal(), connect_args=database_connect_args(settings), hide_parameters=True
