@@ -94,6 +94,35 @@ def test_health_is_ok_only_while_running_or_retrying_with_a_recent_heartbeat() -
     assert not ok and body["state"] == "stalled"
 
 
+def test_a_failing_step_makes_the_worker_unready_at_once_and_not_alive_once_stuck() -> None:
+    """/readyz tells a retried outage at once; /healthz only when one batch has failed for longer
+    than STUCK_AFTER_S, so that an orchestrator restarts a worker that cannot get on."""
+    health = Health(stall_after_s=30, stuck_after_s=0.3)
+    health.tick(RUNNING)
+    assert health.readiness()[0] and health.report()[0]
+    health.failing(
+        "write", "OperationalError: server closed the connection", time.monotonic(), systemic=False
+    )
+    ready, body = health.readiness()
+    assert not ready and body["state"] == RETRYING
+    assert body["failing"]["step"] == "write" and body["failing"]["needs_attention"] is False
+    assert health.report()[0], "alive while it retries"
+    time.sleep(0.4)
+    alive, body = health.report()
+    assert not alive and body["state"] == "stuck" and body["failing"]["for_s"] >= 0.3
+    health.recovered()
+    assert health.readiness()[0] and health.report()[0]
+    assert health.failing_seconds() == 0.0
+
+
+def test_a_fault_of_the_set_up_is_reported_as_needing_attention() -> None:
+    health = Health(stall_after_s=30, stuck_after_s=300)
+    health.tick(RUNNING)
+    health.failing("publish", "TopicAuthorizationFailedError", time.monotonic(), systemic=True)
+    ready, body = health.readiness()
+    assert not ready and body["failing"]["needs_attention"] is True
+
+
 def _get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -119,5 +148,11 @@ def test_server_exposes_metrics_and_health_on_one_port() -> None:
         assert b'steel_worker_dead_lettered_total{reason="corrupt-image"} 1.0' in body
         assert b'steel_worker_consumer_lag{partition="0",topic="mill.frames"} 5.0' in body
         assert b"steel_worker_batch_seconds_bucket" in body
+        assert _get(f"{base}/readyz")[0] == 200
+        health.failing("write", "OperationalError", time.monotonic() - 5, systemic=False)
+        status, body = _get(f"{base}/readyz")
+        assert status == 503 and json.loads(body)["failing"]["step"] == "write"
+        assert _get(f"{base}/healthz")[0] == 200
+        assert b"steel_worker_batch_failing_seconds 5" in _get(f"{base}/metrics")[1]
         assert _get(f"{base}/other")[0] == 404
     assert metrics.value("steel_worker_frames_total") == 2

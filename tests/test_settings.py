@@ -185,3 +185,66 @@ def test_the_readme_settings_rows_match_the_configuration_table() -> None:
     assert len(rows) >= 3, "README.md: expected the main settings table"
     for row in rows:
         assert row in table, f"README.md row differs from configuration_table(): {row}"
+
+
+TLS_KEY_PASSWORD = "tls-key-pa55-ZZZ"
+QUERY_PASSWORD = "query-pa55-WWW"
+
+
+@pytest.mark.parametrize(
+    ("form", "env", "secret"),
+    [
+        ("user-info", {}, DB_PASSWORD),
+        (
+            "query string",
+            {"DATABASE_URL": f"postgresql://steel@db:5432/defects?password={QUERY_PASSWORD}&sslmode=require"},
+            QUERY_PASSWORD,
+        ),
+        (
+            "sslpassword in the query string",
+            {"DATABASE_URL": f"postgresql://steel@db/defects?sslpassword={QUERY_PASSWORD}"},
+            QUERY_PASSWORD,
+        ),
+        ("SASL", {"KAFKA_SASL_PASSWORD": SASL_PASSWORD}, SASL_PASSWORD),
+        ("TLS key", {"KAFKA_SSL_KEY_PASSWORD": TLS_KEY_PASSWORD}, TLS_KEY_PASSWORD),
+    ],
+)
+def test_every_password_form_is_masked_in_the_settings_their_log_and_repr(
+    tmp_path: Path, form: str, env: dict[str, str], secret: str
+) -> None:
+    base = {**REQUIRED_ENV, **_tls_env(tmp_path)}
+    if form == "SASL":
+        base |= {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"}
+        base |= {"KAFKA_SASL_USERNAME": "steel"}
+    settings = s.load_settings({**base, **env}, {})
+    with capture_logs() as captured:
+        structlog.get_logger().info("worker.starting", settings=settings.describe())
+    for text in (repr(settings), str(settings), json.dumps(settings.describe()), repr(captured)):
+        assert secret not in text, form
+    assert "sslmode=require" in settings.describe()["database_url"] or form != "query string"
+
+
+def test_a_database_url_that_does_not_parse_is_masked_whole() -> None:
+    assert s.masked_database_url(s.Secret(f"host=db password={QUERY_PASSWORD}")) == s.MASK
+
+
+def _tls_env(tmp_path: Path) -> dict[str, str]:
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tmp_path / name).write_text("-----BEGIN-----\n")
+    return {
+        "KAFKA_SECURITY_PROTOCOL": "SSL",
+        "KAFKA_SSL_CA_FILE": str(tmp_path / "ca.pem"),
+        "KAFKA_SSL_CERT_FILE": str(tmp_path / "client.pem"),
+        "KAFKA_SSL_KEY_FILE": str(tmp_path / "client.key"),
+    }
+
+
+def test_claim_checks_are_off_by_default_and_their_root_must_be_a_folder(tmp_path: Path) -> None:
+    assert s.load_settings(REQUIRED_ENV, {}).claim_check_root is None
+    assert (
+        s.load_settings({**REQUIRED_ENV, "CLAIM_CHECK_ROOT": str(tmp_path)}, {}).claim_check_root
+        == tmp_path.resolve()
+    )
+    assert s.load_settings({**REQUIRED_ENV, "CLAIM_CHECK_ROOT": "none"}, {}).claim_check_root is None
+    with pytest.raises(ConfigError, match="CLAIM_CHECK_ROOT: expected an existing directory"):
+        s.load_settings({**REQUIRED_ENV, "CLAIM_CHECK_ROOT": str(tmp_path / "missing")}, {})

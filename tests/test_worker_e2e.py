@@ -276,6 +276,32 @@ def test_run_refuses_a_database_without_the_current_schema_and_says_what_to_run(
     assert "run `steel-worker db upgrade`" in error
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://steel:{SECRET}@127.0.0.1:1/defects",
+        f"postgresql://steel@127.0.0.1:1/defects?password={SECRET}",
+    ],
+)
+def test_an_unreachable_database_is_named_without_its_password(
+    broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, url: str
+) -> None:
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("worker.streaming.run_command",))
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("METRICS_PORT", "0")
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        status = cli.main(["run", "--bootstrap", broker.bootstrap_servers, "--model", str(tmp_path / "none")])
+    finally:
+        structlog.reset_defaults()
+        root.handlers, root.level = handlers, level
+    assert status == 2
+    out = capsys.readouterr()
+    assert "is unreachable" in out.err and "127.0.0.1:1/defects" in out.err
+    assert SECRET not in out.err and SECRET not in out.out
+
+
 def test_a_dead_letter_too_large_to_produce_goes_out_without_its_value(broker, make_topic) -> None:
     topic = make_topic("dlq")
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, max_request_size=4000)
