@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-slow lint demo bench clean _install-local
+.PHONY: help venv test test-slow soak lint demo bench clean _install-local
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ test-slow: $(STAMP) ## run the slow and real-data checks (set STEEL_DATA_DIR=../
 
 demo: $(DEMO_STAMP) ## the whole product locally: broker, database, demo model, strips, summary (DEMO_ARGS=...)
 	$(BIN)/steel-worker demo $(DEMO_ARGS)
+
+soak: $(STAMP) ## 30 min of mixed good and bad frames through the worker: 0 lost, 0 twice, memory flat (SOAK_MINUTES=30)
+	SOAK_REPORT=$${SOAK_REPORT:-soak-report.json} $(BIN)/python -m pytest -m slow tests/test_soak.py -s $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check worker tests

@@ -470,8 +470,9 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
     started = time.monotonic()
     with ExitStack() as stack:
         bootstrap, db_url = _start_services(stack, out_dir, say)
+        worker_db_url = _worker_login(db_url, say)
         model_path = _demo_model(options, say)
-        env = worker_environment(os.environ, bootstrap, db_url, model_path, rules_file)
+        env = worker_environment(os.environ, bootstrap, worker_db_url, model_path, rules_file)
         settings = load_settings(env)
         _create_topics(bootstrap, settings)
         worker = WorkerProcess(env, out_dir / "worker.log")
@@ -525,6 +526,33 @@ def _start_services(stack: ExitStack, out_dir: Path, say: Callable[[str], None])
     migrate.upgrade(db_url)
     say(f"database: {where} at {db_url.rsplit('@', 1)[-1]}, migrated to the newest schema")
     return bootstrap, db_url
+
+
+#: The demo's worker connects as this login, a member of `steel_worker` (as at a plant).
+DEMO_WORKER_LOGIN = "steel_demo_worker"
+
+
+def _worker_login(db_url: str, say: Callable[[str], None]) -> str:
+    """The URL the demo's worker uses: a `steel_worker` login with a fresh random password
+    (`steel-worker db create-login`), or `db_url` itself when its user may not create roles."""
+    import secrets  # noqa: PLC0415
+
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    from worker.storage.roles import create_login  # noqa: PLC0415
+
+    password = secrets.token_urlsafe(18)
+    try:
+        create_login(db_url, DEMO_WORKER_LOGIN, "worker", password)
+    except ConfigError as exc:
+        say(f"worker database login: the owner's ({exc}); at a plant, use a steel_worker login")
+        return db_url
+    say(f"worker database login: {DEMO_WORKER_LOGIN} (member of steel_worker, least privilege)")
+    return (
+        make_url(db_url)
+        .set(username=DEMO_WORKER_LOGIN, password=password)
+        .render_as_string(hide_password=False)
+    )
 
 
 def _demo_model(options: DemoOptions, say: Callable[[str], None]) -> Path:
