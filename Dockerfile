@@ -13,8 +13,12 @@ FROM python:3.11-slim
 # wheels; the host needs the NVIDIA driver and the NVIDIA Container Toolkit). cpu: keep it.
 ARG TENSORFLOW=gpu
 
+# MALLOC_ARENA_MAX=2: glibc's per-thread arenas (decode threads, the model thread, Kafka's IO
+# thread) fragment and let the worker's resident memory creep; two arenas keep it flat
+# (docs/reliability.md, measured by the soak).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONPATH=/app \

@@ -231,7 +231,7 @@ def test_surfaces_are_evaluated_apart(writer: StorageWriter, alert_engine: Alert
 def test_concurrent_evaluations_of_one_strip_raise_each_alert_once(
     writer: StorageWriter, engine: sa.Engine
 ) -> None:
-    """Two workers (a rebalance) evaluate the same strip at once: the advisory lock serialises them."""
+    """Two workers (a rebalance) evaluate the same strip at once: the strip's lock row serialises them."""
     results = strip_results("S-RACE", _holes("", 6) + periodic_defects(WORK_ROLL.pitch_m, 14, seed=6))
     writer.write_results(results)
     engines = [AlertEngine(engine, RULES, CATALOGUE) for _ in range(4)]

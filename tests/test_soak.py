@@ -142,7 +142,9 @@ def test_soak_mixed_good_and_bad_frames_lose_nothing_duplicate_nothing_and_keep_
         claim_check_root=str(root),
         **overrides,
     )
-    process = start_worker_process(settings, tmp_path / "worker.log")
+    # As the image runs it (Dockerfile): two malloc arenas keep the resident memory flat.
+    arenas = {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+    process = start_worker_process(settings, tmp_path / "worker.log", arenas)
     try:
         sent = _produce(broker.bootstrap_servers, topics, bad_cases, process, minutes)
     finally:
@@ -179,7 +181,9 @@ def test_soak_mixed_good_and_bad_frames_lose_nothing_duplicate_nothing_and_keep_
         "rss_at_end_mib": round(at_end / 2**20, 1),
         "rss_max_mib": round(max(rss for _, rss in sent.rss) / 2**20, 1),
         "rss_growth": round((at_end - after_warm_up) / after_warm_up, 4),
+        "rss_samples_mib": [[round(t), round(rss / 2**20, 1)] for t, rss in sent.rss],
         "worker_exit_code": exit_code,
+        "malloc_arena_max": arenas["MALLOC_ARENA_MAX"],
         "cpu_avx512": "avx512f" in Path("/proc/cpuinfo").read_text(),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }

@@ -52,6 +52,7 @@ WORKER_DEFAULTS: Mapping[str, str] = {
     "BATCH_MAX_WAIT_MS": "200",
     "TF_CPP_MIN_LOG_LEVEL": "2",
     "TF_ENABLE_ONEDNN_OPTS": "1",  # the kernels the demo model was trained with (worker.demo_model)
+    "MALLOC_ARENA_MAX": "2",  # resident memory stays flat (docs/reliability.md), as in the image
 }
 
 

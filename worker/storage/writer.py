@@ -274,7 +274,9 @@ class StorageWriter:
                 sa.select(detections)
                 .where(detections.c.frame_id.in_(list(same_record)))
                 .order_by(detections.c.frame_id, detections.c.tile_index, detections.c.class_id)
-            )
+            ).all()
+            if {d.class_id for d in stored} - self._class_names.keys():  # a class added since the cache
+                self._reload_classes(conn)
             for d in stored:
                 detections_of[d.frame_id].append(_detection(d, self._class_names))
             for frame_id, row in same_record.items():
@@ -297,12 +299,15 @@ class StorageWriter:
         for row in rows:
             ids[row.frame_id][(row.tile_index, self._class_names[row.class_id])] = row.id
 
+    def _reload_classes(self, conn: sa.Connection) -> None:
+        rows = conn.execute(sa.select(defect_classes.c.id, defect_classes.c.name)).all()
+        self._class_ids = {row.name: row.id for row in rows}
+        self._class_names = {row.id: row.name for row in rows}
+
     def _class_ids_for(self, conn: sa.Connection, names: set[str]) -> Mapping[str, int]:
         """Class name → id, from a cache refreshed when a name is missing; CatalogueError if unknown."""
         if not self._class_names or not names <= self._class_ids.keys():
-            rows = conn.execute(sa.select(defect_classes.c.id, defect_classes.c.name)).all()
-            self._class_ids = {row.name: row.id for row in rows}
-            self._class_names = {row.id: row.name for row in rows}
+            self._reload_classes(conn)
         unknown = sorted(names - self._class_ids.keys())
         if unknown:
             raise CatalogueError(

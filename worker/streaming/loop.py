@@ -241,19 +241,20 @@ class Worker:
         if self._retrying:
             self._pause_all()  # partitions assigned during an outage start paused too
         # A rewound partition's records from this poll lie past its new position: fetched again.
-        messages = [_inbound(r) for r in records if TopicPartition(r.topic, r.partition) not in rewound]
         now = time.monotonic()
+        # Skipped offsets first: a poll's records of a partition lie past the offsets skipped in it.
+        for skipped in unreadable:
+            source = skipped.source
+            if TopicPartition(source.topic, source.partition) not in rewound:
+                self._queue.append(Entry(*_unreadable_entry(skipped), now))
+                self.metrics.skipped_records.inc()
+        messages = [_inbound(r) for r in records if TopicPartition(r.topic, r.partition) not in rewound]
         if messages:
             for message, outcome in zip(messages, self.decoder.decode_all(messages), strict=True):
                 entry = Entry(message, self._tile_or_refusal(message, outcome), now)
                 if not entry.refused:
                     entry.release_value()
                 self._queue.append(entry)
-        for skipped in unreadable:
-            source = skipped.source
-            if TopicPartition(source.topic, source.partition) not in rewound:
-                self._queue.append(Entry(*_unreadable_entry(skipped), now))
-                self.metrics.skipped_records.inc()
         self.health.tick(queued=len(self._queue))
 
     def _poll_failed(self, error: BaseException) -> None:

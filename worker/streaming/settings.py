@@ -262,8 +262,20 @@ OPTIONS: tuple[Option, ...] = (
         "largest size a compressed record batch may decompress to; larger batches are skipped as"
         " unreadable (decompression bombs)",
     ),
-    Option("metrics_host", "METRICS_HOST", _text, "0.0.0.0", "address of the /metrics and /healthz server"),
-    Option("metrics_port", "METRICS_PORT", _port, 9108, "port of /metrics and /healthz; 0 picks a free port"),
+    Option(
+        "metrics_host",
+        "METRICS_HOST",
+        _text,
+        "0.0.0.0",
+        "address of the /metrics, /healthz and /readyz server",
+    ),
+    Option(
+        "metrics_port",
+        "METRICS_PORT",
+        _port,
+        9108,
+        "port of /metrics, /healthz and /readyz; 0 picks a free port",
+    ),
     Option("max_poll_records", "KAFKA_MAX_POLL_RECORDS", _positive_int, 64, "most frames one poll returns"),
     Option("poll_timeout_ms", "KAFKA_POLL_TIMEOUT_MS", _positive_int, 200, "longest wait of one poll"),
     Option(

@@ -74,7 +74,7 @@ def _set_aside(entry: Entry, reason: str, stage: str, detail: str, *, metrics: M
 
 
 class LedgerSink:
-    """ "write": the frames of the batch and their detections (see `StorageWriter.write_results`).
+    """The step `write`: the frames of the batch and their detections (see `StorageWriter.write_results`).
 
     A redelivered frame publishes what is stored; a frame whose id another stored frame holds is
     refused (`duplicate-frame-id`); a frame the database refuses alone is set aside (`unstorable`).
@@ -124,7 +124,7 @@ class LedgerSink:
 
 
 class AlertRulesSink:
-    """ "evaluate": the alert rules over the stored detections of the batch's strips. A rule that
+    """The step `evaluate`: the alert rules over the stored detections of the batch's strips. A rule that
     fails on one strip is logged and counted there (`worker.alerts.engine`); only database faults
     that are not a strip's propagate."""
 
@@ -138,7 +138,7 @@ class AlertRulesSink:
 
 
 class AlertsOutboxSink:
-    """ "publish-alerts": every alert not yet on the alerts topic (`worker.alerts.outbox`)."""
+    """The step `publish-alerts`: every alert not yet on the alerts topic (`worker.alerts.outbox`)."""
 
     name = "publish-alerts"
 
@@ -151,7 +151,7 @@ class AlertsOutboxSink:
 
 
 class OutputSink:
-    """ "publish": one detection message per frame and the dead letters, flushed, each
+    """The step `publish`: one detection message per frame and the dead letters, flushed, each
     acknowledgement checked; entries acknowledged are marked and not sent again on a retry.
 
     A detection message the broker refuses for good (too large, invalid) makes its frame a dead
@@ -178,7 +178,7 @@ class OutputSink:
         self.metrics = metrics
 
     def deliver(self, batch: Batch) -> None:
-        minimal: set[int] = set()  # ids of entries whose dead letter goes out without key/value/headers
+        minimal: set[Entry] = set()  # entries whose dead letter goes out without key, value and headers
         while pending := [e for e in batch.entries if not e.published]:
             refused = self._send_round(pending, minimal)
             if not refused:
@@ -186,13 +186,13 @@ class OutputSink:
             for entry, error in refused:
                 self._refused_for_good(entry, error, minimal)
 
-    def _send_round(self, pending: list[Entry], minimal: set[int]) -> list[tuple[Entry, BaseException]]:
+    def _send_round(self, pending: list[Entry], minimal: set[Entry]) -> list[tuple[Entry, BaseException]]:
         """Send, flush, mark what was acknowledged; the entries refused for good, with why."""
         sent: list[tuple[Entry, Any]] = []
         refused: list[tuple[Entry, BaseException]] = []
         for entry in pending:
             try:
-                sent.append((entry, self._send(entry, minimal=id(entry) in minimal)))
+                sent.append((entry, self._send(entry, minimal=entry in minimal)))
             except Exception as error:  # the producer refused it before sending (e.g. too large)
                 if classify(error) != DATA:
                     raise
@@ -222,13 +222,13 @@ class OutputSink:
         value = contracts.to_json_bytes(contracts.detection_message(entry.result, self.catalogue))
         return self.producer.send(self.detections_topic, key=entry.message.key, value=value)
 
-    def _refused_for_good(self, entry: Entry, error: BaseException, minimal: set[int]) -> None:
+    def _refused_for_good(self, entry: Entry, error: BaseException, minimal: set[Entry]) -> None:
         if not entry.refused:
             detail = f"the broker refused this frame's detection message: {describe(error)}"
             _set_aside(entry, UNDELIVERABLE, PUBLISH, detail, metrics=self.metrics, step=self.name)
             self.metrics.undeliverable.labels(kind="detection").inc()
-        elif id(entry) not in minimal:
-            minimal.add(id(entry))
+        elif entry not in minimal:
+            minimal.add(entry)
         else:
             with message_context(entry.message.source):
                 log.error(
