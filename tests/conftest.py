@@ -14,6 +14,11 @@ PostgreSQL
                                    outages); it is running again when the next test begins.
     private_database_url  test     a fresh migrated database on `private_postgres`.
 
+Models
+    model_dir             session  a real, untrained artefact (input 32) whose thresholds let about
+                                   a fifth of tiles through (`streaming_harness.untrained_model`).
+    classifier            session  `model_dir` loaded once (predict batches of 4 tiles).
+
 Kafka
     broker                session  EmbeddedBroker (Tansu) on 127.0.0.1: `.bootstrap_servers`.
     make_topic            test     make_topic(prefix="test", partitions=1) -> a new topic's name.
@@ -115,6 +120,27 @@ def private_database_url(private_postgres: EmbeddedPostgres) -> Iterator[str]:
         yield url
         if not private_postgres.running:  # the test stopped it: start it to drop the database
             private_postgres.start()
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real, untrained artefact shared by the worker tests (see streaming_harness)."""
+    from streaming_harness import untrained_model  # noqa: PLC0415  (imports the model code)
+
+    return untrained_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def classifier(model_dir: Path) -> Any:
+    """`model_dir` loaded once for the session."""
+    from streaming_harness import loaded_model  # noqa: PLC0415
+
+    return loaded_model(model_dir)
 
 
 # ---------------------------------------------------------------------------------------------

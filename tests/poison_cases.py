@@ -182,6 +182,27 @@ def claim_check_files(root: Path, outside: Path) -> dict[str, str]:
     }
 
 
+def case_names() -> list[str]:
+    """The cases' names, in order, without making their claim-check files (for parametrize)."""
+    return [c.name for c in cases(dict.fromkeys(CLAIM_CHECK_KEYS, "file:///not-made"))]
+
+
+#: The names `claim_check_files` gives its URIs.
+CLAIM_CHECK_KEYS = (
+    "good",
+    "empty",
+    "garbage",
+    "big",
+    "outside",
+    "escape",
+    "zero",
+    "folder",
+    "fifo",
+    "missing",
+    "dotdot",
+)
+
+
 def cases(uris: dict[str, str]) -> list[Case]:  # noqa: PLR0915  (one table)
     """Every case, in publication order (claim-check URIs from `claim_check_files`)."""
     png = png_bytes(grey_image(256, 256, seed=5))

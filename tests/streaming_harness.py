@@ -247,6 +247,14 @@ def detection_rows(database_url: str) -> list[tuple[str, int, str, float, float]
         engine.dispose()
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process `pid`, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
 def wait_until(
     condition: Callable[[], Any], timeout_s: float, what: str | Callable[[], str], every_s: float = 0.2
 ) -> None:

@@ -8,15 +8,14 @@ import json
 import time
 from pathlib import Path
 
-import pytest
 from frames import make_meta
 from kafka import KafkaProducer
 from streaming_harness import (
     committed_offsets,
     make_topics,
     read_topic,
+    rss_bytes,
     start_worker_process,
-    untrained_model,
     wait_until,
     worker_settings,
 )
@@ -25,18 +24,6 @@ from worker.streaming import contracts
 
 FLOOD = 10_000
 WARM_UP = 2_000
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return untrained_model(tmp_path_factory)
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for process {pid}")
 
 
 def _garbage(i: int) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
@@ -74,26 +61,26 @@ def test_ten_thousand_refusals_are_all_dead_lettered_and_committed_with_memory_f
             lambda: "the warm-up committed; log:\n" + "\n".join(log_path.read_text().splitlines()[-20:]),
         )
         time.sleep(1)
-        after_warm_up = _rss_bytes(process.pid)
+        after_warm_up = rss_bytes(process.pid)
         peak = after_warm_up
         sent = []
         for i in range(WARM_UP, FLOOD):
             key, value, headers = _garbage(i)
             sent.append(producer.send(topics.frames, value, key=key, headers=headers))
             if i % 500 == 0:
-                peak = max(peak, _rss_bytes(process.pid))
+                peak = max(peak, rss_bytes(process.pid))
         producer.flush(60)
         assert [future.get(timeout=30).offset for future in sent] == list(range(WARM_UP, FLOOD))
         end = {0: FLOOD}  # (not end_offsets: Tansu's answer lags behind batches of several records)
 
         def done() -> bool:
             nonlocal peak
-            peak = max(peak, _rss_bytes(process.pid))
+            peak = max(peak, rss_bytes(process.pid))
             return committed_offsets(broker.bootstrap_servers, topics.group, topics.frames) == end
 
         wait_until(done, 300, "every refused message committed", every_s=1.0)
         time.sleep(1)
-        at_end = _rss_bytes(process.pid)
+        at_end = rss_bytes(process.pid)
         assert process.poll() is None, "the worker stopped"
     finally:
         producer.close()

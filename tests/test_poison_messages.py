@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from kafka import KafkaProducer
-from poison_cases import PROCESSED, WORKER_OVERRIDES, Case, cases, claim_check_files
+from poison_cases import PROCESSED, WORKER_OVERRIDES, Case, case_names, cases, claim_check_files
 from poison_records import publish_compressed, publish_poison
 from sqlalchemy.engine import make_url
 from streaming_harness import (
@@ -27,10 +27,8 @@ from streaming_harness import (
     committed_offsets,
     end_offsets,
     frame_messages,
-    loaded_model,
     read_topic,
     running_worker,
-    untrained_model,
     wait_until,
     worker_settings,
 )
@@ -44,16 +42,6 @@ from worker.streaming import contracts
 from worker.streaming import refusals as r
 
 SCALE = 8_000_000  # the test producer's max request size: the 1.5 MB frames and 100 KB keys fit
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return untrained_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def classifier(model_dir: Path) -> Classifier:
-    return loaded_model(model_dir)
 
 
 @dataclass(frozen=True)
@@ -198,23 +186,7 @@ def _case(run: PoisonRun, name: str) -> Published:
     return next(p for p in run.published if p.case.name == name)
 
 
-URI_KEYS = (
-    "good",
-    "empty",
-    "garbage",
-    "big",
-    "outside",
-    "escape",
-    "zero",
-    "folder",
-    "fifo",
-    "missing",
-    "dotdot",
-)
-CASE_NAMES = [c.name for c in cases(dict.fromkeys(URI_KEYS, "file:///x"))]
-
-
-@pytest.mark.parametrize("name", CASE_NAMES)
+@pytest.mark.parametrize("name", case_names())
 def test_each_case_is_dead_lettered_with_its_reason_or_processed(poison_run: PoisonRun, name: str) -> None:
     published = _case(poison_run, name)
     case = published.case

@@ -10,32 +10,19 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 from streaming_harness import (
     detection_rows,
     frame_messages,
     ledger,
-    loaded_model,
     make_topics,
     publish,
     read_topic,
     running_worker,
-    untrained_model,
     wait_until,
     worker_settings,
 )
 
 from worker.model.artefact import Classifier, load_classifier
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return untrained_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def classifier(model_dir: Path) -> Classifier:
-    return loaded_model(model_dir)
 
 
 def test_a_redelivered_stream_writes_nothing_new_and_republishes_what_is_stored(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from streaming_harness import loaded_model, make_topics, untrained_model, worker_settings
+from streaming_harness import make_topics, worker_settings
 from structlog.testing import capture_logs
 
 from worker.errors import ConfigError
@@ -17,16 +17,6 @@ from worker.infra import InfrastructureError
 from worker.model.artefact import Classifier
 from worker.storage.engine import create_engine
 from worker.streaming.service import database_connect_args, failpoint, open_worker
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return untrained_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def classifier(model_dir: Path) -> Classifier:
-    return loaded_model(model_dir)
 
 
 def test_the_workers_database_sessions_carry_its_timeouts(

@@ -31,8 +31,8 @@ from streaming_harness import (
     ledger,
     make_topics,
     read_topic,
+    rss_bytes,
     start_worker_process,
-    untrained_model,
     wait_until,
     worker_settings,
 )
@@ -46,18 +46,6 @@ BAD_EVERY = 5  # one message in five is bad
 SAMPLE_EVERY_S = 20.0
 WARM_UP_S = 180.0
 FRAMES_PER_COIL = 6000  # two strips at a time, 3000 frames of 0.256 m each
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return untrained_model(tmp_path_factory)
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for process {pid}")
 
 
 @dataclass
@@ -99,7 +87,7 @@ def _produce(
             if now - started >= minutes * 60:
                 break
             if now >= next_sample:
-                sent.rss.append((now - started, _rss_bytes(process.pid)))
+                sent.rss.append((now - started, rss_bytes(process.pid)))
                 next_sample = now + SAMPLE_EVERY_S
                 assert process.poll() is None, "the worker stopped"
             if n % BAD_EVERY == 0:
@@ -117,7 +105,7 @@ def _produce(
         wait_until(
             lambda: _committed(bootstrap, topics) == sent.total, 300, "every message committed", every_s=1.0
         )
-        sent.rss.append((time.monotonic() - started, _rss_bytes(process.pid)))
+        sent.rss.append((time.monotonic() - started, rss_bytes(process.pid)))
     finally:
         producer.close()
     return sent

@@ -33,12 +33,10 @@ from streaming_harness import (
     detection_rows,
     end_offsets,
     ledger,
-    loaded_model,
     make_topics,
     publish,
     read_topic,
     running_worker,
-    untrained_model,
     wait_until,
     worker_settings,
 )
@@ -72,16 +70,6 @@ STRIP = "S-DENSE"
 # 20 m apart, hold 2 each: no cluster. Later batches see the cluster again and raise nothing new.
 CLUSTER_M = (1.0, 1.128, 1.256)
 SPARSE_M = (20.0, 40.0, 60.0, 80.0)
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return untrained_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def classifier(model_dir: Path) -> Classifier:
-    return loaded_model(model_dir)
 
 
 @pytest.fixture

@@ -26,12 +26,10 @@ from streaming_harness import (
     end_offsets,
     frame_messages,
     ledger,
-    loaded_model,
     make_topics,
     publish,
     read_topic,
     running_worker,
-    untrained_model,
     wait_until,
     worker_settings,
 )
@@ -47,16 +45,6 @@ from worker.streaming.settings import HEADER_ROOM_BYTES
 
 LIMITS = d.DecodeLimits(max_frame_bytes=300_000, max_frame_pixels=2_000_000)
 SECRET = "pa55-SeCrEt-word"
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return untrained_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def classifier(model_dir: Path) -> Classifier:
-    return loaded_model(model_dir)
 
 
 def _expected_detections(

@@ -12,35 +12,22 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import pytest
 from streaming_harness import (
     committed_offsets,
     end_offsets,
     frame_messages,
     ledger,
-    loaded_model,
     make_topics,
     publish,
     read_topic,
     running_worker,
     start_worker_process,
-    untrained_model,
     wait_until,
     worker_settings,
 )
 
 from worker.model.artefact import Classifier, load_classifier
 from worker.streaming.observability import RETRYING
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return untrained_model(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def classifier(model_dir: Path) -> Classifier:
-    return loaded_model(model_dir)
 
 
 def _assert_exactly_once(database_url: str, bootstrap: str, topics, frame_ids: list[str]) -> None:
