@@ -70,10 +70,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the installation
     lz4 = None
 
-try:
-    import xxhash
-except ImportError:
-    xxhash = None
+import xxhash  # a dependency (pyproject.toml): kafka-python's lz4 framing of 0.8/0.9 brokers
 
 __all__ = [
     "CHUNK_BYTES",
@@ -249,8 +246,6 @@ def lz4_decode(payload: Payload, limit: int) -> bytes:
 def lz4_decode_old_kafka(payload: Payload, limit: int) -> bytes:
     """`kafka.codec.lz4_decode_old_kafka` (0.8/0.9 brokers' wrong header checksum), bounded."""
     _check_limit(limit)
-    if xxhash is None:
-        raise RuntimeError("pip install xxhash for lz4 encoding with 0.8/0.9 brokers")
     data = bytes(payload)
     header_size = 7
     if (data[4] >> 3) & 1:  # content-size flag
