@@ -3,10 +3,14 @@
 #   docker build -t steel-worker:0.1.0 .                       # GPU build (TensorFlow with CUDA)
 #   docker build --build-arg TENSORFLOW=cpu -t steel-worker:0.1.0-cpu .
 #
-# The code reads its message contracts (schemas/) and migrations (migrations/, alembic.ini) from
-# the project folder next to the `worker` package, so the whole project is copied to /app and /app
-# is first on PYTHONPATH: `import worker` resolves to /app/worker whatever the working directory,
-# and `pip install .` supplies the dependencies and the `steel-worker` command.
+# The image installs the project as a wheel: the package carries its message contracts (schemas/),
+# migrations and default alert rules inside it (worker.core.resources), so nothing depends on the
+# working directory or on PYTHONPATH. The source is built in a first stage and not kept.
+FROM python:3.11-slim AS wheel
+WORKDIR /src
+COPY . /src
+RUN pip wheel --no-cache-dir --no-deps -w /wheels /src
+
 FROM python:3.11-slim
 
 # gpu: replace tensorflow-cpu by the same version of tensorflow[and-cuda] (CUDA and cuDNN come as
@@ -21,25 +25,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MALLOC_ARENA_MAX=2 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONPATH=/app \
     KERAS_HOME=/tmp/keras
 
 WORKDIR /app
-COPY . /app
+COPY --from=wheel /wheels /wheels
 
 RUN set -eux; \
-    pip install .; \
+    pip install /wheels/steel_worker-*.whl; \
+    rm -rf /wheels; \
     if [ "$TENSORFLOW" = "gpu" ] && pip show tensorflow-cpu > /dev/null 2>&1; then \
         version="$(pip show tensorflow-cpu | sed -n 's/^Version: //p')"; \
         pip uninstall -y tensorflow-cpu; \
         pip install "tensorflow[and-cuda]==${version}"; \
     fi; \
-    test -f /app/schemas/frame-meta.v1.json; \
-    test -f /app/migrations/env.py; \
-    test -f /app/alembic.ini; \
-    python -c "import worker.streaming.contracts as c, worker.storage.migrate as m; \
-assert c.SCHEMAS_DIR == __import__('pathlib').Path('/app/schemas'), c.SCHEMAS_DIR; \
-assert m.MIGRATIONS_DIR == __import__('pathlib').Path('/app/migrations'), m.MIGRATIONS_DIR"; \
+    cd /; python -c "import sysconfig, worker.core.contracts as c, worker.storage.migrate as m; \
+site = sysconfig.get_paths()['purelib']; \
+assert str(c.SCHEMAS_DIR).startswith(site) and (c.SCHEMAS_DIR / 'frame-meta.v1.json').is_file(), c.SCHEMAS_DIR; \
+assert str(m.MIGRATIONS_DIR).startswith(site) and (m.MIGRATIONS_DIR / 'env.py').is_file(), m.MIGRATIONS_DIR"; \
     useradd --system --uid 10001 --home-dir /app --no-create-home steel
 
 USER steel

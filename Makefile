@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-slow soak lint demo bench clean _install-local
+.PHONY: help venv test pytest test-slow soak lint fmt demo bench clean _install-local
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,7 +35,12 @@ _install-local:
 
 venv: $(STAMP) ## create .venv and install the project with its test extras
 
-test: $(STAMP) ## run the default test suite (real broker, real PostgreSQL, real model)
+# What CI checks (.ci/run): lint, format, types, then the default test suite.
+CODE := worker tests bench scripts migrations
+
+test: lint pytest ## lint, format and type checks, then the default test suite (real broker, PostgreSQL, model)
+
+pytest: $(STAMP) ## the default test suite alone (PYTEST_ARGS="-k name -x" to narrow it)
 	$(BIN)/python -m pytest -m "not slow and not realdata" $(PYTEST_ARGS)
 
 test-slow: $(STAMP) ## run the slow and real-data checks (set STEEL_DATA_DIR=../shared/data)
@@ -47,9 +52,14 @@ demo: $(DEMO_STAMP) ## the whole product locally: broker, database, demo model, 
 soak: $(STAMP) ## 30 min of mixed good and bad frames through the worker: 0 lost, 0 twice, memory flat (SOAK_MINUTES=30)
 	SOAK_REPORT=$${SOAK_REPORT:-soak-report.json} $(BIN)/python -m pytest -m slow tests/test_soak.py -s $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff and mypy
-	$(BIN)/ruff check worker tests
-	$(BIN)/mypy worker
+lint: $(STAMP) ## ruff (lint and format check) and mypy; `make fmt` fixes what it can
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/mypy worker bench scripts
+
+fmt: $(STAMP) ## format the code and apply ruff's safe fixes
+	$(BIN)/ruff format $(CODE)
+	$(BIN)/ruff check --fix $(CODE)
 
 bench: $(STAMP) ## throughput: bare model vs the worker end to end, rules on and off (BENCH_ARGS="--repeat 3")
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)

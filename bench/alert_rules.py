@@ -23,12 +23,12 @@ import structlog
 
 from worker.alerts.config import load_rules
 from worker.alerts.stage import AlertStage
-from worker.catalogue import load_catalogue
+from worker.core.catalogue import load_catalogue
+from worker.core.records import Detection, FrameMeta, FrameResult, KafkaCoordinates
 from worker.infra.postgres import fresh_database
 from worker.storage import migrate
 from worker.storage.engine import create_engine
 from worker.storage.writer import StorageWriter
-from worker.streaming.records import Detection, FrameMeta, FrameResult, KafkaCoordinates
 
 FRAME_M = 0.256  # 256 rows at 1 mm/px
 LANES = 7

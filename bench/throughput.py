@@ -4,8 +4,9 @@
 
 Measures, with the same loaded model and the same tiles:
 
-(a) bare model: `Classifier.predict` on the pre-decoded tiles (a uint8 array), in batches of
-    BATCH_TILES, as the worker calls it — the model's own pre-processing included;
+(a) bare model: `Inferencer.forward` (`worker.inference`, the worker's own path) on the
+    pre-decoded tiles (a uint8 array), in batches of BATCH_TILES, as the worker calls it — the
+    model's own pre-processing included;
 (b) the worker end to end with the alert rules on (config/alert-rules.yaml): the frames (PNG,
     synthetic 1600×256 strips from `worker.datasets.synthetic`) are published to a fresh frames
     topic first; the clock runs from the worker's first poll that returns frames to the moment
@@ -53,19 +54,20 @@ import sqlalchemy as sa
 from kafka import KafkaProducer
 from tqdm import tqdm
 
-from worker.catalogue import load_catalogue
+from worker.core import contracts
+from worker.core.catalogue import load_catalogue
+from worker.core.records import FrameMeta
+from worker.core.tiling import tile_count
 from worker.datasets.synthetic import SyntheticFrameGenerator
+from worker.inference import DEFAULT_TILE, Inferencer
 from worker.infra.broker import EmbeddedBroker, create_topics
 from worker.infra.postgres import EmbeddedPostgres, fresh_database
-from worker.model.artefact import Classifier, create_untrained_artefact, load_classifier
+from worker.model.artefact import Classifier, create_untrained_artefact
 from worker.storage import migrate
 from worker.storage.engine import create_engine
-from worker.streaming import contracts
 from worker.streaming.observability import configure_logging
-from worker.streaming.records import FrameMeta
 from worker.streaming.service import open_worker
 from worker.streaming.settings import ALERT_RULES_OFF, OPTIONS, Settings, load_settings
-from worker.tiling import cut_tiles, pad_to_tile, tile_windows
 
 FRAME_ROWS, FRAME_COLUMNS = 256, 1600  # the simulator's frames: 7 tiles of 256 across
 MM_PER_PX = 1.0
@@ -76,10 +78,18 @@ DEFAULTS = {o.field: o.default for o in OPTIONS}
 
 @dataclass(frozen=True)
 class Frames:
-    """The benchmark's frames: Kafka records (key, PNG value, headers) and their tiles, decoded."""
+    """The benchmark's frames: Kafka records (key, PNG value, headers) and their images, decoded."""
 
     records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
-    tiles: np.ndarray  # (n, 256, 256) uint8, every tile of every frame, in order
+    images: list[np.ndarray]  # (FRAME_ROWS, FRAME_COLUMNS) uint8 each, in order
+
+    @property
+    def tile_total(self) -> int:
+        return sum(tile_count(image.shape[0], image.shape[1], DEFAULT_TILE) for image in self.images)
+
+    def tiles(self, inferencer: Inferencer) -> np.ndarray:
+        """Every tile of every frame, in order, cut as the worker cuts them."""
+        return np.concatenate([inferencer.pre_process(image).pixels for image in self.images])
 
 
 @dataclass(frozen=True)
@@ -101,9 +111,8 @@ def make_frames(tiles: int, strips: int, seed: int) -> Frames:
     """Enough synthetic frames for `tiles` tiles, PNG-encoded, strips taking turns (each strip's
     frames back to back along it)."""
     generator = SyntheticFrameGenerator(seed, FRAME_ROWS, FRAME_COLUMNS)
-    windows = tile_windows(FRAME_ROWS, FRAME_COLUMNS, 256)
-    count = math.ceil(tiles / len(windows))
-    records, pixels = [], []
+    count = math.ceil(tiles / tile_count(FRAME_ROWS, FRAME_COLUMNS, DEFAULT_TILE))
+    records, images = [], []
     for i in tqdm(range(count), desc="frames", unit="frame", leave=False):
         image = generator.next_frame().image
         strip, k = f"B-{i % strips:02d}", i // strips
@@ -122,20 +131,21 @@ def make_frames(tiles: int, strips: int, seed: int) -> Frames:
         ok, png = cv2.imencode(".png", image)
         assert ok
         records.append((strip.encode(), png.tobytes(), contracts.frame_headers(meta, contracts.PNG)))
-        pixels.append(cut_tiles(pad_to_tile(image, 256), windows))
-    return Frames(records, np.concatenate(pixels))
+        images.append(image)
+    return Frames(records, images)
 
 
 def bench_model(
-    model_arg: Path | None, input_size: int, batch_tiles: int, tiles: np.ndarray, workdir: Path
-) -> Classifier:
+    model_arg: Path | None, input_size: int, batch_tiles: int, frames: Frames, workdir: Path
+) -> Inferencer:
     """The model to measure: `--model DIR`, or an untrained ResNet50 with thresholds at each
-    class's DETECTION_QUANTILE score on `tiles` (re-tuned thresholds keep the version)."""
+    class's DETECTION_QUANTILE score on the frames' tiles (re-tuned thresholds keep the version)."""
     if model_arg is not None:
-        return load_classifier(model_arg, batch_tiles)
+        return Inferencer.load_model(model_arg, batch_size=batch_tiles)
     out = workdir / "model"
     create_untrained_artefact(out, load_catalogue(), input_size=input_size, seed=0)
-    scores = load_classifier(out, batch_tiles).predict(tiles)
+    untuned = Inferencer.load_model(out, batch_size=batch_tiles)
+    scores = untuned.forward(frames.tiles(untuned))
     meta_path = out / "model.json"
     meta = json.loads(meta_path.read_text())
     meta["thresholds"] = {
@@ -143,16 +153,14 @@ def bench_model(
         for c, name in enumerate(meta["thresholds"])
     }
     meta_path.write_text(json.dumps(meta, indent=2))
-    return load_classifier(out, batch_tiles)
+    return Inferencer.load_model(out, batch_size=batch_tiles)
 
 
-def bare_model(classifier: Classifier, tiles: np.ndarray) -> float:
-    """(a): tiles/s of `Classifier.predict` on the decoded tiles, warmed up as the worker warms it
-    up (a full batch and a single tile: TensorFlow then has one function for every batch size)."""
-    for n in (classifier.batch_size, 1):
-        classifier.predict(tiles[:n])
+def bare_model(inferencer: Inferencer, tiles: np.ndarray, batch_tiles: int) -> float:
+    """(a): tiles/s of `Inferencer.forward` on the decoded tiles, after the worker's warm-up."""
+    inferencer.warm_up(batch_tiles)
     started = time.perf_counter()
-    classifier.predict(tiles)
+    inferencer.forward(tiles)
     return len(tiles) / (time.perf_counter() - started)
 
 
@@ -214,7 +222,7 @@ def worker_run(
             engine.dispose()
     if written != len(frames.records):
         raise RuntimeError(f"worker run: expected {len(frames.records)} ledger rows, found {written}")
-    return WorkerRun(len(frames.tiles), written, seconds, detections, alerts, batches, model_seconds)
+    return WorkerRun(frames.tile_total, written, seconds, detections, alerts, batches, model_seconds)
 
 
 def _timed_worker(settings: Settings, classifier: Classifier, frames: int) -> tuple[float, int, float]:
@@ -300,15 +308,18 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[WorkerRun]] = {"on": [], "off": []}
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
-        classifier = bench_model(args.model, args.input_size, args.batch_tiles, frames.tiles, workdir)
-        bare_model(classifier, frames.tiles)  # an untimed pass first
+        inferencer = bench_model(args.model, args.input_size, args.batch_tiles, frames, workdir)
+        classifier = inferencer.classifier
+        assert isinstance(classifier, Classifier)  # the worker runs below load the same object
+        tiles = frames.tiles(inferencer)
+        bare_model(inferencer, tiles, args.batch_tiles)  # an untimed pass first
         broker = stack.enter_context(EmbeddedBroker())
         server_url = stack.enter_context(database_server())
         for round_ in range(args.repeat):
             print(f"round {round_ + 1}/{args.repeat}", file=sys.stderr)
             modes = ("on", "off") if round_ % 2 == 0 else ("off", "on")  # no order favoured
             for mode in modes:
-                bare_runs[mode].append(bare_model(classifier, frames.tiles))
+                bare_runs[mode].append(bare_model(inferencer, tiles, args.batch_tiles))
                 extra = (
                     dict(worker_settings)
                     if mode == "on"
@@ -330,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     busy = {m: statistics.median(r.model_seconds / r.seconds for r in runs[m]) for m in runs}
     print(
         f"model: {classifier.backbone} input {classifier.input_size}, version {classifier.version[:12]}; "
-        f"{len(frames.tiles)} tiles in {len(frames.records)} PNG frames of {FRAME_COLUMNS}x{FRAME_ROWS}; "
+        f"{frames.tile_total} tiles in {len(frames.records)} PNG frames of {FRAME_COLUMNS}x{FRAME_ROWS}; "
         f"BATCH_TILES {args.batch_tiles}, BATCH_MAX_WAIT_MS {args.batch_max_wait_ms}; "
         f"{args.repeat} round(s), medians"
     )

@@ -15,7 +15,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 from worker.storage.engine import create_engine, normalize_url
 from worker.storage.tables import metadata
 

@@ -19,14 +19,16 @@ import sys
 from pathlib import Path
 
 from worker.cli import main as cli_main
+from worker.core.errors import DatasetError
 from worker.datasets.severstal import DEFAULT_CLASS_MAP
-from worker.errors import DatasetError
-from worker.model.artefact import load_classifier
+from worker.inference import Inferencer
 from worker.model.predict_command import predict_images
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", type=Path, required=True, help="model artefact directory")
     parser.add_argument("--source", type=Path, required=True, help="folder with labels.csv and images/")
     parser.add_argument("--out", type=Path, required=True, help="report directory")
@@ -37,10 +39,10 @@ def main() -> int:
         raise DatasetError(f"{labels_path} is missing; expected ImageId,c1,c2,c3,c4,defect_free")
     with open(labels_path, newline="", encoding="utf-8") as f:
         frames = list(csv.DictReader(f))
-    classifier = load_classifier(args.model)
-    names = classifier.catalogue.names
+    inferencer = Inferencer.load_model(args.model)
+    names = inferencer.catalogue.names
     class_map = {f"c{cid}": name for cid, name in DEFAULT_CLASS_MAP.items() if name in names}
-    rows = predict_images(classifier, [args.source / "images" / r["ImageId"] for r in frames], tile=256)
+    rows = predict_images(inferencer, [args.source / "images" / r["ImageId"] for r in frames])
 
     best: dict[str, dict[str, float]] = {}
     for row in rows:
@@ -51,18 +53,26 @@ def main() -> int:
     scores_csv = args.out / "frame-scores.csv"
     with open(scores_csv, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["frame", *(f"label_{n}" for n in class_map.values()), *(f"score_{n}" for n in class_map.values())])
+        writer.writerow(
+            [
+                "frame",
+                *(f"label_{n}" for n in class_map.values()),
+                *(f"score_{n}" for n in class_map.values()),
+            ]
+        )
         for r in frames:
-            writer.writerow([
-                r["ImageId"],
-                *(int(r[column]) for column in class_map),
-                *(f"{best[r['ImageId']][n]:.6f}" for n in class_map.values()),
-            ])
-    thresholds = ",".join(
-        f"{n}={classifier.thresholds[names.index(n)]:.4f}" for n in class_map.values()
-    )
+            writer.writerow(
+                [
+                    r["ImageId"],
+                    *(int(r[column]) for column in class_map),
+                    *(f"{best[r['ImageId']][n]:.6f}" for n in class_map.values()),
+                ]
+            )
+    thresholds = ",".join(f"{n}={inferencer.thresholds[names.index(n)]:.4f}" for n in class_map.values())
     print(f"{len(frames)} frames, {len(rows)} tiles; scores in {scores_csv}", file=sys.stderr)
-    return cli_main(["evaluate", "--scores", str(scores_csv), "--thresholds", thresholds, "--out", str(args.out)])
+    return cli_main(
+        ["evaluate", "--scores", str(scores_csv), "--thresholds", thresholds, "--out", str(args.out)]
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Generates `--frames` synthetic 256×1600 frames (their own seed, so none was trained on), cuts
 them as the worker does, classifies every tile with the artefact's thresholds and prints what the
-demo prints at its end (`worker.demo_quality`): defective tiles found with the right class, clean
+demo prints at its end (`worker.demo.quality`): defective tiles found with the right class, clean
 tiles flagged, defective tiles with exactly their classes, per-class recall and false alarms. With
 `--scale`, also the same measure at the thresholds multiplied by each factor (to see the margin):
 
@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from worker.core.errors import SteelWorkerError
 from worker.datasets.synthetic import SyntheticFrameGenerator
-from worker.demo_quality import QualityReport, measure_quality, tile_truth
-from worker.errors import SteelWorkerError
-from worker.model.artefact import load_classifier
-from worker.tiling import cut_tiles, tile_windows
+from worker.demo.quality import QualityReport, measure_quality, tile_truth
+from worker.inference import Inferencer
 
 TILE = 256
 
@@ -40,22 +39,21 @@ def main() -> int:
     if args.frames < 1:
         parser.error(f"--frames: expected at least 1, received {args.frames}")
     try:
-        classifier = load_classifier(args.model)
+        inferencer = Inferencer.load_model(args.model, tile_size=TILE)
     except SteelWorkerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    names = list(classifier.catalogue.names)
+    names = list(inferencer.catalogue.names)
     generator = SyntheticFrameGenerator(args.seed, TILE, 1600, args.defect_rate)
-    windows = tile_windows(TILE, 1600, TILE)
     truth: dict[str, tuple[frozenset[str], ...]] = {}
     tiles = []
     for n in range(args.frames):
         frame = generator.next_frame()
         truth[f"f{n}"] = tile_truth(frame.masks, TILE)
-        tiles.extend(cut_tiles(frame.image, windows))
-    scores = classifier.predict(np.stack(tiles))
-    thresholds = np.asarray(classifier.thresholds, dtype=float)
-    print(f"model {classifier.version[:12]}: {args.frames} frames, {len(tiles)} tiles, seed {args.seed}")
+        tiles.append(inferencer.pre_process(frame.image).pixels)
+    scores = inferencer.forward(np.concatenate(tiles))
+    thresholds = inferencer.thresholds
+    print(f"model {inferencer.version[:12]}: {args.frames} frames, {len(scores)} tiles, seed {args.seed}")
     for factor in [1.0, *args.scale]:
         report = _score(truth, scores, thresholds * factor, names)
         print(f"\nthresholds {dict(zip(names, np.round(thresholds * factor, 3).tolist(), strict=True))}")

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from worker.alerts.rules import StripDetection
-from worker.catalogue import load_catalogue
+from worker.core.catalogue import load_catalogue
+from worker.core.records import Detection, FrameMeta, FrameResult, KafkaCoordinates
 from worker.storage.writer import StorageWriter
-from worker.streaming.records import Detection, FrameMeta, FrameResult, KafkaCoordinates
 
 MODEL = "b" * 64
 T0 = datetime(2026, 3, 2, 5, 0, tzinfo=UTC)

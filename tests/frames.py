@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 import cv2
 import numpy as np
 
-from worker.streaming import contracts
+from worker.core import contracts
+from worker.core.records import FrameMeta, KafkaCoordinates
 from worker.streaming.decode import InboundMessage
-from worker.streaming.records import FrameMeta, KafkaCoordinates
 
 
 def make_meta(

@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from worker.catalogue import Catalogue, load_catalogue
-from worker.tileset import TileSetWriter
+from worker.core.catalogue import Catalogue, load_catalogue
+from worker.core.tileset import TileSetWriter
 
 
 def draw_tile(classes: set[str], size: int, rng: np.random.Generator) -> np.ndarray:

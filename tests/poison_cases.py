@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 from frames import grey_image, jpeg_bytes, make_meta, png_bytes
 
-from worker.streaming import contracts
-from worker.streaming import refusals as r
+from worker.core import contracts
+from worker.core import refusals as r
 from worker.streaming.decode import DecodeLimits
 
 PROCESSED = "processed"

@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from frames import frame_record, grey_image, make_meta
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from worker.core import contracts
 from worker.model.artefact import Classifier
-from worker.streaming import contracts
 from worker.streaming.loop import Worker
 from worker.streaming.service import open_worker
 from worker.streaming.settings import Settings, load_settings
@@ -280,7 +280,7 @@ def untrained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     in model.json keeps the weights and therefore the version."""
     if "dir" in _MODEL:
         return Path(_MODEL["dir"])
-    from worker.catalogue import load_catalogue  # noqa: PLC0415
+    from worker.core.catalogue import load_catalogue  # noqa: PLC0415
     from worker.model.artefact import create_untrained_artefact, load_classifier  # noqa: PLC0415
 
     out = tmp_path_factory.mktemp("model")

@@ -42,8 +42,8 @@ from worker.alerts.rules import (
     periodic_findings,
     severe_findings,
 )
-from worker.catalogue import load_catalogue
-from worker.errors import ConfigError
+from worker.core.catalogue import load_catalogue
+from worker.core.errors import ConfigError
 
 RULES = load_rules()
 ROLL_MARKS = RULES.rule("roll-marks")

@@ -35,12 +35,12 @@ from worker.alerts.config import AlertRules, Cooldown, DensityRule, PeriodicRule
 from worker.alerts.engine import AlertEngine, dedup_key
 from worker.alerts.outbox import publish_pending
 from worker.alerts.stage import AlertStage
-from worker.catalogue import load_catalogue
 from worker.cli import main
-from worker.errors import ConfigError
+from worker.core import contracts
+from worker.core.catalogue import load_catalogue
+from worker.core.errors import ConfigError
 from worker.infra.broker import EmbeddedBroker
 from worker.storage.writer import StorageWriter
-from worker.streaming import contracts
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOGUE = load_catalogue()
@@ -336,7 +336,7 @@ CRASHING_WORKER = textwrap.dedent(
     from alert_strips import periodic_defects, register, strip_results
     from worker.alerts.config import load_rules
     from worker.alerts.stage import AlertStage
-    from worker.catalogue import load_catalogue
+    from worker.core.catalogue import load_catalogue
     from worker.storage.engine import create_engine
     from worker.storage.writer import StorageWriter
 

@@ -25,7 +25,7 @@ from sqlalchemy.exc import ProgrammingError
 from worker.alerts.config import load_rules
 from worker.alerts.engine import AlertEngine
 from worker.alerts.store import acknowledge
-from worker.catalogue import load_catalogue
+from worker.core.catalogue import load_catalogue
 from worker.infra.postgres import fresh_database
 from worker.storage import migrate
 from worker.storage.engine import create_engine

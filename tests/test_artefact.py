@@ -12,8 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from worker.catalogue import Catalogue, load_catalogue
-from worker.errors import DatasetError, ModelError
+from worker.core.catalogue import Catalogue, load_catalogue
+from worker.core.errors import DatasetError, ModelError
+from worker.inference import Inferencer
 from worker.model.artefact import (
     META_FILE,
     WEIGHTS_FILE,
@@ -96,8 +97,10 @@ def test_predict_handles_empty_input_and_refuses_non_uint8(loaded) -> None:  # t
 
 
 def test_thresholds_decide_per_class(loaded) -> None:  # type: ignore[no-untyped-def]
-    decided = loaded.decide(np.array([[0.3, 0.49, 0.71]]))
-    assert decided.tolist() == [[True, False, True]]
+    decided = Inferencer(loaded, tile_size=SIZE).post_process(
+        np.array([[0.3, 0.49, 0.71], [0.3, np.nan, 1.0]])
+    )
+    assert decided.tolist() == [[True, False, True], [True, False, True]]
 
 
 def _copy(saved_dir: Path, tmp_path: Path) -> Path:
@@ -250,7 +253,7 @@ def test_imagenet_weights_missing_or_unfitting_are_model_errors(tmp_path: Path) 
 
 
 def test_warm_up_leaves_predictions_unchanged(saved, loaded) -> None:  # type: ignore[no-untyped-def]
-    """warm_up() only compiles: later predictions are still the saved model's."""
+    """The inferencer's warm-up only compiles: later predictions are still the saved model's."""
     _, tiles, expected = saved
-    loaded.warm_up()
+    assert Inferencer(loaded, tile_size=SIZE).warm_up(batch_tiles=7) > 0
     np.testing.assert_allclose(loaded.predict(tiles[:5]), expected[:5], rtol=0, atol=1e-6)

@@ -17,7 +17,7 @@ import pytest
 from model_tiles import write_shape_tileset
 
 import worker
-from worker.catalogue import load_catalogue
+from worker.core.catalogue import load_catalogue
 from worker.model.artefact import create_untrained_artefact, load_classifier
 
 pytestmark = [
@@ -37,7 +37,7 @@ JAX_SCRIPT = textwrap.dedent(
     from worker.model.feeding import TileFeeder
     from worker.model.losses import make_loss
     from worker.model.network import build_classifier
-    from worker.tileset import read_tileset
+    from worker.core.tileset import read_tileset
 
     model_dir, tiles_file, tileset_dir = sys.argv[1:4]
     result = {"backend": keras.backend.backend()}

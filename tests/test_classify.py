@@ -1,5 +1,6 @@
-"""Tiling frames, thresholding scores and placing detections on the strip; batching frames through
-the real (untrained) model gives the same detections as classifying each frame alone."""
+"""Tiling frames, thresholding scores and placing detections on the strip, through the one
+inference path (`worker.inference.Inferencer`); batching frames through the real (untrained) model
+gives the same detections as classifying each frame alone."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import pytest
 from frames import grey_image, make_meta
 from streaming_harness import loaded_model, untrained_model
 
-from worker.catalogue import load_catalogue
-from worker.errors import ModelError
+from worker.core.catalogue import load_catalogue
+from worker.core.errors import ModelError
+from worker.core.records import DecodedFrame, KafkaCoordinates
+from worker.inference import Inferencer
 from worker.model.artefact import Classifier
 from worker.streaming.batch import Batch, Entry
 from worker.streaming.classify import FrameClassifier, detections_for, tile_frame
 from worker.streaming.decode import InboundMessage
-from worker.streaming.records import DecodedFrame, KafkaCoordinates
 
 CATALOGUE = load_catalogue()
 
@@ -25,6 +27,17 @@ CATALOGUE = load_catalogue()
 @pytest.fixture(scope="session")
 def classifier(tmp_path_factory: pytest.TempPathFactory) -> Classifier:
     return loaded_model(untrained_model(tmp_path_factory))
+
+
+@pytest.fixture(scope="session")
+def inferencer(classifier: Classifier) -> Inferencer:
+    return Inferencer(classifier, tile_size=256)
+
+
+def _with_thresholds(classifier: Classifier, thresholds: list[float]) -> Inferencer:
+    changed = copy.copy(classifier)
+    changed.thresholds = np.array(thresholds)
+    return Inferencer(changed, tile_size=256)
 
 
 def _frame(height: int, width: int, frame_id: str = "f1", offset: int = 0, **meta: object) -> DecodedFrame:
@@ -35,9 +48,9 @@ def _frame(height: int, width: int, frame_id: str = "f1", offset: int = 0, **met
     )
 
 
-def test_tiles_cover_the_frame_and_hold_its_pixels() -> None:
+def test_tiles_cover_the_frame_and_hold_its_pixels(inferencer: Inferencer) -> None:
     frame = _frame(256, 600)
-    tiled = tile_frame(frame, 256)
+    tiled = tile_frame(frame, inferencer)
     assert [(t.index, t.x, t.y, t.size) for t in tiled.tiles] == [
         (0, 0, 0, 256),
         (1, 172, 0, 256),
@@ -47,12 +60,15 @@ def test_tiles_cover_the_frame_and_hold_its_pixels() -> None:
     np.testing.assert_array_equal(tiled.pixels[1], frame.image[:, 172:428])
 
 
-def test_detections_are_tiles_at_or_over_each_class_threshold_placed_on_the_strip() -> None:
+def test_detections_are_tiles_at_or_over_each_class_threshold_placed_on_the_strip(
+    classifier: Classifier,
+) -> None:
     # position 10 m, 0.5 mm per row along, 0.4 mm per column across, left edge 25 mm from the strip edge
-    tiled = tile_frame(_frame(256, 600), 256)
+    inferencer = _with_thresholds(classifier, [0.5, 0.6, 0.8])
+    tiled = tile_frame(_frame(256, 600), inferencer)
     scores = np.array([[0.5, 0.1, 0.9], [0.49, 0.7, np.nan], [0.0, 0.0, 0.0]])
-    thresholds = np.array([0.5, 0.6, 0.8])
-    found = detections_for(tiled, scores, CATALOGUE, thresholds)
+    decisions = inferencer.post_process(scores)
+    found = detections_for(tiled, scores, decisions, CATALOGUE, inferencer.thresholds)
     assert [(d.tile_index, d.class_name, d.confidence) for d in found] == [
         (0, "holes", 0.5),  # equal to the threshold counts
         (0, "rolling", 0.9),
@@ -67,23 +83,26 @@ def test_detections_are_tiles_at_or_over_each_class_threshold_placed_on_the_stri
     assert (second.x, second.y, second.size) == (172, 0, 256)
 
 
-def test_a_frame_smaller_than_a_tile_is_padded_and_placed_by_its_real_extent() -> None:
-    tiled = tile_frame(_frame(100, 300), 256)
+def test_a_frame_smaller_than_a_tile_is_padded_and_placed_by_its_real_extent(inferencer: Inferencer) -> None:
+    tiled = tile_frame(_frame(100, 300), inferencer)
     assert tiled.pixels.shape == (2, 256, 256)
-    found = detections_for(tiled, np.ones((2, 3)), CATALOGUE, np.full(3, 0.5))
+    found = detections_for(tiled, np.ones((2, 3)), np.ones((2, 3), bool), CATALOGUE, np.full(3, 0.5))
     first = found[0]
     assert first.along_end_m == pytest.approx(10.0 + 100 * 0.5 / 1000)  # 100 rows, not 256
     assert first.along_m == pytest.approx(10.0 + 50 * 0.5 / 1000)
 
 
-def test_batching_frames_through_the_model_equals_classifying_each_alone(classifier: Classifier) -> None:
-    frames = [tile_frame(_frame(256, 256 + 100 * i, f"f{i}", offset=i), 256) for i in range(4)]
-    batched = FrameClassifier(classifier).classify(frames, datetime.now(UTC))
+def test_batching_frames_through_the_model_equals_classifying_each_alone(
+    classifier: Classifier, inferencer: Inferencer
+) -> None:
+    frames = [tile_frame(_frame(256, 256 + 100 * i, f"f{i}", offset=i), inferencer) for i in range(4)]
+    batched = FrameClassifier(inferencer).classify(frames, datetime.now(UTC))
     assert [r.meta.frame_id for r in batched] == ["f0", "f1", "f2", "f3"]
     assert [r.tile_count for r in batched] == [1, 2, 2, 3]
     for tiled, result in zip(frames, batched, strict=True):
+        scores = classifier.predict(tiled.pixels)
         alone = detections_for(
-            tiled, classifier.predict(tiled.pixels), classifier.catalogue, classifier.thresholds
+            tiled, scores, inferencer.post_process(scores), classifier.catalogue, inferencer.thresholds
         )
         assert [(d.tile_index, d.class_name) for d in result.detections] == [
             (d.tile_index, d.class_name) for d in alone
@@ -98,12 +117,14 @@ def test_a_model_whose_thresholds_do_not_match_its_classes_is_refused(classifier
     broken = copy.copy(classifier)
     broken.thresholds = np.array([0.5, 0.5])
     with pytest.raises(ModelError, match="one threshold per class"):
-        FrameClassifier(broken)
+        Inferencer(broken)
 
 
-def test_a_batch_commits_past_its_last_message_per_partition_and_drops_revoked_ones() -> None:
+def test_a_batch_commits_past_its_last_message_per_partition_and_drops_revoked_ones(
+    inferencer: Inferencer,
+) -> None:
     def entry(partition: int, offset: int) -> Entry:
-        tiled = tile_frame(_frame(256, 256, offset=offset), 256)
+        tiled = tile_frame(_frame(256, 256, offset=offset), inferencer)
         message = InboundMessage(KafkaCoordinates("mill.frames", partition, offset), None, None, ())
         return Entry(message=message, outcome=tiled, received_at=0.0)
 
@@ -129,7 +150,9 @@ class _RebalancedConsumer:
         self.seeks.append((tp.partition, offset))  # type: ignore[attr-defined]
 
 
-def test_a_revoked_partition_assigned_again_is_rewound_to_its_first_dropped_frame() -> None:
+def test_a_revoked_partition_assigned_again_is_rewound_to_its_first_dropped_frame(
+    inferencer: Inferencer,
+) -> None:
     """kafka-python keeps the fetch position of a partition that stays with this consumer through
     a rebalance. The loop drops every uncommitted frame of a revoked partition, so a partition it
     keeps must be rewound to the first frame dropped, or those frames would be skipped (and later
@@ -142,7 +165,7 @@ def test_a_revoked_partition_assigned_again_is_rewound_to_its_first_dropped_fram
     from worker.streaming.transport import RecordReader  # noqa: PLC0415
 
     def entry(partition: int, offset: int) -> Entry:
-        tiled = tile_frame(_frame(256, 256, offset=offset), 256)
+        tiled = tile_frame(_frame(256, 256, offset=offset), inferencer)
         message = InboundMessage(KafkaCoordinates("mill.frames", partition, offset), None, None, ())
         return Entry(message=message, outcome=tiled, received_at=0.0)
 

@@ -34,10 +34,9 @@ from kafka.errors import CorruptRecordError
 from kafka.record import default_records, legacy_records
 from poison_records import POISON_KINDS, publish_compressed, publish_poison
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError, DecompressionBombError
 from worker.infra.broker import EmbeddedBroker
 from worker.streaming import codecs
-from worker.streaming.codecs import DecompressionBombError
 
 MiB = 1 << 20
 

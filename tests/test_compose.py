@@ -144,6 +144,7 @@ def test_worker_environment_names_only_settings_the_worker_knows(compose: dict[s
     assert not sorted(set(environment) - known)
     assert {o.env for o in OPTIONS if o.default is REQUIRED} <= set(environment)
     assert environment["MODEL_PATH"] == "/model"
+    assert environment["ALERT_RULES"] is None  # from the shell when set; else the package's own rules
     assert any(v["target"] == "/model" and v["read_only"] for v in worker["volumes"])
     assert "/healthz" in " ".join(worker["healthcheck"]["test"])
     assert "METRICS_PORT" in " ".join(worker["healthcheck"]["test"])
@@ -167,21 +168,28 @@ def _ignored(path: str, patterns: list[str]) -> bool:
 
 
 def test_image_carries_the_project_files_the_code_reads_and_no_local_state() -> None:
-    """The worker finds schemas/, migrations/ and alembic.ini next to its package: the Dockerfile
-    copies the project to /app and puts /app first on PYTHONPATH; .dockerignore keeps those files
-    and leaves out virtual environments, runs, caches and secrets."""
+    """The image installs the wheel built from the project (which carries schemas/, migrations/
+    and config/ inside the package), never the source tree on PYTHONPATH; .dockerignore keeps the
+    files the build needs and leaves out virtual environments, runs, caches and secrets."""
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
-    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.MULTILINE)
-    assert "COPY . /app" in dockerfile and "WORKDIR /app" in dockerfile
-    assert "PYTHONPATH=/app" in dockerfile and "pip install ." in dockerfile
+    assert re.search(r"^FROM python:3\.11-slim AS wheel$", dockerfile, re.MULTILINE)
+    assert "pip wheel --no-cache-dir --no-deps -w /wheels /src" in dockerfile
+    assert (
+        "COPY --from=wheel /wheels /wheels" in dockerfile
+        and "pip install /wheels/steel_worker-*.whl" in dockerfile
+    )
+    assert "PYTHONPATH=" not in dockerfile
     assert 'ENTRYPOINT ["steel-worker"]' in dockerfile
     patterns = [
         line.strip()
         for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    for needed in ("worker/cli.py", "schemas/frame-meta.v1.json", "migrations/env.py", "alembic.ini",
-                   "pyproject.toml", "worker/catalogues/paper.json", "config/alert-rules.yaml"):  # fmt: skip
+    needed_files = (
+        "worker/cli.py", "schemas/frame-meta.v1.json", "migrations/env.py", "alembic.ini",
+        "pyproject.toml", "worker/core/catalogues/paper.json", "config/alert-rules.yaml",
+    )  # fmt: skip
+    for needed in needed_files:
         assert not _ignored(needed, patterns), needed
     for unwanted in (".venv/bin/python", ".env", "runs/demo/model.keras", ".git/HEAD", ".cache/x"):
         assert _ignored(unwanted, patterns), unwanted

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import pytest
 from frames import make_meta
 
-from worker.catalogue import load_catalogue
-from worker.errors import SchemaError
-from worker.streaming import contracts
-from worker.streaming.records import Detection, FrameResult, KafkaCoordinates
+from worker.core import contracts
+from worker.core.catalogue import load_catalogue
+from worker.core.errors import SchemaError
+from worker.core.records import Detection, FrameResult, KafkaCoordinates
 from worker.streaming.validation import parse_frame_meta
 
 CATALOGUE = load_catalogue()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from worker import cli
-from worker.tileset import read_tile, read_tileset
+from worker.core.tileset import read_tile, read_tileset
 
 
 @pytest.fixture(autouse=True)

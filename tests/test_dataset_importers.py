@@ -10,12 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
-from worker.catalogue import Catalogue, load_catalogue
-from worker.datasets._common import write_tileset
+from worker.core.catalogue import Catalogue, load_catalogue
+from worker.core.errors import DatasetError
+from worker.core.tileset import read_tile, read_tileset
 from worker.datasets.folders import iter_folder_tiles, scan_folders
+from worker.datasets.labelled import write_tileset
 from worker.datasets.voc import VocDataset, iter_voc_tiles, parse_annotation, scan_voc
-from worker.errors import DatasetError
-from worker.tileset import read_tile, read_tileset
 
 
 def _image(path: Path, height: int, width: int, value: int = 120) -> np.ndarray:

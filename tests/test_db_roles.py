@@ -28,9 +28,9 @@ from worker.alerts.config import load_rules
 from worker.alerts.engine import AlertEngine
 from worker.alerts.outbox import publish_pending
 from worker.alerts.stage import AlertStage
-from worker.catalogue import load_catalogue
 from worker.cli import main
-from worker.errors import ConfigError
+from worker.core.catalogue import load_catalogue
+from worker.core.errors import ConfigError
 from worker.storage.engine import create_engine
 from worker.storage.roles import create_login
 from worker.storage.schema_check import assert_schema_current

@@ -15,10 +15,10 @@ from frames import grey_image, inbound, jpeg_bytes, make_meta, png_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.streaming import contracts
+from worker.core import contracts
+from worker.core import refusals as r
+from worker.core.records import DecodedFrame
 from worker.streaming import decode as d
-from worker.streaming import refusals as r
-from worker.streaming.records import DecodedFrame
 
 LIMITS = d.DecodeLimits(max_frame_bytes=2_000_000, max_frame_pixels=1_000_000)
 

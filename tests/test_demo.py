@@ -1,7 +1,8 @@
 """The demo's pieces: ground truth cut like the worker cuts, the quality measurement on crafted cases
 with known answers, the same measurement through the real broker, worker and database (an untrained
 input-32 model whose thresholds are 0, so every class is detected on every tile), the summary and
-live view texts, the rules/roll look-up, the model cache, and `steel-worker demo` end to end (slow).
+live view texts, the rules/roll look-up, the worker's environment and log, the model cache, and
+`steel-worker demo` end to end (slow).
 """
 
 from __future__ import annotations
@@ -24,29 +25,18 @@ import sqlalchemy as sa
 from streaming_harness import loaded_model, make_topics, running_worker, untrained_model, worker_settings
 
 from worker import cli
-from worker.demo import (
-    AlertLine,
-    ClassCount,
-    DemoOptions,
-    LiveView,
-    StreamRun,
-    StreamSnapshot,
-    demo_rules_file,
-    read_snapshot,
-    roll_pitch,
-    run_demo,
-    stream_through_worker,
-    summary_lines,
-    worker_environment,
-)
-from worker.demo_model import CACHE_DIR_ENV, DemoRecipe, demo_model_dir, prepare_demo_model
-from worker.demo_quality import GroundTruth, measure_quality, read_detected, tile_truth
-from worker.errors import ConfigError
-from worker.infra import InfrastructureError
+from worker.camera.simulator import RollMark, SimulatedFrame, SimulationPlan
+from worker.core.errors import ConfigError, InfrastructureError
+from worker.demo.live import LiveView, summary_lines
+from worker.demo.model import CACHE_DIR_ENV, DemoRecipe, demo_model_dir, prepare_demo_model
+from worker.demo.quality import GroundTruth, measure_quality, read_detected, tile_truth
+from worker.demo.rules import demo_rules_file, roll_pitch
+from worker.demo.run import DemoOptions, StreamRun, run_demo, stream_through_worker
+from worker.demo.snapshot import AlertLine, ClassCount, StreamSnapshot, read_snapshot
+from worker.demo.worker_process import WorkerHandle, log_tail, worker_environment
 from worker.infra.broker import EmbeddedBroker
 from worker.model.artefact import Classifier
 from worker.storage.engine import create_engine
-from worker.streaming.simulator import RollMark, SimulatedFrame, SimulationPlan
 
 CLASSES = ("holes", "scratches", "rolling")
 RULES = Path(__file__).resolve().parents[1] / "config" / "alert-rules.yaml"
@@ -151,7 +141,7 @@ def test_measure_quality_targets_are_inclusive_and_need_every_frame() -> None:
 
 
 def test_ground_truth_refuses_frames_without_masks(tmp_path: Path) -> None:
-    from worker.streaming.records import FrameMeta  # noqa: PLC0415
+    from worker.core.records import FrameMeta  # noqa: PLC0415
 
     meta = FrameMeta("S-f000000", "L1", "cam", "top", "S", datetime.now(UTC), 0.0, 1.0, 1.0, 0.0)
     frame = SimulatedFrame(meta, "image/png", np.zeros((256, 256), np.uint8), (), None)
@@ -235,11 +225,12 @@ def test_stream_through_worker_measures_known_answers(
     engine = create_engine(database_url)
     try:
         with running_worker(settings, detect_everything) as running:
+            handle: WorkerHandle = _ThreadHandle(running.thread, tmp_path / "worker.log")
             run = StreamRun(
                 plan=plan,
                 bootstrap=broker.bootstrap_servers,
                 engine=engine,
-                worker=_ThreadHandle(running.thread, tmp_path / "worker.log"),
+                worker=handle,
                 truth=truth,
                 expected_frames=6,
                 idle_timeout_s=60,
@@ -356,9 +347,12 @@ def test_roll_pitch_reads_the_rules_file_and_names_the_rolls() -> None:
 def test_demo_rules_file_order_and_refusal_when_rules_are_off(tmp_path: Path) -> None:
     assert demo_rules_file(tmp_path / "r.yaml", {"ALERT_RULES": "x.yaml"}) == (tmp_path / "r.yaml").resolve()
     assert demo_rules_file(None, {"ALERT_RULES": str(tmp_path / "x.yaml")}) == (tmp_path / "x.yaml").resolve()
-    assert demo_rules_file(None, {}) == RULES
+    assert demo_rules_file(None, {}).resolve() == RULES  # the shipped default (worker/config links it)
+    assert demo_rules_file(None, {"ALERT_RULES": " "}).resolve() == RULES
     with pytest.raises(ConfigError, match="ALERT_RULES=none"):
         demo_rules_file(None, {"ALERT_RULES": "none"})
+    with pytest.raises(ConfigError, match="ALERT_RULES=None"):  # the worker's parser: any case
+        demo_rules_file(None, {"ALERT_RULES": " None "})
 
 
 def test_worker_environment_keeps_the_users_settings_and_fills_the_demos() -> None:
@@ -372,6 +366,13 @@ def test_worker_environment_keeps_the_users_settings_and_fills_the_demos() -> No
     assert env["BATCH_MAX_WAIT_MS"] == "50" and env["PATH"] == "/bin"
     assert env["DATABASE_URL"] == "postgresql://db" and env["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9"
     assert env["MODEL_PATH"] == "/m" and env["ALERT_RULES"] == str(RULES) and env["METRICS_PORT"] == "0"
+
+
+def test_log_tail_gives_the_last_lines_or_says_there_is_no_log(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text("".join(f"line {i}\n" for i in range(20)))
+    assert log_tail(log, 3) == "line 17\nline 18\nline 19"
+    assert log_tail(tmp_path / "missing.log") == "(no log)"
 
 
 @pytest.mark.parametrize(

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from worker import cli
-from worker.catalogue import Catalogue, load_catalogue
+from worker.core.catalogue import Catalogue, load_catalogue
+from worker.core.tileset import TileSetWriter, read_tile, read_tileset
 from worker.evaluation.command import read_scores_csv, write_scores_csv
 from worker.evaluation.report import evaluate_scores
 from worker.model.artefact import create_untrained_artefact, load_classifier
 from worker.model.split import Split, load_split, save_split
-from worker.tileset import TileSetWriter, read_tile, read_tileset
 
 # The six images of tests/test_metrics.py, with extra columns and the score columns out of order.
 CRAFTED = """\
@@ -62,7 +62,11 @@ def test_crafted_scores_give_exact_report(tmp_path: Path) -> None:
     assert list(report["classes"]) == ["holes", "scratches"]
     holes, scratches = report["classes"]["holes"], report["classes"]["scratches"]
     assert {k: holes[k] for k in ("tp", "tn", "fp", "fn", "threshold")} == {
-        "tp": 3, "tn": 2, "fp": 1, "fn": 0, "threshold": 0.4,
+        "tp": 3,
+        "tn": 2,
+        "fp": 1,
+        "fn": 0,
+        "threshold": 0.4,
     }
     assert holes["precision"] == pytest.approx(3 / 4)
     assert holes["recall"] == 1.0
@@ -70,8 +74,16 @@ def test_crafted_scores_give_exact_report(tmp_path: Path) -> None:
     assert holes["accuracy"] == pytest.approx(5 / 6)
     assert holes["auc"] == pytest.approx(8 / 9)
     assert scratches == {
-        "tp": 2, "tn": 4, "fp": 0, "fn": 0, "recall": 1.0, "precision": 1.0, "accuracy": 1.0,
-        "f1": 1.0, "auc": 1.0, "threshold": 0.5,
+        "tp": 2,
+        "tn": 4,
+        "fp": 0,
+        "fn": 0,
+        "recall": 1.0,
+        "precision": 1.0,
+        "accuracy": 1.0,
+        "f1": 1.0,
+        "auc": 1.0,
+        "threshold": 0.5,
     }
     assert report["binary_accuracy"] == pytest.approx(11 / 12)
     # holes at the fixed 0.2: .9 .4 .3 .6 .7 positive → tp 3, fp 2, tn 1, fn 0
@@ -203,8 +215,13 @@ def test_history_adds_training_curves(tmp_path: Path) -> None:
     )
     table = read_scores_csv(_write(tmp_path / "scores.csv", CRAFTED))
     report = evaluate_scores(
-        table.labels, table.scores, table.class_names, 0.5, tmp_path / "r",
-        history_csv=history, extra={"model_version": "abc123"},
+        table.labels,
+        table.scores,
+        table.class_names,
+        0.5,
+        tmp_path / "r",
+        history_csv=history,
+        extra={"model_version": "abc123"},
     )
     assert report["figures"]["training_curves"] == "training_curves.png"
     assert cv2.imread(str(tmp_path / "r" / "training_curves.png")) is not None
@@ -213,8 +230,9 @@ def test_history_adds_training_curves(tmp_path: Path) -> None:
     markdown = (tmp_path / "r" / "report.md").read_text()
     assert "](training_curves.png)" in markdown and "abc123" in markdown
     with pytest.raises(ValueError, match="would replace"):
-        evaluate_scores(table.labels, table.scores, table.class_names, 0.5, tmp_path / "r2",
-                        extra={"classes": {}})
+        evaluate_scores(
+            table.labels, table.scores, table.class_names, 0.5, tmp_path / "r2", extra={"classes": {}}
+        )
 
 
 # --- --model: a real (randomly initialised) artefact on a real tile set --------------------------
@@ -248,8 +266,10 @@ def model_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _write(model / "history.csv", "epoch,loss,val_loss,auc,val_auc\n0,0.9,1.0,0.5,0.5\n1,0.7,0.9,0.6,0.55\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cli, "COMMAND_MODULES", ("worker.evaluation.command",))
-        assert cli.main(["evaluate", "--model", str(model), "--out", str(root / "report"),
-                         "--batch-size", "7"]) == 0
+        assert (
+            cli.main(["evaluate", "--model", str(model), "--out", str(root / "report"), "--batch-size", "7"])
+            == 0
+        )
     return {"root": root, "data": data, "model": model, "report": root / "report"}
 
 
@@ -288,8 +308,14 @@ def test_model_mode_report_has_training_curves_and_rejudges_identically(
     report = json.loads((model_run["report"] / "report.json").read_text())
     assert report["figures"]["training_curves"] == "training_curves.png"
     assert cv2.imread(str(model_run["report"] / "training_curves.png")) is not None
-    args = ["--scores", str(model_run["report"] / "scores.csv"), "--thresholds",
-            "holes=0.3,scratches=0.5,rolling=0.7", "--out", str(tmp_path / "again")]
+    args = [
+        "--scores",
+        str(model_run["report"] / "scores.csv"),
+        "--thresholds",
+        "holes=0.3,scratches=0.5,rolling=0.7",
+        "--out",
+        str(tmp_path / "again"),
+    ]
     assert _evaluate(*args) == 0
     again = json.loads((tmp_path / "again" / "report.json").read_text())
     assert again["classes"] == report["classes"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from model_tiles import write_shape_tileset
 
+from worker.core.tileset import read_tile, read_tileset
 from worker.model.feeding import (
     Augmentation,
     TileFeeder,
@@ -17,7 +18,6 @@ from worker.model.feeding import (
     oversampling_repeats,
 )
 from worker.model.preprocessing import preprocess_tiles
-from worker.tileset import read_tile, read_tileset
 
 
 @pytest.fixture(scope="module")

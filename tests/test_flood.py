@@ -20,7 +20,7 @@ from streaming_harness import (
     worker_settings,
 )
 
-from worker.streaming import contracts
+from worker.core import contracts
 
 FLOOD = 10_000
 WARM_UP = 2_000

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 from worker.model.losses import make_loss
 
 Y = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)

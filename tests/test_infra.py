@@ -12,8 +12,7 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from worker.errors import ConfigError
-from worker.infra import InfrastructureError
+from worker.core.errors import ConfigError, InfrastructureError
 from worker.infra.broker import EmbeddedBroker, create_topics
 from worker.infra.postgres import (
     EmbeddedPostgres,

@@ -30,18 +30,18 @@ from worker.alerts import engine as alert_engine_module
 from worker.alerts.config import load_rules
 from worker.alerts.engine import STRIP_FAILED, AlertEngine
 from worker.alerts.outbox import alert_message, publish_pending
-from worker.catalogue import load_catalogue
-from worker.errors import ModelError
+from worker.core import contracts
+from worker.core import refusals as r
+from worker.core.catalogue import load_catalogue
+from worker.core.errors import DeliveryError, ModelError
+from worker.core.failures import DATA, SYSTEMIC, TRANSIENT, classify
+from worker.core.records import DecodedFrame
 from worker.storage.writer import StorageWriter
-from worker.streaming import contracts
-from worker.streaming import refusals as r
 from worker.streaming.batch import Batch, Entry
 from worker.streaming.classify import TiledFrame
 from worker.streaming.dead_letter import DeadLetterPublisher
 from worker.streaming.decode import Rejected
-from worker.streaming.failures import DATA, SYSTEMIC, TRANSIENT, DeliveryError, classify
 from worker.streaming.observability import Metrics
-from worker.streaming.records import DecodedFrame
 from worker.streaming.sinks import LedgerSink, OutputSink
 
 CATALOGUE = load_catalogue()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker.errors import DatasetError
+from worker.core.errors import DatasetError
 from worker.evaluation.metrics import (
     binary_accuracy,
     choose_thresholds,
@@ -95,7 +95,12 @@ def test_sweep_counts_match_hand_table() -> None:
     sweep = threshold_sweep(SWEEP_LABELS, SWEEP_SCORES)
     row = {round(float(t), 2): i for i, t in enumerate(sweep.thresholds)}
     expected = {
-        0.0: (3, 5, 0), 0.1: (3, 4, 0), 0.15: (3, 3, 0), 0.3: (1, 3, 2), 0.5: (1, 0, 2), 1.0: (0, 0, 3),
+        0.0: (3, 5, 0),
+        0.1: (3, 4, 0),
+        0.15: (3, 3, 0),
+        0.3: (1, 3, 2),
+        0.5: (1, 0, 2),
+        1.0: (0, 0, 3),
     }
     for t, (tp, fp, fn) in expected.items():
         i = row[t]

@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import ProgrammingError
 
-from worker.catalogue import load_catalogue
-from worker.errors import ConfigError, SchemaError
+from worker.core.catalogue import load_catalogue
+from worker.core.errors import ConfigError, SchemaError
 from worker.infra.postgres import fresh_database
 from worker.storage import command, migrate, schema_check
 from worker.storage.engine import create_engine

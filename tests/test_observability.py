@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from worker.core.records import KafkaCoordinates
 from worker.streaming.observability import (
     RETRYING,
     RUNNING,
@@ -22,7 +23,6 @@ from worker.streaming.observability import (
     configure_logging,
     message_context,
 )
-from worker.streaming.records import KafkaCoordinates
 
 
 @pytest.fixture

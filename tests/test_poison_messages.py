@@ -33,13 +33,13 @@ from streaming_harness import (
     worker_settings,
 )
 
+from worker.core import contracts
+from worker.core import refusals as r
 from worker.infra.broker import create_topics
 from worker.infra.postgres import fresh_database
 from worker.model.artefact import Classifier
 from worker.storage import migrate
 from worker.storage.engine import create_engine
-from worker.streaming import contracts
-from worker.streaming import refusals as r
 
 SCALE = 8_000_000  # the test producer's max request size: the 1.5 MB frames and 100 KB keys fit
 

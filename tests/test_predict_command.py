@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from worker.catalogue import load_catalogue
 from worker.cli import main
+from worker.core.catalogue import load_catalogue
 from worker.model.artefact import create_untrained_artefact
 
 

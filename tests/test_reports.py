@@ -13,8 +13,9 @@ from alert_strips import T0, Defect, periodic_defects, register, scattered_defec
 
 from worker.alerts.config import load_rules
 from worker.alerts.engine import AlertEngine
-from worker.catalogue import load_catalogue
 from worker.cli import main
+from worker.core.catalogue import load_catalogue
+from worker.reports import queries
 from worker.storage.writer import StorageWriter
 
 RULES = load_rules()
@@ -56,6 +57,45 @@ def _csv(path: Path) -> list[dict[str, str]]:
 def _count(engine: sa.Engine, sql: str) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.text(sql)).scalar_one())
+
+
+def test_the_strips_queries_count_only_the_strips_given(filled: sa.Engine) -> None:
+    """What the demo reads for a set of strips: the ledger's frames and tiles, every class (also
+    with 0) with cause and prevention, the alerts in the order raised, the detected (frame, tile,
+    class); another strip's rows are never counted, and an unknown strip reads as empty."""
+    strips = ["S-0042", "S-0099"]
+    detections_sql = (
+        "SELECT count(*) FROM detections d JOIN frames f USING (frame_id) WHERE f.strip_id = 'S-0042'"
+    )
+    with filled.connect() as conn:
+        assert queries.strips_totals(conn, strips) == (
+            _count(filled, "SELECT count(*) FROM frames WHERE strip_id = 'S-0042'"),
+            _count(filled, "SELECT sum(tile_count) FROM frames WHERE strip_id = 'S-0042'"),
+        )
+        classes = queries.strips_class_counts(conn, ["S-0043"])
+        assert [(c["class_name"], c["detections"]) for c in classes] == [
+            ("holes", 0),
+            ("scratches", 8),
+            ("rolling", 0),
+        ]
+        assert all(c["cause"] and c["prevention"] for c in classes)
+        counts = queries.strips_class_counts(conn, strips)
+        assert sum(c["detections"] for c in counts) == _count(filled, detections_sql)
+        alerts = queries.strips_alerts(conn, strips)
+        assert alerts and {a["strip_id"] for a in alerts} == {"S-0042"}
+        assert [a["alert_id"] for a in alerts] == sorted(a["alert_id"] for a in alerts)
+        roll = next(a for a in alerts if a["rule"] == "roll-marks")
+        assert (roll["roll"], roll["rule_kind"], roll["cause"]) == (
+            "F7 top work roll",
+            "periodic",
+            "wear of the rollers",
+        )
+        frame_ids = queries.strips_frame_ids(conn, strips)
+        assert frame_ids and all(f.startswith("S-0042") for f in frame_ids)
+        tiles = queries.strips_tile_classes(conn, strips)
+        assert len(tiles) == _count(filled, detections_sql) and {f for f, _, _ in tiles} <= frame_ids
+        assert queries.strips_totals(conn, ["S-0099"]) == (0, 0)
+        assert queries.strips_alerts(conn, ["S-0099"]) == []
 
 
 def test_report_strip_writes_the_defect_map_markdown_and_csv_tables(

@@ -12,8 +12,7 @@ import sqlalchemy as sa
 from streaming_harness import make_topics, worker_settings
 from structlog.testing import capture_logs
 
-from worker.errors import ConfigError
-from worker.infra import InfrastructureError
+from worker.core.errors import ConfigError, InfrastructureError
 from worker.model.artefact import Classifier
 from worker.storage.engine import create_engine
 from worker.streaming.service import database_connect_args, failpoint, open_worker
@@ -56,8 +55,9 @@ def test_a_missing_topic_refuses_to_start_and_names_it(
     settings = worker_settings(
         broker.bootstrap_servers, worker_database_url, model_dir, topics, dlq_topic="no-such-dlq-topic"
     )
-    with pytest.raises(InfrastructureError, match="no topic DLQ_TOPIC=no-such-dlq-topic"), open_worker(
-        settings, classifier=classifier
+    with (
+        pytest.raises(InfrastructureError, match="no topic DLQ_TOPIC=no-such-dlq-topic"),
+        open_worker(settings, classifier=classifier),
     ):
         pass
 

@@ -13,7 +13,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 from worker.streaming import settings as s
 
 DB_PASSWORD = "db-pa55-word-XYZ"

@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from worker.catalogue import Catalogue, load_catalogue
-from worker.datasets._common import write_tileset
+from worker.core.catalogue import Catalogue, load_catalogue
+from worker.core.errors import DatasetError
+from worker.core.tileset import read_tileset
+from worker.datasets.labelled import write_tileset
 from worker.datasets.severstal import (
     DEFAULT_CLASS_MAP,
     iter_severstal_tiles,
@@ -20,8 +22,6 @@ from worker.datasets.severstal import (
     rle_decode,
     rle_encode,
 )
-from worker.errors import DatasetError
-from worker.tileset import read_tileset
 
 PAPER = load_catalogue()
 

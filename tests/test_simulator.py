@@ -20,13 +20,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from worker import cli
-from worker.errors import ConfigError, DatasetError
-from worker.infra import InfrastructureError
-from worker.infra.broker import EmbeddedBroker
-from worker.streaming import contracts
-from worker.streaming.decode import DecodeLimits, InboundMessage, Rejected, decode_message
-from worker.streaming.records import DecodedFrame, KafkaCoordinates
-from worker.streaming.simulator import (
+from worker.camera.simulator import (
     RollMark,
     SimulatedFrame,
     SimulationPlan,
@@ -34,6 +28,11 @@ from worker.streaming.simulator import (
     roll_pitch_m,
     simulate,
 )
+from worker.core import contracts
+from worker.core.errors import ConfigError, DatasetError, InfrastructureError
+from worker.core.records import DecodedFrame, KafkaCoordinates
+from worker.infra.broker import EmbeddedBroker
+from worker.streaming.decode import DecodeLimits, InboundMessage, Rejected, decode_message
 
 LIMITS = DecodeLimits(max_frame_bytes=16 * 1024 * 1024, max_frame_pixels=40_000_000)
 START = datetime(2024, 5, 1, 8, 0, 0, tzinfo=UTC)
@@ -408,8 +407,8 @@ def test_bad_plans_are_refused_naming_the_option(changes: dict[str, Any], messag
 @pytest.fixture
 def only_simulate(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run `steel-worker` with just the simulate subcommand (the others load heavy libraries)."""
-    assert "worker.streaming.simulate_command" in cli.COMMAND_MODULES
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("worker.streaming.simulate_command",))
+    assert "worker.camera.command" in cli.COMMAND_MODULES
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("worker.camera.command",))
 
 
 @pytest.mark.usefixtures("only_simulate")

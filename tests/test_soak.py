@@ -37,7 +37,7 @@ from streaming_harness import (
     worker_settings,
 )
 
-from worker.streaming import refusals as r
+from worker.core import refusals as r
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.catalogue import load_catalogue
-from worker.errors import DatasetError
+from worker.core.catalogue import load_catalogue
+from worker.core.errors import DatasetError
+from worker.core.tileset import TileSet
 from worker.model.split import (
     SPLIT_FILE,
     combination_keys,
@@ -19,7 +20,6 @@ from worker.model.split import (
     make_split,
     save_split,
 )
-from worker.tileset import TileSet
 
 CATALOGUE = load_catalogue()
 

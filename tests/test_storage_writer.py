@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from worker.catalogue import Catalogue, DefectClass, load_catalogue
-from worker.errors import CatalogueError, ModelError, SchemaError
+from worker.core.catalogue import Catalogue, DefectClass, load_catalogue
+from worker.core.errors import CatalogueError, ModelError, SchemaError
+from worker.core.records import Detection, FrameMeta, FrameResult, KafkaCoordinates
 from worker.storage.engine import create_engine
 from worker.storage.writer import StorageWriter, WriteOutcome
-from worker.streaming.records import Detection, FrameMeta, FrameResult, KafkaCoordinates
 
 MODEL = "a" * 64
 T0 = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)

@@ -6,7 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from worker.catalogue import Catalogue, load_catalogue
+from worker.core.catalogue import Catalogue, load_catalogue
+from worker.core.errors import CatalogueError, ConfigError
+from worker.core.tiling import tile_windows
 from worker.datasets.synthetic import (
     SYNTHETIC_CLASSES,
     DefectPlacement,
@@ -15,8 +17,6 @@ from worker.datasets.synthetic import (
     iter_synthetic_tiles,
     tile_labels,
 )
-from worker.errors import CatalogueError, ConfigError
-from worker.tiling import tile_windows
 
 WINDOWS = tile_windows(256, 1600, 256)
 

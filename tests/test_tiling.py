@@ -1,4 +1,4 @@
-"""Property tests for cutting frames into tiles (worker.tiling) and labelling tiles from masks."""
+"""Property tests for cutting frames into tiles (worker.core.tiling) and labelling tiles from masks."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.datasets._common import tile_labels
-from worker.errors import ConfigError, DatasetError
-from worker.tiling import TileWindow, cut_tiles, pad_to_tile, tile_origins, tile_windows
+from worker.core.errors import ConfigError, DatasetError
+from worker.core.tiling import TileWindow, cut_tiles, pad_to_tile, tile_origins, tile_windows
+from worker.datasets.labelled import tile_labels
 
 tiles_and_lengths = st.integers(min_value=1, max_value=300).flatmap(
     lambda tile: st.tuples(st.just(tile), st.integers(min_value=tile, max_value=tile * 12))

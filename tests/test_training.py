@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from model_tiles import write_shape_tileset
 
-from worker.errors import ConfigError, ModelError
+from worker.core.errors import ConfigError, ModelError
+from worker.core.tileset import read_tile, read_tileset
 from worker.evaluation.metrics import choose_thresholds
 from worker.model.artefact import META_FILE, load_classifier
 from worker.model.split import load_split
 from worker.model.training import TrainingConfig, TrainingResult, learning_rate_schedule, train
-from worker.tileset import read_tile, read_tileset
 
 HISTORY_COLUMNS = {"epoch", "loss", "tp", "fp", "tn", "fn", "precision", "recall", "auc"}
 
@@ -173,7 +173,7 @@ def test_train_options_map_onto_the_training_config() -> None:
 
 def test_missing_tile_images_are_reported_before_training(tmp_path: Path) -> None:
     """A tile listed in labels.csv but absent on disk is a DatasetError naming it, before any model."""
-    from worker.errors import DatasetError  # noqa: PLC0415
+    from worker.core.errors import DatasetError  # noqa: PLC0415
 
     write_shape_tileset(tmp_path / "tiles", per_class=2, clean=4, pairs=0, size=32)
     victim = sorted((tmp_path / "tiles" / "tiles").iterdir())[0]

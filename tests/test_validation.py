@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from poison_cases import CLAIM_CHECK_KEYS, LIMITS, PROCESSED, case_names, cases, claim_check_files
 
-from worker.streaming import contracts
-from worker.streaming import refusals as r
+from worker.core import contracts
+from worker.core import refusals as r
+from worker.core.errors import RefusalError
 from worker.streaming.decode import DecodedFrame, Rejected, decode_message
 from worker.streaming.validation import MAX_FRAME_META_BYTES, parse_frame_meta
 
@@ -120,9 +121,9 @@ def test_frame_meta_at_the_size_limit_is_read_and_one_byte_over_is_refused() -> 
     assert base < MAX_FRAME_META_BYTES
     at_limit = json.dumps(data).encode()
     assert len(at_limit) == MAX_FRAME_META_BYTES
-    with pytest.raises(r.RefusalError, match="image_uri"):  # too long for the schema, but parsed
+    with pytest.raises(RefusalError, match="image_uri"):  # too long for the schema, but parsed
         parse_frame_meta(at_limit)
-    with pytest.raises(r.RefusalError, match=f"at most {MAX_FRAME_META_BYTES} bytes"):
+    with pytest.raises(RefusalError, match=f"at most {MAX_FRAME_META_BYTES} bytes"):
         parse_frame_meta(at_limit + b" ")
 
 
@@ -130,7 +131,7 @@ def test_integers_must_be_json_integers_for_every_integer_field() -> None:
     for field in ("width", "height"):
         data = contracts.frame_meta_dict(make_meta(width=10, height=10))
         data[field] = 10.0
-        with pytest.raises(r.RefusalError, match=field) as refused:
+        with pytest.raises(RefusalError, match=field) as refused:
             parse_frame_meta(json.dumps(data).encode())
         assert refused.value.reason == r.INVALID_METADATA
 

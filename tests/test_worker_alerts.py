@@ -44,12 +44,12 @@ from streaming_harness import (
 from worker.alerts.config import load_rules
 from worker.alerts.engine import AlertEngine
 from worker.alerts.stage import AlertStage
-from worker.catalogue import load_catalogue
-from worker.errors import ConfigError
+from worker.core import contracts
+from worker.core.catalogue import load_catalogue
+from worker.core.errors import ConfigError
 from worker.model.artefact import Classifier
 from worker.storage.engine import create_engine
 from worker.storage.writer import StorageWriter
-from worker.streaming import contracts
 from worker.streaming.service import open_worker
 from worker.streaming.settings import load_settings
 

@@ -35,11 +35,11 @@ from streaming_harness import (
 )
 
 from worker import cli
+from worker.core import contracts
+from worker.core import refusals as r
+from worker.inference import Inferencer
 from worker.model.artefact import Classifier
-from worker.streaming import contracts
 from worker.streaming import decode as d
-from worker.streaming import refusals as r
-from worker.streaming.classify import tile_frame
 from worker.streaming.dead_letter import DeadLetterPublisher
 from worker.streaming.settings import HEADER_ROOM_BYTES
 
@@ -50,13 +50,15 @@ SECRET = "pa55-SeCrEt-word"
 def _expected_detections(
     classifier: Classifier, messages: dict[str, Any]
 ) -> list[tuple[str, int, str, float]]:
-    """(frame, tile, class, confidence) straight from Classifier.predict on each frame's tiles."""
+    """(frame, tile, class, confidence) straight from `Inferencer.predict` on each decoded frame."""
+    inferencer = Inferencer(classifier, tile_size=256)
     expected = []
     for frame_id, (_, value, headers) in messages.items():
         frame = d.decode_message(inbound(value, headers), LIMITS)
         assert not isinstance(frame, d.Rejected)
-        scores = classifier.predict(tile_frame(frame, 256).pixels)
-        for tile, class_index in zip(*np.nonzero(scores >= classifier.thresholds[None, :]), strict=True):
+        predicted = inferencer.predict(frame.image)
+        scores = predicted.scores
+        for tile, class_index in zip(*np.nonzero(predicted.decisions), strict=True):
             name = classifier.catalogue.names[class_index]
             expected.append((frame_id, int(tile), name, float(scores[tile, class_index])))
     return sorted(expected)

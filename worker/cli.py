@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from worker import __version__
-from worker.errors import SteelWorkerError
+from worker.core.errors import SteelWorkerError
 
 COMMAND_MODULES = (
     "worker.datasets.command",  # dataset
@@ -22,10 +22,10 @@ COMMAND_MODULES = (
     "worker.model.predict_command",  # predict
     "worker.storage.command",  # db
     "worker.streaming.run_command",  # run
-    "worker.streaming.simulate_command",  # simulate
+    "worker.camera.command",  # simulate
     "worker.alerts.command",  # alerts
     "worker.reports.command",  # report
-    "worker.demo_command",  # demo
+    "worker.demo.command",  # demo
 )
 
 

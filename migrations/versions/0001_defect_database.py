@@ -4,8 +4,8 @@ Revision ID: 0001
 Revises: nothing (first revision)
 Create Date: 2026-11-26 12:54:38+00:00
 
-Seeds `defect_classes` from the default catalogue file (`worker/catalogues/paper.json`, read with
-`worker.catalogue.load_catalogue`), so the catalogue stays data. Creates the view
+Seeds `defect_classes` from the default catalogue file (`worker/core/catalogues/paper.json`, read with
+`worker.core.catalogue.load_catalogue`), so the catalogue stays data. Creates the view
 `detections_with_cause` and the read-only role `steel_analyst` (NOLOGIN; grant it to analysts'
 login roles). Roles are cluster-wide: the role is created only if missing, privileges are granted
 and revoked in this database only, and the downgrade drops the role only when no other database
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from worker.catalogue import load_catalogue
+from worker.core.catalogue import load_catalogue
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None

@@ -7,7 +7,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from worker.alerts.store import AlertRecord

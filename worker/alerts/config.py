@@ -19,12 +19,13 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import best_match
 
-from worker.catalogue import Catalogue
-from worker.errors import ConfigError
-from worker.streaming.contracts import SCHEMAS_DIR
+from worker.core.catalogue import Catalogue
+from worker.core.contracts import SCHEMAS_DIR
+from worker.core.errors import ConfigError
+from worker.core.resources import shipped_dir
 
 RULES_SCHEMA = "alert-rules.v1"
-DEFAULT_RULES_PATH = Path(__file__).resolve().parents[2] / "config" / "alert-rules.yaml"
+DEFAULT_RULES_PATH = shipped_dir("config") / "alert-rules.yaml"
 
 DENSITY = "density"
 PERIODIC = "periodic"
@@ -195,7 +196,7 @@ def load_rules(path: str | Path | None = None, catalogue: Catalogue | None = Non
 
 
 def _validator() -> jsonschema.Draft202012Validator:
-    from worker.streaming.contracts import validator  # noqa: PLC0415  (cached per process)
+    from worker.core.contracts import validator  # noqa: PLC0415  (cached per process)
 
     return validator(RULES_SCHEMA)
 

@@ -22,7 +22,7 @@ Guarantees (why exactly one row per alert, also across crashes, restarts and reb
   (`on_rule_error`) while the other rules of that strip still run; a strip whose evaluation
   fails for a reason that is not an outage (a stored value that cannot be read back, say) is
   logged, counted and left for the next batch of that strip. Outages and faults of the set-up
-  (`worker.streaming.failures`: transient, systemic) propagate, and the worker retries the step.
+  (`worker.core.failures`: transient, systemic) propagate, and the worker retries the step.
 - The worker calls it right AFTER `StorageWriter.write_results` committed, in transactions of
   their own (`evaluate_results`). A crash between the two leaves the frames' offsets uncommitted;
   the frames are redelivered, `write_results` finds them in the ledger and writes nothing, and
@@ -45,12 +45,12 @@ from sqlalchemy.dialects.postgresql import insert
 
 from worker.alerts.config import AlertRules, Rule
 from worker.alerts.rules import Finding, RaisedSpan, StripDetection, admit, evaluate_rule
-from worker.catalogue import Catalogue
-from worker.errors import CatalogueError
+from worker.core.catalogue import Catalogue
+from worker.core.errors import CatalogueError
+from worker.core.failures import DATA, classify, describe
+from worker.core.records import FrameResult
+from worker.core.refusals import shown
 from worker.storage.tables import alerts, defect_classes
-from worker.streaming.failures import DATA, classify, describe
-from worker.streaming.records import FrameResult
-from worker.streaming.refusals import shown
 
 log = structlog.get_logger("worker.alerts")
 

@@ -5,7 +5,7 @@ oldest first, locked with `FOR UPDATE SKIP LOCKED` so two workers never send the
 once), produces one alert.v1 message each (key = value's `alert_id` = the row's dedup key), flushes
 the producer, checks every send, and only then sets `published_at` and commits.
 
-An alert the broker refuses for good (a message too large, say: `worker.streaming.failures`
+An alert the broker refuses for good (a message too large, say: `worker.core.failures`
 classifies it as data) cannot block the ones after it: it is marked published with the reason in
 `publish_error`, logged and counted (`on_undeliverable`); the row stays, for `alerts list` and
 the analysts. An outage (or a missing privilege) raises, marks nothing, and is retried.
@@ -22,15 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from worker.streaming.contracts import ALERT, to_json_bytes
-from worker.streaming.failures import DATA, classify, describe
-from worker.streaming.refusals import shown
+from worker.core.clients import Producer
+from worker.core.contracts import ALERT, to_json_bytes
+from worker.core.failures import DATA, classify, describe
+from worker.core.refusals import shown
 
 log = structlog.get_logger("worker.alerts")
 
@@ -52,14 +53,6 @@ _ROWS = sa.text(
 )
 _MARK = sa.text("UPDATE alerts SET published_at = now() WHERE id = ANY(:ids)")
 _MARK_UNDELIVERABLE = sa.text("UPDATE alerts SET published_at = now(), publish_error = :error WHERE id = :id")
-
-
-class Producer(Protocol):
-    """The part of kafka-python's KafkaProducer the outbox uses (values and keys as bytes)."""
-
-    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any: ...
-
-    def flush(self, timeout: float | None = None) -> None: ...
 
 
 def alert_message(row: Mapping[str, Any]) -> dict[str, Any]:

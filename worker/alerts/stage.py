@@ -20,9 +20,10 @@ import sqlalchemy as sa
 
 from worker.alerts.config import AlertRules, load_rules
 from worker.alerts.engine import AlertEngine, NewAlert
-from worker.alerts.outbox import Producer, publish_pending
-from worker.catalogue import Catalogue
-from worker.streaming.records import FrameResult
+from worker.alerts.outbox import publish_pending
+from worker.core.catalogue import Catalogue
+from worker.core.clients import Producer
+from worker.core.records import FrameResult
 
 
 class AlertStage:

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 
 _SELECT = """
 SELECT a.id, a.created_at, a.rule, a.severity, c.name AS class_name, c.cause, c.prevention,

@@ -7,19 +7,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from worker.catalogue import load_catalogue
-from worker.datasets._common import (
+from worker.core.catalogue import load_catalogue
+from worker.core.errors import ConfigError
+from worker.datasets.folders import iter_folder_tiles, scan_folders
+from worker.datasets.labelled import (
     DEFAULT_MIN_PIXELS,
     DEFAULT_TILE,
     LabelledTile,
     parse_class_map,
     write_tileset,
 )
-from worker.datasets.folders import iter_folder_tiles, scan_folders
 from worker.datasets.severstal import iter_severstal_tiles
 from worker.datasets.synthetic import DEFAULT_DEFECT_RATE, iter_synthetic_tiles
 from worker.datasets.voc import iter_voc_tiles, scan_voc
-from worker.errors import ConfigError
 
 FORMATS = ("severstal", "folders", "voc", "synthetic")
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from worker.catalogue import Catalogue, load_catalogue
-from worker.datasets._common import DEFAULT_TILE, LabelledTile, list_images, read_grey, upscale_to_tile
-from worker.errors import CatalogueError, DatasetError
-from worker.tiling import cut_tiles, tile_windows
+from worker.core.catalogue import Catalogue, load_catalogue
+from worker.core.errors import CatalogueError, DatasetError
+from worker.core.tiling import cut_tiles, tile_windows
+from worker.datasets.labelled import DEFAULT_TILE, LabelledTile, list_images, read_grey, upscale_to_tile
 
 DEFAULT_CLEAN_FOLDER = "clean"
 

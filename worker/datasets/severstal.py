@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from worker.catalogue import Catalogue
-from worker.datasets._common import (
+from worker.core.catalogue import Catalogue
+from worker.core.errors import DatasetError
+from worker.core.tiling import cut_tiles, pad_to_tile, tile_windows
+from worker.datasets.labelled import (
     DEFAULT_MIN_PIXELS,
     DEFAULT_TILE,
     LabelledTile,
@@ -32,8 +34,6 @@ from worker.datasets._common import (
     read_grey,
     tile_labels,
 )
-from worker.errors import DatasetError
-from worker.tiling import cut_tiles, pad_to_tile, tile_windows
 
 SEVERSTAL_HEIGHT = 256
 SEVERSTAL_WIDTH = 1600

@@ -1,7 +1,7 @@
 """The project's own generator of realistic steel strip frames with exact defect masks.
 
 Geometry: a frame's rows run ALONG the strip (the rolling direction is vertical in the image, row 0
-first under the camera), its columns ACROSS the strip, as in `worker.streaming.records`. The rolled
+first under the camera), its columns ACROSS the strip, as in `worker.core.records`. The rolled
 texture is therefore made of vertical streaks.
 
 A frame is a rolled surface — fine vertical streaks and grain, faint smudges, uneven illumination
@@ -38,10 +38,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from worker.catalogue import Catalogue
-from worker.datasets._common import DEFAULT_MIN_PIXELS, DEFAULT_TILE, LabelledTile, tile_labels
-from worker.errors import CatalogueError, ConfigError
-from worker.tiling import cut_tiles, tile_windows
+from worker.core.catalogue import Catalogue
+from worker.core.errors import CatalogueError, ConfigError
+from worker.core.tiling import cut_tiles, tile_windows
+from worker.datasets.labelled import DEFAULT_MIN_PIXELS, DEFAULT_TILE, LabelledTile, tile_labels
 
 __all__ = [
     "DEFAULT_CLASS_WEIGHTS",

@@ -23,8 +23,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from worker.catalogue import Catalogue
-from worker.datasets._common import (
+from worker.core.catalogue import Catalogue
+from worker.core.errors import CatalogueError, DatasetError
+from worker.core.tiling import TileWindow, cut_tiles, tile_windows
+from worker.datasets.labelled import (
     DEFAULT_MIN_PIXELS,
     DEFAULT_TILE,
     LabelledTile,
@@ -32,8 +34,6 @@ from worker.datasets._common import (
     read_grey,
     upscale_to_tile,
 )
-from worker.errors import CatalogueError, DatasetError
-from worker.tiling import TileWindow, cut_tiles, tile_windows
 
 IMAGE_DIRS = ("images", "JPEGImages")
 ANNOTATION_DIRS = ("annotations", "Annotations")

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from worker.catalogue import Catalogue
-from worker.errors import ConfigError, DatasetError
+from worker.core.catalogue import Catalogue
+from worker.core.errors import ConfigError, DatasetError
 
 LABEL_PREFIX = "label_"
 SCORE_PREFIX = "score_"
@@ -69,17 +69,23 @@ def register(subparsers: Any) -> None:
     )
     source.add_argument("--scores", type=Path, metavar="CSV", help="a CSV of label_<class>, score_<class>")
     parser.add_argument(
-        "--data", type=Path, metavar="TILESET_DIR",
+        "--data",
+        type=Path,
+        metavar="TILESET_DIR",
         help="with --model: evaluate every tile of this tile set (default: the model's test split)",
     )
     parser.add_argument(
-        "--thresholds", metavar="NAME=VALUE,...",
+        "--thresholds",
+        metavar="NAME=VALUE,...",
         help="per-class thresholds in [0, 1] (default: the model's stored thresholds with --model, "
         f"{DEFAULT_THRESHOLD} with --scores); classes not named keep their default",
     )
     parser.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="report directory")
     parser.add_argument(
-        "--batch-size", type=int, default=32, metavar="N",
+        "--batch-size",
+        type=int,
+        default=32,
+        metavar="N",
         help="tiles per forward pass (default: %(default)s)",
     )
     parser.set_defaults(func=run)
@@ -111,8 +117,8 @@ def read_scores_csv(path: str | Path) -> ScoreTable:
                 f"scores file {path}: empty, expected a header with label_<class>, score_<class>"
             )
         header = [h.strip() for h in header]
-        label_names = [h[len(LABEL_PREFIX):] for h in header if h.startswith(LABEL_PREFIX)]
-        score_names = [h[len(SCORE_PREFIX):] for h in header if h.startswith(SCORE_PREFIX)]
+        label_names = [h[len(LABEL_PREFIX) :] for h in header if h.startswith(LABEL_PREFIX)]
+        score_names = [h[len(SCORE_PREFIX) :] for h in header if h.startswith(SCORE_PREFIX)]
         if not label_names and not score_names:
             raise DatasetError(
                 f"scores file {path}: expected columns label_<class> and score_<class>, received {header}"
@@ -160,9 +166,7 @@ def parse_thresholds(text: str | None, class_names: tuple[str, ...]) -> dict[str
                 f"--thresholds: expected NAME=VALUE items separated by commas, received {item!r}"
             )
         if name not in class_names:
-            raise ConfigError(
-                f"--thresholds: unknown class {name!r}; expected one of {list(class_names)}"
-            )
+            raise ConfigError(f"--thresholds: unknown class {name!r}; expected one of {list(class_names)}")
         if name in overrides:
             raise ConfigError(f"--thresholds: class {name!r} is given twice")
         try:
@@ -217,10 +221,10 @@ def _evaluate_model(
     # Heavy imports (Keras, matplotlib, OpenCV) happen only when the command runs, so --help is fast.
     from tqdm import tqdm  # noqa: PLC0415
 
+    from worker.core.tileset import read_tile, read_tileset  # noqa: PLC0415
     from worker.evaluation.report import evaluate_scores  # noqa: PLC0415
     from worker.model.artefact import load_classifier, read_model_meta  # noqa: PLC0415
     from worker.model.split import load_split  # noqa: PLC0415
-    from worker.tileset import read_tile, read_tileset  # noqa: PLC0415
 
     # The artefact's description and the data are checked before the network is built (seconds).
     meta = read_model_meta(model_dir)

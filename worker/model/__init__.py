@@ -1,1 +1,8 @@
-"""The classifier: network, focal loss, data feeding, training, thresholds, model artefact."""
+"""The classifier: network, focal loss, data feeding, training, thresholds, model artefact.
+
+Public: `artefact` (save and load a model), `preprocessing` (the one pre-processing step),
+`training` and `split` (the recipe and its persisted split), `train_command`, `predict_command`.
+Inference goes through `worker.inference`.
+"""
+
+__all__ = ["artefact", "predict_command", "preprocessing", "split", "train_command", "training"]

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from worker.catalogue import Catalogue
-from worker.errors import CatalogueError, ModelError
+from worker.core.catalogue import Catalogue
+from worker.core.errors import CatalogueError, ModelError
 from worker.model.network import BACKBONES, build_classifier
 from worker.model.preprocessing import PREPROCESSING_NAME, preprocess_tiles
 
@@ -169,20 +169,10 @@ class Classifier:
             out[start : start + batch.shape[0]] = self._forward(batch)
         return out
 
-    def warm_up(self) -> None:
-        """Compile the forward pass before the first real batch (TensorFlow traces a new batch size
-        once and generalises after the second), so the first frames are not slow."""
-        for n in (self.batch_size, 1):
-            self._forward(np.zeros((n, self.input_size, self.input_size, 3), dtype=np.float32))
-
     def _forward(self, x: np.ndarray) -> np.ndarray:
         # predict_on_batch runs the backend's compiled predict step (tf.function with relaxed
         # shapes on TensorFlow, jit on JAX); inference mode, so BatchNorm uses its moving statistics.
         return np.asarray(self.model.predict_on_batch(x), dtype=np.float32)
-
-    def decide(self, probabilities: np.ndarray) -> np.ndarray:
-        """bool (N, n_classes): probability >= the class's threshold."""
-        return np.asarray(probabilities) >= self.thresholds[None, :]
 
     def __repr__(self) -> str:
         return (

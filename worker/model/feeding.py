@@ -21,9 +21,9 @@ import cv2
 import keras
 import numpy as np
 
-from worker.errors import DatasetError
+from worker.core.errors import DatasetError
+from worker.core.tileset import TileSet, read_tile
 from worker.model.preprocessing import preprocess_tiles, resize_tile
-from worker.tileset import TileSet, read_tile
 
 DEFAULT_BATCH_SIZE = 20
 MAX_REPEAT = 10.0  # over-sampling repeats a tile at most this many times per pass

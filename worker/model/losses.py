@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 
 if TYPE_CHECKING:
     import keras

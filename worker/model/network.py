@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker.errors import ModelError
+from worker.core.errors import ModelError
 
 if TYPE_CHECKING:
     import keras

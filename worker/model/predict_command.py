@@ -41,29 +41,22 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def predict_images(classifier: Any, images: list[Path], tile: int, overlap: int = 0) -> list[dict[str, Any]]:
-    """Per tile of each image: image, x, y, probabilities (by class name) and defects (names)."""
+def predict_images(inferencer: Any, images: list[Path]) -> list[dict[str, Any]]:
+    """Per tile of each image (`Inferencer.predict`, the worker's path): image, x, y, probabilities
+    (by class name) and defects (names)."""
     import cv2  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    from worker.errors import ConfigError, DatasetError  # noqa: PLC0415
-    from worker.tiling import cut_tiles, pad_to_tile, tile_windows  # noqa: PLC0415
+    from worker.core.errors import DatasetError  # noqa: PLC0415
 
-    if tile < 1 or not 0 <= overlap < tile:
-        raise ConfigError(
-            f"--tile/--overlap: expected tile >= 1 and 0 <= overlap < tile, received {tile}, {overlap}"
-        )
-    names = classifier.catalogue.names
+    names = inferencer.catalogue.names
     rows: list[dict[str, Any]] = []
     for path in tqdm(images, desc="predict", unit="image", disable=None, file=sys.stderr):
         image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if image is None:
             raise DatasetError(f"cannot read image {path}: missing, unreadable or not an image")
-        image = pad_to_tile(image, tile)
-        windows = tile_windows(image.shape[0], image.shape[1], tile, overlap)
-        probabilities = classifier.predict(cut_tiles(image, windows))
-        decided = classifier.decide(probabilities)
-        for w, p, d in zip(windows, probabilities, decided, strict=True):
+        predicted = inferencer.predict(image)
+        for w, p, d in zip(predicted.tiles.windows, predicted.scores, predicted.decisions, strict=True):
             rows.append(
                 {
                     "image": str(path),
@@ -94,20 +87,22 @@ def format_table(rows: list[dict[str, Any]], names: tuple[str, ...]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker.model.artefact import load_classifier  # noqa: PLC0415
+    from worker.inference import Inferencer  # noqa: PLC0415
 
-    classifier = load_classifier(args.model, batch_size=args.batch_size)
-    rows = predict_images(classifier, list(args.images), args.tile, args.overlap)
-    names = classifier.catalogue.names
+    inferencer = Inferencer.load_model(
+        args.model, tile_size=args.tile, min_overlap=args.overlap, batch_size=args.batch_size
+    )
+    rows = predict_images(inferencer, list(args.images))
+    names = inferencer.catalogue.names
     if args.json:
         document = {
             "model": str(args.model),
-            "version": classifier.version,
-            "thresholds": {n: float(t) for n, t in zip(names, classifier.thresholds, strict=True)},
+            "version": inferencer.version,
+            "thresholds": {n: float(t) for n, t in zip(names, inferencer.thresholds, strict=True)},
             "tiles": rows,
         }
         print(json.dumps(document, indent=1, ensure_ascii=False))
     else:
-        print(f"model {args.model} version {classifier.version[:12]}; ✓ = probability >= class threshold")
+        print(f"model {args.model} version {inferencer.version[:12]}; ✓ = probability >= class threshold")
         print(format_table(rows, names))
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from worker.errors import DatasetError
+from worker.core.errors import DatasetError
 
 PREPROCESSING_NAME = "grey-inter-area-3ch-resnet50-caffe"
 """Recorded in model.json; a model is only used with the pre-processing it was trained with."""

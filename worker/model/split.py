@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.errors import DatasetError
-from worker.tileset import TileSet
+from worker.core.errors import DatasetError
+from worker.core.tileset import TileSet
 
 SPLIT_FILE = "split.json"
 PARTS = ("train", "validation", "test")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 
 EPILOG = """\
 examples:

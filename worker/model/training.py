@@ -28,11 +28,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from worker.errors import ConfigError, DatasetError, ModelError
+from worker.core.errors import ConfigError, DatasetError, ModelError
+from worker.core.tileset import TileSet
 from worker.model.feeding import DEFAULT_BATCH_SIZE, Augmentation
 from worker.model.losses import DEFAULT_ALPHA, DEFAULT_GAMMA
 from worker.model.network import BACKBONES
-from worker.tileset import TileSet
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.keras"
@@ -356,10 +356,10 @@ def train(config: TrainingConfig) -> TrainingResult:
     artefact. Same seed → same split, batches and augmentation; weights also depend on the backend."""
     import keras  # noqa: PLC0415
 
+    from worker.core.tileset import read_tileset  # noqa: PLC0415
     from worker.model.artefact import save_artefact  # noqa: PLC0415
     from worker.model.feeding import TileFeeder  # noqa: PLC0415
     from worker.model.split import load_or_make_split  # noqa: PLC0415
-    from worker.tileset import read_tileset  # noqa: PLC0415
 
     started = time.monotonic()
     files = _RunFiles(Path(config.out_dir))

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 
 _EPILOG = """\
 examples:

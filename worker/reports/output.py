@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 
 
 def prepare_dir(out: str | Path) -> Path:

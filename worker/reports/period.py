@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 from worker.reports.output import markdown_table, prepare_dir, write_csv
 from worker.reports.queries import PeriodData, period_data
 

@@ -1,18 +1,22 @@
-"""What the reports read: the analysts' views (migration 0002) and `detections_with_cause`.
+"""What the reports and the demo read: the analysts' views (migration 0002), `detections_with_cause`
+and the frames ledger.
 
 Every function takes an open connection; times are read in the connection's TimeZone (the report
-commands set it). Nothing here writes.
+commands set it). Nothing here writes. The `strips_*` functions read a set of strips at once (the
+demo's live view and summary, `worker.demo`); each counts only frames, detections and alerts of
+those strips.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 
 BUCKETS = {
     "hour": "date_trunc('hour', f.captured_at)",
@@ -166,3 +170,61 @@ def period_data(conn: sa.Connection, since: datetime, until: datetime, bucket: s
         **window,
     )
     return PeriodData(since, until, bucket, counts, causes, int(totals.frames), int(totals.strips))
+
+
+def strips_totals(conn: sa.Connection, strip_ids: Sequence[str]) -> tuple[int, int]:
+    """(frames, tiles) the ledger holds for `strip_ids`; (0, 0) when it holds none of them."""
+    frames, tiles = conn.execute(
+        sa.text("SELECT count(*), coalesce(sum(tile_count), 0) FROM frames WHERE strip_id = ANY(:s)"),
+        {"s": list(strip_ids)},
+    ).one()
+    return int(frames), int(tiles)
+
+
+def strips_class_counts(conn: sa.Connection, strip_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Every catalogue class in catalogue order, also with no detection (0): class_name, cause,
+    prevention and its detections on `strip_ids` (`detections_with_cause`)."""
+    return _rows(
+        conn,
+        """
+        SELECT c.name AS class_name, c.cause, c.prevention, count(d.detection_id) AS detections
+        FROM defect_classes AS c
+        LEFT JOIN detections_with_cause AS d ON d.class_id = c.id AND d.strip_id = ANY(:s)
+        GROUP BY c.id, c.name, c.cause, c.prevention
+        ORDER BY c.id
+        """,
+        s=list(strip_ids),
+    )
+
+
+def strips_alerts(conn: sa.Connection, strip_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The alerts raised on `strip_ids` in the order raised (`alerts_with_cause`): rule, kind,
+    severity, class, strip, roll and pitch, position range, detections, cause and prevention."""
+    return _rows(
+        conn,
+        "SELECT alert_id, rule, rule_kind, severity, class_name, strip_id, roll, pitch_m,"
+        " position_start_m, position_end_m, detection_count, cause, prevention"
+        " FROM alerts_with_cause WHERE strip_id = ANY(:s) ORDER BY alert_id",
+        s=list(strip_ids),
+    )
+
+
+def strips_frame_ids(conn: sa.Connection, strip_ids: Sequence[str]) -> set[str]:
+    """The ids of the frames the ledger holds for `strip_ids` (the frames the worker has written)."""
+    return set(
+        conn.execute(
+            sa.text("SELECT frame_id FROM frames WHERE strip_id = ANY(:s)"), {"s": list(strip_ids)}
+        ).scalars()
+    )
+
+
+def strips_tile_classes(conn: sa.Connection, strip_ids: Sequence[str]) -> list[tuple[str, int, str]]:
+    """(frame id, tile index, class name) of every detection on `strip_ids` (`detections_with_cause`),
+    in no particular order."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT frame_id, tile_index, class_name FROM detections_with_cause WHERE strip_id = ANY(:s)"
+        ),
+        {"s": list(strip_ids)},
+    )
+    return [(frame_id, int(tile_index), name) for frame_id, tile_index, name in rows]

@@ -7,7 +7,7 @@ import argparse
 import os
 from typing import Any
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 
 #: `worker.storage.roles.GROUP_ROLES`'s keys, spelled out so that `--help` imports no SQLAlchemy.
 LOGIN_KINDS = ("analyst", "worker")

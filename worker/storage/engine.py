@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 
 _DRIVERLESS = {"postgresql", "postgres"}
 

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from psycopg2 import sql
 from psycopg2.extensions import encrypt_password
 
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 from worker.storage.engine import create_engine
 from worker.storage.tables import ANALYST_ROLE, WORKER_ROLE
 

@@ -8,7 +8,7 @@ from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util.exc import CommandError
 
-from worker.errors import SchemaError
+from worker.core.errors import SchemaError
 from worker.storage.migrate import alembic_config, head_revision
 
 

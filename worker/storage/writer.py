@@ -26,10 +26,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from worker.catalogue import Catalogue
-from worker.errors import CatalogueError, ModelError, SchemaError
+from worker.core.catalogue import Catalogue
+from worker.core.errors import CatalogueError, ModelError, SchemaError
+from worker.core.records import Detection, FrameResult, KafkaCoordinates
 from worker.storage.tables import defect_classes, detections, frames, models
-from worker.streaming.records import Detection, FrameResult, KafkaCoordinates
 
 #: (tile index, class name) → detection id, for one frame.
 DetectionIds = Mapping[tuple[int, str], int]

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 
 from kafka import TopicPartition
 
+from worker.core.records import FrameResult
 from worker.streaming.classify import TiledFrame
 from worker.streaming.decode import InboundMessage, Rejected
-from worker.streaming.records import FrameResult
 
 
 @dataclass(eq=False)  # entries are compared by identity (their tiles are arrays)

@@ -1,10 +1,11 @@
-"""Tile decoded frames, classify the tiles of many frames in one forward pass, and turn the scores
-into detections placed on the strip.
+"""Classify decoded frames: their tiles through the one inference path (`worker.inference`), the
+tiles of a micro-batch's frames in one forward pass, and the decisions turned into detections placed
+on the strip.
 
-Steps, each a function: `tile_frame` (every pixel in some tile, windows from `worker.tiling`) →
-`FrameClassifier.classify` (tiles of all frames of a micro-batch stacked, one `predict` call, scores
-split back per frame) → `detections_for` (per-class thresholds: a class is found on a tile when its
-score is >= the class's threshold, the convention of `worker.evaluation.metrics`) → FrameResult.
+Steps: `tile_frame` (`Inferencer.pre_process`: every pixel in some tile) → `FrameClassifier.classify`
+(tiles of all frames of a micro-batch stacked, one `Inferencer.forward`, scores split back per
+frame, `Inferencer.post_process`) → `detections_for` (one Detection per tile and class decided) →
+FrameResult.
 """
 
 from __future__ import annotations
@@ -12,31 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 import numpy as np
 
-from worker.catalogue import Catalogue
-from worker.errors import ModelError
-from worker.streaming.records import DecodedFrame, Detection, FrameResult, TileRef
-from worker.tiling import cut_tiles, pad_to_tile, tile_windows
-
-
-class TileClassifier(Protocol):
-    """What the worker needs of a model artefact (`worker.model.artefact.load_classifier`)."""
-
-    @property
-    def catalogue(self) -> Catalogue: ...
-
-    @property
-    def thresholds(self) -> np.ndarray: ...
-
-    @property
-    def version(self) -> str: ...
-
-    def predict(self, tiles: np.ndarray) -> np.ndarray:
-        """uint8 grey tiles (N, H, W) → float32 class probabilities (N, C), catalogue order."""
-        ...
+from worker.core.catalogue import Catalogue
+from worker.core.records import DecodedFrame, Detection, FrameResult, TileRef
+from worker.inference import Inferencer
 
 
 @dataclass(frozen=True)
@@ -48,38 +30,36 @@ class TiledFrame:
     pixels: np.ndarray  # (n, size, size) uint8
 
 
-def tile_frame(frame: DecodedFrame, tile_size: int, min_overlap: int = 0) -> TiledFrame:
-    """Cut `frame` into square tiles covering every pixel; frames smaller than a tile are padded."""
-    image = pad_to_tile(frame.image, tile_size)
-    windows = tile_windows(image.shape[0], image.shape[1], tile_size, min_overlap)
+def tile_frame(frame: DecodedFrame, inferencer: Inferencer) -> TiledFrame:
+    """Cut `frame` into square tiles covering every pixel (`Inferencer.pre_process`)."""
+    tiled = inferencer.pre_process(frame.image)
     tiles = tuple(
         TileRef(frame_id=frame.meta.frame_id, index=i, x=w.x, y=w.y, size=w.size)
-        for i, w in enumerate(windows)
+        for i, w in enumerate(tiled.windows)
     )
-    return TiledFrame(frame=frame, tiles=tiles, pixels=cut_tiles(image, windows))
+    return TiledFrame(frame=frame, tiles=tiles, pixels=tiled.pixels)
 
 
 def detections_for(
-    tiled: TiledFrame, scores: np.ndarray, catalogue: Catalogue, thresholds: np.ndarray
+    tiled: TiledFrame, scores: np.ndarray, decisions: np.ndarray, catalogue: Catalogue, thresholds: np.ndarray
 ) -> tuple[Detection, ...]:
-    """Detections of one frame from its tiles' scores (n, C): one per tile and class at or over
-    the class threshold, tile by tile, classes in catalogue order. Positions are those of the part
-    of the tile inside the frame (padding excluded)."""
+    """Detections of one frame from its tiles' scores and decisions (n, C): one per tile and class
+    decided, tile by tile, classes in catalogue order. Positions are those of the part of the tile
+    inside the frame (padding excluded)."""
     meta = tiled.frame.meta
     height, width = tiled.frame.image.shape
     found = []
-    for tile, tile_scores in zip(tiled.tiles, scores, strict=True):
+    for tile, tile_scores, tile_decisions in zip(tiled.tiles, scores, decisions, strict=True):
         bottom, right = min(tile.y + tile.size, height), min(tile.x + tile.size, width)
         for c, defect in enumerate(catalogue.classes):
-            confidence = float(tile_scores[c])
-            if not confidence >= thresholds[c]:  # NaN is never a detection
+            if not tile_decisions[c]:
                 continue
             found.append(
                 Detection(
                     frame_id=tile.frame_id,
                     tile_index=tile.index,
                     class_name=defect.name,
-                    confidence=confidence,
+                    confidence=float(tile_scores[c]),
                     threshold=float(thresholds[c]),
                     along_m=meta.along_m((tile.y + bottom) / 2),
                     across_mm=meta.across_mm((tile.x + right) / 2),
@@ -94,29 +74,19 @@ def detections_for(
 
 
 class FrameClassifier:
-    """Runs a TileClassifier over the tiles of several frames at once."""
+    """Runs an Inferencer over the tiles of several frames at once."""
 
-    def __init__(self, classifier: TileClassifier) -> None:
-        self.classifier = classifier
-        self.catalogue = classifier.catalogue
-        self.thresholds = np.asarray(classifier.thresholds, dtype=np.float64)
-        if self.thresholds.shape != (len(self.catalogue),):
-            raise ModelError(
-                f"model {classifier.version}: expected one threshold per class ({len(self.catalogue)}), "
-                f"received shape {self.thresholds.shape}"
-            )
+    def __init__(self, inferencer: Inferencer) -> None:
+        self.inferencer = inferencer
+        self.catalogue = inferencer.catalogue
+        self.thresholds = inferencer.thresholds
 
     def classify(self, frames: Sequence[TiledFrame], processed_at: datetime) -> list[FrameResult]:
-        """One FrameResult per frame, in order; one `predict` call for all their tiles."""
+        """One FrameResult per frame, in order; one forward pass for all their tiles."""
         if not frames:
             return []
-        scores = np.asarray(self.classifier.predict(np.concatenate([f.pixels for f in frames])))
-        total = sum(len(f.tiles) for f in frames)
-        if scores.shape != (total, len(self.catalogue)):
-            raise ModelError(
-                f"model {self.classifier.version}: predict returned shape {scores.shape} for {total} "
-                f"tiles, expected ({total}, {len(self.catalogue)})"
-            )
+        scores = self.inferencer.forward(np.concatenate([f.pixels for f in frames]))
+        decisions = self.inferencer.post_process(scores)
         results = []
         start = 0
         for tiled in frames:
@@ -125,9 +95,11 @@ class FrameClassifier:
                 FrameResult(
                     meta=tiled.frame.meta,
                     source=tiled.frame.source,
-                    model_version=self.classifier.version,
+                    model_version=self.inferencer.version,
                     tile_count=len(tiled.tiles),
-                    detections=detections_for(tiled, scores[start:end], self.catalogue, self.thresholds),
+                    detections=detections_for(
+                        tiled, scores[start:end], decisions[start:end], self.catalogue, self.thresholds
+                    ),
                     processed_at=processed_at,
                     message_sha256=tiled.frame.message_sha256,
                 )

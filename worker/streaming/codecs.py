@@ -52,7 +52,8 @@ import kafka.errors
 import kafka.record.default_records
 import kafka.record.legacy_records
 
-from worker.errors import ConfigError
+from worker.core.errors import DECOMPRESSED_LIMIT_SETTING as LIMIT_SETTING
+from worker.core.errors import DecompressionBombError, MissingCodecError
 
 # The optional codec libraries, imported the way `kafka.codec` imports them.
 try:
@@ -78,8 +79,6 @@ __all__ = [
     "LIMIT_SETTING",
     "PATCHED_NAMES",
     "PIP_EXTRA",
-    "DecompressionBombError",
-    "MissingCodecError",
     "available_codecs",
     "gzip_decode",
     "install_bounded_decoders",
@@ -105,27 +104,9 @@ CODECS: Final = ("gzip", "snappy", "lz4", "zstd")
 #: What to install when a codec is missing.
 PIP_EXTRA: Final = "kafka-python[lz4,snappy,zstd]"
 
-#: The setting that holds the limit (named in error messages).
-LIMIT_SETTING: Final = "KAFKA_MAX_DECOMPRESSED_BYTES"
 
 _XERIAL_MAGIC: Final = b"\x82SNAPPY\x00"  # kafka.codec._XERIAL_V1_HEADER[:8]
 _XERIAL_HEADER_BYTES: Final = 16
-
-
-class DecompressionBombError(kafka.errors.CorruptRecordError):
-    """A record batch would decompress to more than the configured limit; it was not decompressed."""
-
-    def __init__(self, codec: str, limit: int) -> None:
-        self.codec = codec
-        self.limit = limit
-        super().__init__(
-            f"{codec} record batch decompresses to more than {limit} bytes (limit {LIMIT_SETTING}); "
-            f"refused before allocating more than the limit"
-        )
-
-
-class MissingCodecError(ConfigError):
-    """kafka-python lacks the library of a compression codec producers may use."""
 
 
 # ---------------------------------------------------------------------------------------------

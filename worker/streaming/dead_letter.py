@@ -16,9 +16,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.streaming import contracts
+from worker.core import contracts
+from worker.core.clients import Producer
+from worker.core.refusals import shown
 from worker.streaming.decode import InboundMessage, Rejected
-from worker.streaming.refusals import shown
 
 DLQ_PREFIX = "dlq-"
 VALUE_OMITTED_HEADER = "dlq-value-omitted"
@@ -94,7 +95,7 @@ class DeadLetterPublisher:
     """Produces dead letters to the dead-letter topic; the caller flushes the producer and reads
     the returned futures. `max_bytes` is the largest message the producer may send."""
 
-    def __init__(self, producer: Any, topic: str, worker_id: str, max_bytes: int) -> None:
+    def __init__(self, producer: Producer, topic: str, worker_id: str, max_bytes: int) -> None:
         self.producer = producer
         self.topic = topic
         self.worker_id = worker_id

@@ -2,7 +2,7 @@
 
 `decode_message` is total: nothing a camera (or an attacker) puts on the frames topic makes it
 raise. Every refusal is a `Rejected(reason, stage, detail)` that the loop dead-letters; the reasons
-are those of `worker.streaming.refusals`. Checks, in order:
+are those of `worker.core.refusals`. Checks, in order:
 
     validate: headers and frame-meta (`worker.streaming.validation`: sizes, numbers, identifiers,
               timestamps), content-type supported, payload not empty, not over MAX_FRAME_BYTES,
@@ -40,9 +40,10 @@ import cv2
 import numpy as np
 import structlog
 
-from worker.streaming import contracts
-from worker.streaming.records import DecodedFrame, FrameMeta, KafkaCoordinates
-from worker.streaming.refusals import (
+from worker.core import contracts
+from worker.core.errors import RefusalError
+from worker.core.records import DecodedFrame, FrameMeta, KafkaCoordinates
+from worker.core.refusals import (
     CONTENT_TYPE_MISMATCH,
     CORRUPT_IMAGE,
     DECODE,
@@ -56,11 +57,10 @@ from worker.streaming.refusals import (
     TOO_MANY_TILES,
     UNSUPPORTED_CONTENT_TYPE,
     VALIDATE,
-    RefusalError,
     shown,
 )
+from worker.core.tiling import tile_count
 from worker.streaming.validation import check_headers, parse_frame_meta
-from worker.tiling import tile_count
 
 log = structlog.get_logger("worker.streaming")
 

@@ -64,11 +64,14 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
+from worker.core.clients import Consumer, Producer
+from worker.core.failures import SYSTEMIC, TRANSIENT, classify, describe
+from worker.core.records import DecodedFrame, FrameResult, KafkaCoordinates
+from worker.core.refusals import DECODE, DECODER_ERROR, TRANSPORT, UNREADABLE_RECORD, shown
 from worker.streaming.batch import Batch, Entry, split
 from worker.streaming.classify import FrameClassifier, TiledFrame, tile_frame
 from worker.streaming.dead_letter import DeadLetterPublisher
 from worker.streaming.decode import Decoder, InboundMessage, Rejected
-from worker.streaming.failures import SYSTEMIC, TRANSIENT, classify, describe
 from worker.streaming.observability import (
     RUNNING,
     STOPPED,
@@ -77,8 +80,6 @@ from worker.streaming.observability import (
     Metrics,
     message_context,
 )
-from worker.streaming.records import DecodedFrame, FrameResult, KafkaCoordinates
-from worker.streaming.refusals import DECODE, DECODER_ERROR, TRANSPORT, UNREADABLE_RECORD, shown
 from worker.streaming.settings import Settings
 from worker.streaming.sinks import (
     AlertRulesSink,
@@ -134,15 +135,15 @@ class Worker:
         self,
         *,
         settings: Settings,
-        consumer: Any,
-        producer: Any,
+        consumer: Consumer,
+        producer: Producer,
         classifier: FrameClassifier,
         writer: ResultWriter,
         decoder: Decoder,
         metrics: Metrics,
         health: Health,
         alerts: AlertStage | None = None,
-        open_probe: Callable[[], Any] | None = None,
+        open_probe: Callable[[], Consumer] | None = None,
         after_step: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -278,7 +279,7 @@ class Worker:
     ) -> TiledFrame | Rejected:
         if isinstance(outcome, DecodedFrame):
             try:
-                return tile_frame(outcome, self.settings.tile_size, self.settings.tile_min_overlap)
+                return tile_frame(outcome, self.classifier.inferencer)
             except Exception as error:  # tiling is bounded by the decoder's checks: a bug if reached
                 log.exception("tiling.unexpected_error", source=str(message.source))
                 detail = f"tiling failed unexpectedly: {shown(describe(error))}"

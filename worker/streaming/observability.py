@@ -36,7 +36,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from worker.streaming.records import KafkaCoordinates
+from worker.core.records import KafkaCoordinates
 
 
 def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:

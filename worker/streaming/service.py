@@ -24,11 +24,9 @@ import faulthandler
 import io
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 
-import numpy as np
 import sqlalchemy as sa
 import structlog
 from kafka import KafkaConsumer, KafkaProducer
@@ -37,13 +35,14 @@ from sqlalchemy import exc as sa_exc
 
 from worker.alerts.config import AlertRules, load_rules
 from worker.alerts.stage import AlertStage
-from worker.errors import ConfigError
-from worker.infra import InfrastructureError
+from worker.core import contracts
+from worker.core.errors import ConfigError, InfrastructureError
+from worker.inference import Inferencer
 from worker.model.artefact import Classifier, load_classifier
 from worker.storage.engine import create_engine
 from worker.storage.schema_check import assert_schema_current
 from worker.storage.writer import StorageWriter
-from worker.streaming import codecs, contracts
+from worker.streaming import codecs
 from worker.streaming.classify import FrameClassifier
 from worker.streaming.decode import DecodeLimits, Decoder
 from worker.streaming.loop import Worker
@@ -113,18 +112,11 @@ def serve(settings: Settings) -> int:
                 signal.signal(sig, old)
 
 
-def warm_up(model: Classifier, settings: Settings) -> float:
-    """Run blank tiles through the model before joining the consumer group, a batch of
-    BATCH_TILES and one of a single tile; returns the seconds it took. The first forward pass
-    builds the backend's compiled function, which can take seconds; done inside the poll loop it
-    could exceed KAFKA_MAX_POLL_INTERVAL_MS. TensorFlow traces again for each new batch size
-    until it has seen two, then keeps one function for every size: without the second size the
-    first batch of another size (whole frames rarely fill BATCH_TILES exactly) would pay a second
-    trace, as long as the first, in the loop."""
-    started = time.monotonic()
-    for tiles in (settings.batch_tiles, 1):
-        model.predict(np.zeros((tiles, settings.tile_size, settings.tile_size), dtype=np.uint8))
-    seconds = time.monotonic() - started
+def warm_up(inferencer: Inferencer, settings: Settings) -> float:
+    """`Inferencer.warm_up` before joining the consumer group (done inside the poll loop, the
+    first forward pass could exceed KAFKA_MAX_POLL_INTERVAL_MS), at BATCH_TILES and 1 tile: whole
+    frames rarely fill BATCH_TILES exactly. Returns the seconds it took."""
+    seconds = inferencer.warm_up(settings.batch_tiles)
     log.info("worker.model_warmed_up", seconds=round(seconds, 2), tiles=[settings.batch_tiles, 1])
     return seconds
 
@@ -164,7 +156,8 @@ def open_worker(
             if classifier is not None
             else load_classifier(settings.model_path, settings.batch_tiles)
         )
-        warm_up(model, settings)
+        inferencer = Inferencer(model, settings.tile_size, settings.tile_min_overlap)
+        warm_up(inferencer, settings)
         writer = StorageWriter(engine)
         writer.ensure_catalogue(model.catalogue)
         writer.register_model(
@@ -235,7 +228,7 @@ def open_worker(
             settings=settings,
             consumer=consumer,
             producer=producer,
-            classifier=FrameClassifier(model),
+            classifier=FrameClassifier(inferencer),
             writer=writer,
             decoder=decoder,
             metrics=metrics,

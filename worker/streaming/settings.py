@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from worker.alerts.config import DEFAULT_RULES_PATH
-from worker.errors import ConfigError
+from worker.core.errors import ConfigError
 
 MASK = "**********"
 HEADER_ROOM_BYTES = 65_536  # room for a message's key and headers next to its value
@@ -128,7 +128,7 @@ def _path(text: str) -> Path:
     return Path(_text(text)).expanduser()
 
 
-def _rules_file(text: str) -> Path | None:
+def rules_file_setting(text: str) -> Path | None:
     """A rules file's path, or None for `none` (alert rules off)."""
     value = _text(text)
     return None if value.lower() == ALERT_RULES_OFF else Path(value).expanduser()
@@ -186,7 +186,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "alert_rules",
         "ALERT_RULES",
-        _rules_file,
+        rules_file_setting,
         DEFAULT_RULES_PATH,
         "alert rules file (YAML or JSON, schema alert-rules.v1; see docs/alerts.md), checked at start-up;"
         f" `{ALERT_RULES_OFF}` turns the rules off",

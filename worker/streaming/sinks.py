@@ -22,15 +22,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from worker.catalogue import Catalogue
-from worker.streaming import contracts
-from worker.streaming.batch import Batch, Entry
-from worker.streaming.dead_letter import DeadLetterPublisher
-from worker.streaming.decode import Rejected
-from worker.streaming.failures import DATA, DeliveryError, classify, describe
-from worker.streaming.observability import Metrics, message_context
-from worker.streaming.records import FrameResult
-from worker.streaming.refusals import (
+from worker.core import contracts
+from worker.core.catalogue import Catalogue
+from worker.core.clients import Producer
+from worker.core.errors import DeliveryError
+from worker.core.failures import DATA, classify, describe
+from worker.core.records import FrameResult
+from worker.core.refusals import (
     DUPLICATE_FRAME_ID,
     PUBLISH,
     STORE,
@@ -38,6 +36,10 @@ from worker.streaming.refusals import (
     UNSTORABLE,
     shown,
 )
+from worker.streaming.batch import Batch, Entry
+from worker.streaming.dead_letter import DeadLetterPublisher
+from worker.streaming.decode import Rejected
+from worker.streaming.observability import Metrics, message_context
 
 if TYPE_CHECKING:
     from worker.alerts.stage import AlertStage
@@ -142,7 +144,7 @@ class AlertsOutboxSink:
 
     name = "publish-alerts"
 
-    def __init__(self, alerts: AlertStage, producer: Any) -> None:
+    def __init__(self, alerts: AlertStage, producer: Producer) -> None:
         self.alerts = alerts
         self.producer = producer
 
@@ -165,7 +167,7 @@ class OutputSink:
 
     def __init__(
         self,
-        producer: Any,
+        producer: Producer,
         detections_topic: str,
         dead_letters: DeadLetterPublisher,
         catalogue: Catalogue,

@@ -29,9 +29,10 @@ from typing import Any
 import structlog
 from kafka import TopicPartition
 
-from worker.streaming.failures import describe, is_unreadable_record
-from worker.streaming.records import KafkaCoordinates
-from worker.streaming.refusals import shown
+from worker.core.clients import Consumer
+from worker.core.failures import describe, is_unreadable_record
+from worker.core.records import KafkaCoordinates
+from worker.core.refusals import shown
 
 log = structlog.get_logger("worker.streaming")
 
@@ -57,7 +58,7 @@ class RecordReader:
     reader keeps paused; the caller must not resume them.
     """
 
-    def __init__(self, consumer: Any, open_probe: Callable[[], Any]) -> None:
+    def __init__(self, consumer: Consumer, open_probe: Callable[[], Consumer]) -> None:
         self.consumer = consumer
         self._open_probe = open_probe
         self.suspects: set[TopicPartition] = set()

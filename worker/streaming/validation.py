@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
-from worker.errors import SchemaError
-from worker.streaming import contracts
-from worker.streaming.records import FrameMeta
-from worker.streaming.refusals import (
+from worker.core import contracts
+from worker.core.errors import RefusalError, SchemaError
+from worker.core.records import FrameMeta
+from worker.core.refusals import (
     INVALID_HEADERS,
     INVALID_IDENTIFIER,
     INVALID_METADATA,
@@ -41,7 +41,6 @@ from worker.streaming.refusals import (
     NON_FINITE_NUMBER,
     TIMESTAMP_OUT_OF_RANGE,
     VALIDATE,
-    RefusalError,
     shown,
 )
 

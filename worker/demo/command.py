@@ -1,5 +1,5 @@
 """`steel-worker demo`: broker, database, demo model, simulated strips through the worker, summary,
-defect map and the model's measured quality on the stream (see `worker.demo`)."""
+defect map and the model's measured quality on the stream (see `worker.demo.run`)."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker.demo import DemoOptions, run_demo  # noqa: PLC0415
+    from worker.demo.run import DemoOptions, run_demo  # noqa: PLC0415
 
     options = DemoOptions(
         strips=args.strips,

@@ -15,10 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from worker.catalogue import Catalogue
-from worker.errors import ConfigError, DatasetError
-from worker.tileset import CATALOGUE_FILE, LABELS_FILE, TILES_DIR, TileSetWriter
-from worker.tiling import TileWindow
+from worker.core.catalogue import Catalogue
+from worker.core.errors import ConfigError, DatasetError
+from worker.core.tileset import CATALOGUE_FILE, LABELS_FILE, TILES_DIR, TileSetWriter
+from worker.core.tiling import TileWindow
 
 DEFAULT_TILE = 256
 DEFAULT_MIN_PIXELS = 64

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from worker.errors import DatasetError
+from worker.core.errors import DatasetError
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from worker.datasets._common import list_images, read_grey
+from worker.core import contracts
+from worker.core.errors import ConfigError, DatasetError, InfrastructureError
+from worker.core.records import FrameMeta
+from worker.datasets.labelled import list_images, read_grey
 from worker.datasets.synthetic import (
     DEFAULT_CLASS_WEIGHTS,
     DEFAULT_DEFECT_RATE,
@@ -44,10 +47,6 @@ from worker.datasets.synthetic import (
     DefectPlacement,
     SyntheticFrameGenerator,
 )
-from worker.errors import ConfigError, DatasetError
-from worker.infra import InfrastructureError
-from worker.streaming import contracts
-from worker.streaming.records import FrameMeta
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer

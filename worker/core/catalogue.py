@@ -1,6 +1,6 @@
 """The defect class catalogue: which classes exist, and each one's cause and prevention.
 
-The catalogue is data. The default is the paper's Table 1 (`worker/catalogues/paper.json`); a plant
+The catalogue is data. The default is the paper's Table 1 (`worker/core/catalogues/paper.json`); a plant
 with other classes writes its own file of the same shape and retrains. The model has one sigmoid
 output per class, in catalogue order, so the order of `classes` is part of a model's contract.
 """
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.errors import CatalogueError
+from worker.core.errors import CatalogueError
 
 DEFAULT_CATALOGUE_PATH = Path(__file__).parent / "catalogues" / "paper.json"
 
@@ -111,9 +111,7 @@ class Catalogue:
     @classmethod
     def from_names(cls, names: list[str] | tuple[str, ...], name: str = "custom") -> Catalogue:
         """A catalogue with only names (ids 1..n), e.g. built from a data set's folder names."""
-        return cls(
-            classes=tuple(DefectClass(id=i + 1, name=n) for i, n in enumerate(names)), name=name
-        )
+        return cls(classes=tuple(DefectClass(id=i + 1, name=n) for i, n in enumerate(names)), name=name)
 
 
 def load_catalogue(path: str | Path | None = None) -> Catalogue:

@@ -9,8 +9,6 @@ logs; `docs/reliability.md` lists when each is given.
 
 from __future__ import annotations
 
-from worker.errors import SchemaError
-
 # Stages, in the order a message meets them.
 TRANSPORT = "transport"  # the Kafka record itself could not be read (kafka-python raised in poll)
 VALIDATE = "validate"  # headers and frame-meta
@@ -63,15 +61,6 @@ REASONS = (
 
 #: Longest text `shown()` returns by default: enough for any detail, short enough for a log line.
 SHOWN_CHARS = 300
-
-
-class RefusalError(SchemaError):
-    """A message the worker will not process: `reason` (one of REASONS), `stage` (one of STAGES)
-    and `detail`, a sentence for people that says what was expected and what was received."""
-
-    def __init__(self, reason: str, stage: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason, self.stage, self.detail = reason, stage, detail
 
 
 def shown(value: object, limit: int = SHOWN_CHARS) -> str:

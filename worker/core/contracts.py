@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -23,12 +22,13 @@ import jsonschema.protocols
 import jsonschema.validators
 from jsonschema.exceptions import best_match
 
-from worker.catalogue import Catalogue
-from worker.errors import SchemaError
-from worker.streaming.records import FrameMeta, FrameResult
-from worker.streaming.refusals import shown
+from worker.core.catalogue import Catalogue
+from worker.core.errors import SchemaError
+from worker.core.records import FrameMeta, FrameResult
+from worker.core.refusals import shown
+from worker.core.resources import shipped_dir
 
-SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS_DIR = shipped_dir("schemas")
 
 FRAME_META = "frame-meta.v1"
 DETECTION = "detection.v1"

@@ -3,7 +3,7 @@
 Every frame's tiles are cut exactly as the worker cuts them (`worker.streaming.classify`: tile
 size, overlap, padding of small frames); a class is present on a tile when its generator mask
 covers at least `DEFAULT_MIN_PIXELS` of the tile's pixels, the rule the training tiles were
-labelled with (`worker.datasets._common.tile_labels`). A defective tile is "found with the right
+labelled with (`worker.datasets.labelled.tile_labels`). A defective tile is "found with the right
 class" when every class present on it was detected on it; a clean tile is "flagged" when any
 class was detected on it. The demo's targets: at least 90 % and at most 5 %. Reported beside them,
 because a class detected where it is absent names the wrong cause: the defective tiles on which
@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from worker.datasets._common import DEFAULT_MIN_PIXELS, tile_labels
-from worker.errors import ConfigError
-from worker.tiling import tile_windows
+from worker.core.errors import ConfigError
+from worker.datasets.labelled import DEFAULT_MIN_PIXELS, tile_labels
+from worker.inference import tile_layout
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from worker.streaming.simulator import SimulatedFrame
+    from worker.camera.simulator import SimulatedFrame
 
 MIN_DEFECTIVE_RIGHT = 0.90
 MAX_CLEAN_FLAGGED = 0.05
@@ -43,20 +43,20 @@ def tile_truth(
 ) -> tuple[frozenset[str], ...]:
     """The classes present on each tile of a frame, tiles in the worker's order.
 
-    The worker pads a frame smaller than a tile before cutting it (`worker.streaming.classify`);
-    the masks are padded alike, with nothing, so padding never holds a defect.
+    The tiles are laid out by the inference path's own rule (`worker.inference.tile_layout`: a
+    side shorter than a tile padded, then windows over every pixel); the masks are padded with
+    nothing, so padding never holds a defect.
     """
     shapes = {m.shape for m in masks.values()}
     if len(shapes) != 1:
         raise ConfigError(f"ground truth: expected masks of one shape, received {sorted(shapes)}")
     height, width = next(iter(shapes))
-    padded_h, padded_w = max(height, tile_size), max(width, tile_size)
+    padded_h, padded_w, windows = tile_layout(height, width, tile_size, min_overlap)
     if (padded_h, padded_w) != (height, width):
         masks = {
             name: np.pad(mask, ((0, padded_h - height), (0, padded_w - width)))
             for name, mask in masks.items()
         }
-    windows = tile_windows(padded_h, padded_w, tile_size, min_overlap)
     return tuple(frozenset(labels) for labels in tile_labels(masks, windows, min_pixels))
 
 
@@ -227,30 +227,15 @@ def measure_quality(
 def read_detected(
     engine: sa.Engine, strip_ids: Sequence[str]
 ) -> tuple[set[str], dict[tuple[str, int], set[str]]]:
-    """The frame ids in the ledger for `strip_ids`, and the classes detected per (frame, tile)."""
-    import sqlalchemy as sa  # noqa: PLC0415
+    """The frame ids in the ledger for `strip_ids`, and the classes detected per (frame, tile)
+    (`worker.reports.queries`: the frames ledger and `detections_with_cause`)."""
+    from worker.reports.queries import strips_frame_ids, strips_tile_classes  # noqa: PLC0415
 
     strips = list(strip_ids)
     with engine.connect() as conn:
-        processed = {
-            r[0]
-            for r in conn.execute(
-                sa.text("SELECT frame_id FROM frames WHERE strip_id = ANY(:s)"), {"s": strips}
-            )
-        }
-        rows = conn.execute(
-            sa.text(
-                """
-                SELECT d.frame_id, d.tile_index, c.name
-                FROM detections AS d
-                JOIN frames AS f ON f.frame_id = d.frame_id
-                JOIN defect_classes AS c ON c.id = d.class_id
-                WHERE f.strip_id = ANY(:s)
-                """
-            ),
-            {"s": strips},
-        )
-        detected: dict[tuple[str, int], set[str]] = {}
-        for frame_id, tile_index, name in rows:
-            detected.setdefault((frame_id, int(tile_index)), set()).add(name)
+        processed = strips_frame_ids(conn, strips)
+        rows = strips_tile_classes(conn, strips)
+    detected: dict[tuple[str, int], set[str]] = {}
+    for frame_id, tile_index, name in rows:
+        detected.setdefault((frame_id, tile_index), set()).add(name)
     return processed, detected

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from worker.catalogue import Catalogue, load_catalogue, save_catalogue
-from worker.errors import DatasetError
+from worker.core.catalogue import Catalogue, load_catalogue, save_catalogue
+from worker.core.errors import DatasetError
 
 LABELS_FILE = "labels.csv"
 CATALOGUE_FILE = "catalogue.json"
@@ -81,9 +81,7 @@ class TileSetWriter:
         if not cv2.imwrite(str(self.root / name), tile):
             raise DatasetError(f"could not write tile image {self.root / name}")
         self._names.add(name)
-        self._rows.append(
-            [name, source, x, y, *(1 if c in positives else 0 for c in self.catalogue.names)]
-        )
+        self._rows.append([name, source, x, y, *(1 if c in positives else 0 for c in self.catalogue.names)])
         return name
 
     def __len__(self) -> int:

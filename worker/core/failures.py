@@ -27,13 +27,9 @@ import zlib
 from kafka import errors as kafka_errors
 from sqlalchemy import exc as sa_exc
 
-from worker.errors import ModelError, SteelWorkerError
+from worker.core.errors import DeliveryError, ModelError
 
 TRANSIENT, SYSTEMIC, DATA = "transient", "systemic", "data"
-
-
-class DeliveryError(SteelWorkerError):
-    """Output messages of a batch were not acknowledged by the broker in time (transient)."""
 
 
 _TRANSIENT: tuple[type[BaseException], ...] = (

@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.catalogue import Catalogue, load_catalogue
-from worker.errors import ConfigError, ModelError
+from worker.core.catalogue import Catalogue, load_catalogue
+from worker.core.errors import ConfigError, ModelError
 
 #: Root of the caches (demo model, embedded PostgreSQL): this variable, else DEFAULT_CACHE_ROOT.
 CACHE_DIR_ENV = "STEEL_WORKER_CACHE_DIR"
@@ -181,7 +181,7 @@ def write_demo_tiles(
     the same INTER_AREA shrink the worker's pre-processing applies, so training sees what the
     worker will feed the network. Returns the `ImportSummary`.
     """
-    from worker.datasets._common import LabelledTile, write_tileset  # noqa: PLC0415
+    from worker.datasets.labelled import LabelledTile, write_tileset  # noqa: PLC0415
     from worker.datasets.synthetic import iter_synthetic_tiles  # noqa: PLC0415
     from worker.model.preprocessing import resize_tile  # noqa: PLC0415
 

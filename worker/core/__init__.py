@@ -1,0 +1,22 @@
+"""The kernel: what every other package shares, importing nothing of the project above it.
+
+`errors` (every exception the project raises on purpose), `catalogue` (defect classes, causes,
+actions), `tiling` (the one tiling rule), `tileset` (the tile-set format), `records` (the frozen
+records the pipeline passes on), `contracts` (the message schemas), `refusals` (why a message is
+refused, and `shown()`), `failures` (what a failure means: retry, wait for people, set aside),
+`clients` (the Kafka consumer and producer as Protocols), `resources` (the schemas, migrations
+and rules shipped in the package). All public.
+"""
+
+__all__ = [
+    "catalogue",
+    "clients",
+    "contracts",
+    "errors",
+    "failures",
+    "records",
+    "refusals",
+    "resources",
+    "tileset",
+    "tiling",
+]
