@@ -25,6 +25,7 @@ from worker.alerts.config import load_rules
 from worker.alerts.stage import AlertStage
 from worker.core.catalogue import load_catalogue
 from worker.core.records import Detection, FrameMeta, FrameResult, KafkaCoordinates
+from worker.core.thresholds import ClassThresholds
 from worker.infra.postgres import fresh_database
 from worker.storage import migrate
 from worker.storage.engine import create_engine
@@ -97,7 +98,14 @@ def main() -> None:
             engine = create_engine(url)
             writer = StorageWriter(engine)
             writer.ensure_catalogue(load_catalogue())
-            writer.register_model(MODEL, "resnet50", 256, ["holes", "scratches", "rolling"], {}, {})
+            writer.register_model(
+                MODEL,
+                "resnet50",
+                256,
+                ["holes", "scratches", "rolling"],
+                ClassThresholds.from_values(("holes", "scratches", "rolling"), [0.5] * 3),
+                {},
+            )
             stage = AlertStage(engine, rules, load_catalogue(), "bench-alerts")
             results = strip("BENCH", args.length_m, rate, seed=1)
             writes, evaluations, raised = [], [], 0

@@ -68,7 +68,7 @@ def main() -> int:
                     *(f"{best[r['ImageId']][n]:.6f}" for n in class_map.values()),
                 ]
             )
-    thresholds = ",".join(f"{n}={inferencer.thresholds[names.index(n)]:.4f}" for n in class_map.values())
+    thresholds = ",".join(f"{n}={inferencer.thresholds.by_name()[n]:.4f}" for n in class_map.values())
     print(f"{len(frames)} frames, {len(rows)} tiles; scores in {scores_csv}", file=sys.stderr)
     return cli_main(
         ["evaluate", "--scores", str(scores_csv), "--thresholds", thresholds, "--out", str(args.out)]

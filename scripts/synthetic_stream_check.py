@@ -52,7 +52,7 @@ def main() -> int:
         truth[f"f{n}"] = tile_truth(frame.masks, TILE)
         tiles.append(inferencer.pre_process(frame.image).pixels)
     scores = inferencer.forward(np.concatenate(tiles))
-    thresholds = inferencer.thresholds
+    thresholds = inferencer.thresholds.array
     print(f"model {inferencer.version[:12]}: {args.frames} frames, {len(scores)} tiles, seed {args.seed}")
     for factor in [1.0, *args.scale]:
         report = _score(truth, scores, thresholds * factor, names)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from worker.alerts.rules import StripDetection
 from worker.core.catalogue import load_catalogue
 from worker.core.records import Detection, FrameMeta, FrameResult, KafkaCoordinates
+from worker.core.thresholds import ClassThresholds
 from worker.storage.writer import StorageWriter
 
 MODEL = "b" * 64
@@ -42,7 +43,14 @@ class Defect:
 def register(writer: StorageWriter) -> None:
     """Store the default catalogue and the test model (once per database)."""
     writer.ensure_catalogue(load_catalogue())
-    writer.register_model(MODEL, "resnet50", 256, ["holes", "scratches", "rolling"], {}, {})
+    writer.register_model(
+        MODEL,
+        "resnet50",
+        256,
+        ["holes", "scratches", "rolling"],
+        ClassThresholds.from_values(("holes", "scratches", "rolling"), [0.5] * 3),
+        {},
+    )
 
 
 def frame_index(along_m: float) -> int:

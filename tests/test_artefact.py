@@ -79,7 +79,7 @@ def test_model_json_describes_the_artefact(saved, loaded) -> None:  # type: igno
     assert meta["training"]["data_dir"] == "/data/x" and meta["metrics"] == {"f1": 0.5}
     assert meta["created_at"]
     assert loaded.version == meta["version"] and loaded.catalogue == CATALOGUE
-    np.testing.assert_array_equal(loaded.thresholds, [0.3, 0.5, 0.7])
+    assert loaded.thresholds.by_name() == {"holes": 0.3, "scratches": 0.5, "rolling": 0.7}
     assert (loaded.input_size, loaded.backbone, loaded.model_dir) == (SIZE, "resnet50", out)
 
 
@@ -197,7 +197,7 @@ def test_untrained_artefact_is_real_and_reproducible(tmp_path: Path) -> None:
     create_untrained_artefact(tmp_path / "b", two, seed=3)
     classifier = load_classifier(tmp_path / "a")
     assert classifier.version == version and classifier.catalogue == two
-    np.testing.assert_array_equal(classifier.thresholds, [0.5, 0.5])
+    np.testing.assert_array_equal(classifier.thresholds.array, [0.5, 0.5])
     assert classifier.predict(_tiles(4)).shape == (4, 2)
     a, b = _h5_arrays(tmp_path / "a" / WEIGHTS_FILE), _h5_arrays(tmp_path / "b" / WEIGHTS_FILE)
     assert a.keys() == b.keys() and len(a) > 300

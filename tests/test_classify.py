@@ -15,6 +15,7 @@ from streaming_harness import loaded_model, untrained_model
 from worker.core.catalogue import load_catalogue
 from worker.core.errors import ModelError
 from worker.core.records import DecodedFrame, KafkaCoordinates
+from worker.core.thresholds import ClassThresholds
 from worker.inference import Inferencer
 from worker.model.artefact import Classifier
 from worker.streaming.batch import Batch, Entry
@@ -36,7 +37,7 @@ def inferencer(classifier: Classifier) -> Inferencer:
 
 def _with_thresholds(classifier: Classifier, thresholds: list[float]) -> Inferencer:
     changed = copy.copy(classifier)
-    changed.thresholds = np.array(thresholds)
+    changed.thresholds = ClassThresholds.from_values(classifier.catalogue.names, thresholds)
     return Inferencer(changed, tile_size=256)
 
 
@@ -86,7 +87,13 @@ def test_detections_are_tiles_at_or_over_each_class_threshold_placed_on_the_stri
 def test_a_frame_smaller_than_a_tile_is_padded_and_placed_by_its_real_extent(inferencer: Inferencer) -> None:
     tiled = tile_frame(_frame(100, 300), inferencer)
     assert tiled.pixels.shape == (2, 256, 256)
-    found = detections_for(tiled, np.ones((2, 3)), np.ones((2, 3), bool), CATALOGUE, np.full(3, 0.5))
+    found = detections_for(
+        tiled,
+        np.ones((2, 3)),
+        np.ones((2, 3), bool),
+        CATALOGUE,
+        ClassThresholds.from_values(CATALOGUE.names, [0.5] * 3),
+    )
     first = found[0]
     assert first.along_end_m == pytest.approx(10.0 + 100 * 0.5 / 1000)  # 100 rows, not 256
     assert first.along_m == pytest.approx(10.0 + 50 * 0.5 / 1000)
@@ -115,7 +122,7 @@ def test_batching_frames_through_the_model_equals_classifying_each_alone(
 
 def test_a_model_whose_thresholds_do_not_match_its_classes_is_refused(classifier: Classifier) -> None:
     broken = copy.copy(classifier)
-    broken.thresholds = np.array([0.5, 0.5])
+    broken.thresholds = ClassThresholds.from_values(("holes", "scratches"), [0.5, 0.5])
     with pytest.raises(ModelError, match="one threshold per class"):
         Inferencer(broken)
 

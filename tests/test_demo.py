@@ -25,8 +25,10 @@ import sqlalchemy as sa
 from streaming_harness import loaded_model, make_topics, running_worker, untrained_model, worker_settings
 
 from worker import cli
-from worker.camera.simulator import RollMark, SimulatedFrame, SimulationPlan
+from worker.camera.frames import SimulatedFrame
+from worker.camera.plan import RollMark, SimulationPlan
 from worker.core.errors import ConfigError, InfrastructureError
+from worker.core.thresholds import ClassThresholds
 from worker.demo.live import LiveView, summary_lines
 from worker.demo.model import CACHE_DIR_ENV, DemoRecipe, demo_model_dir, prepare_demo_model
 from worker.demo.quality import GroundTruth, measure_quality, read_detected, tile_truth
@@ -167,7 +169,7 @@ def detect_everything(tmp_path_factory: pytest.TempPathFactory) -> Classifier:
         model=shared.model,
         model_dir=out,
         catalogue=shared.catalogue,
-        thresholds=np.zeros(len(shared.catalogue)),
+        thresholds=ClassThresholds.from_mapping(shared.catalogue.names, meta["thresholds"], "model.json"),
         version=shared.version,
         input_size=shared.input_size,
         backbone=shared.backbone,

@@ -68,7 +68,9 @@ def test_predict_is_pre_process_forward_post_process(inferencer: Inferencer) -> 
     np.testing.assert_array_equal(predicted.tiles.pixels, tiles.pixels)
     np.testing.assert_array_equal(predicted.tiles.pixels[-1], image[44:300, 444:700])
     np.testing.assert_allclose(predicted.scores, inferencer.forward(tiles.pixels), rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(predicted.decisions, predicted.scores >= inferencer.thresholds[None, :])
+    np.testing.assert_array_equal(
+        predicted.decisions, predicted.scores >= inferencer.thresholds.array[None, :]
+    )
     assert predicted.scores.dtype == np.float32 and predicted.decisions.dtype == bool
 
 
@@ -132,3 +134,54 @@ def test_the_worker_and_predict_give_the_same_scores_and_decisions_for_one_image
     by_tile_class = {(det.tile_index, det.class_name): det.confidence for det in result.detections}
     for (i, name), confidence in by_tile_class.items():
         assert confidence == pytest.approx(document["tiles"][i]["probabilities"][name], abs=1e-6)
+
+
+def test_thresholds_keep_one_shape_from_the_artefact_to_the_models_row(
+    model_dir: Path, classifier: Any, database_url: str
+) -> None:
+    """model.json's `{class: threshold}` is what the loaded model, the inferencer and the
+    `models.thresholds` column hold, class for class, in catalogue order."""
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    from worker.model.artefact import read_model_meta  # noqa: PLC0415
+    from worker.storage.engine import create_engine  # noqa: PLC0415
+    from worker.storage.writer import StorageWriter  # noqa: PLC0415
+
+    stored_in_artefact = read_model_meta(model_dir)["thresholds"]
+    inferencer = Inferencer(classifier)
+    assert inferencer.thresholds is classifier.thresholds
+    assert inferencer.thresholds.by_name() == stored_in_artefact
+    assert list(inferencer.thresholds.names) == list(classifier.catalogue.names)
+    engine = create_engine(database_url)
+    try:
+        writer = StorageWriter(engine)
+        writer.ensure_catalogue(classifier.catalogue)
+        writer.register_model(
+            classifier.version, "resnet50", classifier.input_size, classifier.catalogue.names,
+            inferencer.thresholds, {},
+        )  # fmt: skip
+        with engine.connect() as conn:
+            row = conn.execute(sa.text("SELECT thresholds FROM models")).scalar_one()
+    finally:
+        engine.dispose()
+    assert row == stored_in_artefact
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([0.5, 0.5], "expected 3 values in \\[0, 1\\]"),
+        ([0.5, 0.5, 1.5], "expected 3 values in \\[0, 1\\]"),
+        ([0.5, float("nan"), 0.5], "expected 3 values in \\[0, 1\\]"),
+        ([[0.5, 0.5, 0.5]], "expected 3 values in \\[0, 1\\]"),
+    ],
+)
+def test_thresholds_that_do_not_fit_the_classes_are_a_model_error(values: Any, message: str) -> None:
+    from worker.core.thresholds import ClassThresholds  # noqa: PLC0415
+
+    with pytest.raises(ModelError, match=message):
+        ClassThresholds.from_values(("holes", "scratches", "rolling"), values)
+    with pytest.raises(ModelError, match="must name exactly the classes"):
+        ClassThresholds.from_mapping(("holes", "scratches"), {"holes": 0.5}, source="model.json")
+    with pytest.raises(ModelError, match="must be numbers in \\[0, 1\\]"):
+        ClassThresholds.from_mapping(("holes",), {"holes": True}, source="model.json")

@@ -20,14 +20,9 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from worker import cli
-from worker.camera.simulator import (
-    RollMark,
-    SimulatedFrame,
-    SimulationPlan,
-    frames_to_cover,
-    roll_pitch_m,
-    simulate,
-)
+from worker.camera.frames import SimulatedFrame
+from worker.camera.plan import RollMark, SimulationPlan, frames_to_cover, roll_pitch_m
+from worker.camera.send import simulate
 from worker.core import contracts
 from worker.core.errors import ConfigError, DatasetError, InfrastructureError
 from worker.core.records import DecodedFrame, KafkaCoordinates

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from worker.core.catalogue import Catalogue, DefectClass, load_catalogue
 from worker.core.errors import CatalogueError, ModelError, SchemaError
 from worker.core.records import Detection, FrameMeta, FrameResult, KafkaCoordinates
+from worker.core.thresholds import ClassThresholds
 from worker.storage.engine import create_engine
 from worker.storage.writer import StorageWriter, WriteOutcome
 
@@ -87,8 +88,14 @@ def _batch(first: int, count: int) -> list[FrameResult]:
 def writer(engine: sa.Engine) -> StorageWriter:
     writer = StorageWriter(engine)
     writer.ensure_catalogue(load_catalogue())
-    writer.register_model(MODEL, "resnet50", 256, ["holes", "scratches", "rolling"], {"holes": 0.5}, {})
+    writer.register_model(MODEL, "resnet50", 256, ["holes", "scratches", "rolling"], _thresholds(0.5), {})
     return writer
+
+
+def _thresholds(
+    *values: float, names: tuple[str, ...] = ("holes", "scratches", "rolling")
+) -> ClassThresholds:
+    return ClassThresholds.from_values(names, list(values) * (len(names) if len(values) == 1 else 1))
 
 
 def _count(engine: sa.Engine, table: str) -> int:
@@ -416,12 +423,15 @@ def test_register_model_is_idempotent_and_updates_thresholds(
     writer: StorageWriter, engine: sa.Engine
 ) -> None:
     names = ["holes", "scratches", "rolling"]
-    assert writer.register_model(MODEL, "resnet50", 256, names, {"holes": 0.5}, {}) is False
-    assert writer.register_model(MODEL, "resnet50", 256, names, {"holes": 0.35}, {"f1": 0.8}) is False
-    assert writer.register_model("c" * 64, "resnet50", 96, names, {}, {}) is True
+    assert writer.register_model(MODEL, "resnet50", 256, names, _thresholds(0.5), {}) is False
+    assert (
+        writer.register_model(MODEL, "resnet50", 256, names, _thresholds(0.35, 0.5, 0.7), {"f1": 0.8})
+        is False
+    )
+    assert writer.register_model("c" * 64, "resnet50", 96, names, _thresholds(0.5), {}) is True
     with engine.connect() as conn:
         row = conn.execute(sa.text("SELECT * FROM models WHERE version = :v"), {"v": MODEL}).mappings().one()
-    assert row["thresholds"] == {"holes": 0.35}
+    assert row["thresholds"] == {"holes": 0.35, "scratches": 0.5, "rolling": 0.7}  # model.json's form
     assert row["metrics"] == {"f1": 0.8}
     assert row["class_names"] == names
     assert _count(engine, "models") == 2
@@ -429,9 +439,23 @@ def test_register_model_is_idempotent_and_updates_thresholds(
 
 def test_register_model_refuses_a_changed_contract_for_the_same_version(writer: StorageWriter) -> None:
     with pytest.raises(ModelError, match="input_size=256, received 96"):
-        writer.register_model(MODEL, "resnet50", 96, ["holes", "scratches", "rolling"], {}, {})
+        writer.register_model(MODEL, "resnet50", 96, ["holes", "scratches", "rolling"], _thresholds(0.5), {})
 
 
 def test_register_model_refuses_classes_missing_from_the_catalogue(writer: StorageWriter) -> None:
     with pytest.raises(CatalogueError, match=r"classes \['crazing'\] are not in defect_classes"):
-        writer.register_model("d" * 64, "resnet50", 256, ["holes", "crazing"], {}, {})
+        writer.register_model(
+            "d" * 64, "resnet50", 256, ["holes", "crazing"], _thresholds(0.5, names=("holes", "crazing")), {}
+        )
+
+
+def test_register_model_refuses_thresholds_of_other_classes(writer: StorageWriter) -> None:
+    with pytest.raises(ModelError, match=r"thresholds of \['holes', 'rolling'\] for the classes"):
+        writer.register_model(
+            "e" * 64,
+            "resnet50",
+            256,
+            ["holes", "scratches"],
+            _thresholds(0.5, names=("holes", "rolling")),
+            {},
+        )

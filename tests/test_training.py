@@ -97,7 +97,7 @@ def test_stored_thresholds_are_the_validation_sweep_choice(run) -> None:  # type
     val = load_split(config.out_dir).subset(read_tileset(config.data_dir), "validation")
     tiles = np.stack([read_tile(val.path(i)) for i in range(len(val))])
     expected = choose_thresholds(val.labels, classifier.predict(tiles), "f1")
-    np.testing.assert_allclose(classifier.thresholds, expected)
+    np.testing.assert_allclose(classifier.thresholds.array, expected)
 
 
 def test_existing_run_is_not_overwritten_without_resume(run) -> None:  # type: ignore[no-untyped-def]

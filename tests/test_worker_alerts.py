@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import sqlalchemy as sa
 import structlog
@@ -47,6 +46,7 @@ from worker.alerts.stage import AlertStage
 from worker.core import contracts
 from worker.core.catalogue import load_catalogue
 from worker.core.errors import ConfigError
+from worker.core.thresholds import ClassThresholds
 from worker.model.artefact import Classifier
 from worker.storage.engine import create_engine
 from worker.storage.writer import StorageWriter
@@ -77,7 +77,8 @@ def holes_everywhere(classifier: Classifier) -> Classifier:
     """The session's model with thresholds that make every tile `holes` (threshold 0) and no tile
     anything else (threshold 1: a sigmoid of the untrained head never reaches it)."""
     model = copy.copy(classifier)
-    model.thresholds = np.array([0.0 if name == "holes" else 1.0 for name in classifier.catalogue.names])
+    names = classifier.catalogue.names
+    model.thresholds = ClassThresholds.from_values(names, [0.0 if name == "holes" else 1.0 for name in names])
     return model
 
 

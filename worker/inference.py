@@ -31,6 +31,7 @@ import numpy as np
 
 from worker.core.catalogue import Catalogue
 from worker.core.errors import ConfigError, ModelError
+from worker.core.thresholds import ClassThresholds
 from worker.core.tiling import TileWindow, cut_tiles, pad_to_tile, tile_windows
 
 #: The paper's tile side, and the default of the worker, `predict` and the benchmark.
@@ -53,7 +54,7 @@ class TileClassifier(Protocol):
     def catalogue(self) -> Catalogue: ...
 
     @property
-    def thresholds(self) -> np.ndarray: ...
+    def thresholds(self) -> ClassThresholds: ...
 
     @property
     def version(self) -> str: ...
@@ -118,11 +119,11 @@ class Inferencer:
         self.min_overlap = min_overlap
         self.catalogue = classifier.catalogue
         self.version = classifier.version
-        self.thresholds = np.asarray(classifier.thresholds, dtype=np.float64)
-        if self.thresholds.shape != (len(self.catalogue),):
+        self.thresholds = classifier.thresholds
+        if self.thresholds.names != self.catalogue.names:
             raise ModelError(
-                f"model {classifier.version}: expected one threshold per class ({len(self.catalogue)}), "
-                f"received shape {self.thresholds.shape}"
+                f"model {classifier.version}: expected one threshold per class of "
+                f"{list(self.catalogue.names)}, received thresholds of {list(self.thresholds.names)}"
             )
 
     @classmethod
@@ -169,7 +170,7 @@ class Inferencer:
 
     def post_process(self, scores: np.ndarray) -> np.ndarray:
         """bool (N, C): a class is found on a tile when its score is >= the class's threshold."""
-        return np.asarray(scores) >= self.thresholds[None, :]
+        return self.thresholds.decide(scores)
 
     def predict(self, image: np.ndarray) -> ImagePrediction:
         """pre_process → forward → post_process for one image."""

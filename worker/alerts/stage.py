@@ -1,24 +1,24 @@
-"""The two calls the worker loop makes: evaluate the rules after each write, publish after producing.
+"""The two calls the worker makes of the alerts: evaluate the rules after each write, publish the
+alerts outbox after the detections.
 
-    stage = AlertStage.from_file(engine, catalogue, settings.alerts_topic, settings.alert_rules)  # once
-    stage.publish(producer)                      # at start-up: sends what a crash left unsent
-    …
-    writer.write_results(results); stage.evaluate(results)      # the loop's "write" step
-    producer.flush() for detections; stage.publish(producer)    # the loop's "publish" step
-    commit offsets
+    stage = AlertStage(engine, load_rules(path, catalogue), catalogue, topic, ...)  # once, at start-up
+    stage.evaluate(results)     # the checkpoint's "evaluate" step (`worker.streaming.sinks`), after "write"
+    stage.publish(producer)     # its "publish-alerts" step, after the detections are acknowledged,
+                                # and once when the loop starts: what a crash left unsent
 
-Both calls are idempotent and raise only retryable errors for infrastructure failures (SQLAlchemy
-OperationalError/InterfaceError, KafkaError): the loop retries the step, as it does for writes.
+Both calls are idempotent. Infrastructure failures (SQLAlchemy OperationalError/InterfaceError,
+KafkaError) are raised and the checkpoint retries the step; a rule that fails on a strip and an
+alert the broker refuses for good are set aside, reported through `on_rule_error` and
+`on_undeliverable`, and never stop the stream (`worker.alerts.engine`, `worker.alerts.outbox`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import sqlalchemy as sa
 
-from worker.alerts.config import AlertRules, load_rules
+from worker.alerts.config import AlertRules
 from worker.alerts.engine import AlertEngine, NewAlert
 from worker.alerts.outbox import publish_pending
 from worker.core.catalogue import Catalogue
@@ -46,14 +46,6 @@ class AlertStage:
         self.topic = topic
         self.alert_engine = AlertEngine(engine, rules, catalogue, on_rule_error)
         self.on_undeliverable = on_undeliverable
-
-    @classmethod
-    def from_file(
-        cls, engine: sa.Engine, catalogue: Catalogue, topic: str, rules_path: str | Path | None = None
-    ) -> AlertStage:
-        """Load the rules (`rules_path`, else the default `config/alert-rules.yaml`; the worker passes
-        its ALERT_RULES setting); ConfigError naming the file and field if they are unusable."""
-        return cls(engine, load_rules(rules_path, catalogue), catalogue, topic)
 
     def evaluate(self, results: Sequence[FrameResult]) -> list[NewAlert]:
         """After `StorageWriter.write_results(results)` returned: raise the alerts the stored

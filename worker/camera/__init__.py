@@ -1,7 +1,8 @@
 """The camera side: the line simulator that publishes frames of simulated strips to the frames
 topic (`steel-worker simulate`). A producer only: nothing here consumes.
 
-Public: `simulator`, `command`.
+Public, data flowing one way: `plan` (what to simulate, checked when made) → `frames` (a plan's
+frames and their ground truth) → `send` (publishing them, pacing, the summary); `command`.
 """
 
-__all__ = ["command", "simulator"]
+__all__ = ["command", "frames", "plan", "send"]

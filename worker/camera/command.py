@@ -204,7 +204,7 @@ def register(subparsers: Any) -> None:
 
 def plan_from_args(args: argparse.Namespace) -> Any:
     """The SimulationPlan the options describe; ConfigError names the option at fault."""
-    from worker.camera.simulator import RollMark, SimulationPlan  # noqa: PLC0415
+    from worker.camera.plan import RollMark, SimulationPlan  # noqa: PLC0415
     from worker.datasets.synthetic import DEFAULT_DEFECT_RATE  # noqa: PLC0415
 
     if args.images is not None:
@@ -255,7 +255,7 @@ def plan_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker.camera.simulator import simulate  # noqa: PLC0415
+    from worker.camera.send import simulate  # noqa: PLC0415
 
     if not args.bootstrap:
         raise ConfigError("no Kafka broker: set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap HOST:PORT")

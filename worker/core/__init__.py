@@ -4,8 +4,9 @@
 actions), `tiling` (the one tiling rule), `tileset` (the tile-set format), `records` (the frozen
 records the pipeline passes on), `contracts` (the message schemas), `refusals` (why a message is
 refused, and `shown()`), `failures` (what a failure means: retry, wait for people, set aside),
-`clients` (the Kafka consumer and producer as Protocols), `resources` (the schemas, migrations
-and rules shipped in the package). All public.
+`thresholds` (per-class decision thresholds, one shape from the artefact to the row), `clients`
+(the Kafka consumer and producer as Protocols), `resources` (the schemas, migrations and rules
+shipped in the package). All public.
 """
 
 __all__ = [

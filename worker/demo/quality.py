@@ -26,7 +26,7 @@ from worker.inference import tile_layout
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from worker.camera.simulator import SimulatedFrame
+    from worker.camera.frames import SimulatedFrame
 
 MIN_DEFECTIVE_RIGHT = 0.90
 MAX_CLEAN_FLAGGED = 0.05

@@ -7,7 +7,7 @@ Steps (`run_demo`), each piece in a module of its own:
    embedded PostgreSQL (`worker.infra`); migrations applied (`worker.storage.migrate`);
 2. the demo model (`worker.demo.model`): taken from the cache, or trained the first time;
 3. the worker: `python -m worker run` in a subprocess (`worker.demo.worker_process`, its log in
-   `<out>/worker.log`), fed by the line simulator (`worker.camera.simulator`) with a few
+   `<out>/worker.log`), fed by the line simulator (`worker.camera.send`) with a few
    synthetic strips, a roll mark injected at the pitch of a roll of the alert rules file the
    worker uses; a live view (`worker.demo.live`) shows frames/s and detections by class with
    their cause, read from the database (`worker.demo.snapshot`) as the worker writes it;
@@ -43,7 +43,7 @@ from worker.demo.worker_process import WorkerHandle, WorkerProcess, log_tail, wo
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from worker.camera.simulator import SimulationPlan
+    from worker.camera.plan import SimulationPlan
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,7 @@ def _create_topics(bootstrap: str, settings: Any) -> None:
 
 
 def _plan(options: DemoOptions, topic: str, pitch: float) -> SimulationPlan:
-    from worker.camera.simulator import RollMark, SimulationPlan  # noqa: PLC0415
+    from worker.camera.plan import RollMark, SimulationPlan  # noqa: PLC0415
 
     return SimulationPlan(
         topic=topic,
@@ -273,7 +273,7 @@ def _plan(options: DemoOptions, topic: str, pitch: float) -> SimulationPlan:
 
 
 def _frames_per_strip(plan: SimulationPlan) -> int:
-    from worker.camera.simulator import frames_to_cover  # noqa: PLC0415
+    from worker.camera.plan import frames_to_cover  # noqa: PLC0415
 
     assert plan.strip_length_m is not None
     return frames_to_cover(plan.strip_length_m, plan)
@@ -332,7 +332,7 @@ def stream_through_worker(run: StreamRun, out: TextIO, live: bool) -> StreamResu
     """Send the plan's frames (simulator in a thread, ground truth recorded as they go) and show
     the live view until the worker has written every sent frame. InfrastructureError if the
     simulator or the worker fails, or the worker writes nothing for `run.idle_timeout_s`."""
-    from worker.camera.simulator import simulate  # noqa: PLC0415
+    from worker.camera.send import simulate  # noqa: PLC0415
 
     failure: list[BaseException] = []
 

@@ -247,7 +247,7 @@ def _evaluate_model(
         )
     labels = tileset.labels[:, [tileset.catalogue.index(n) for n in names]]
     classifier = load_classifier(model_dir)  # same model.json, so the same classes in the same order
-    thresholds = apply_thresholds(classifier.thresholds, names, overrides)
+    thresholds = apply_thresholds(classifier.thresholds.array, names, overrides)
 
     scores = np.empty((len(tileset), len(names)), dtype=np.float32)
     with tqdm(total=len(tileset), unit="tile", desc="evaluate") as progress:

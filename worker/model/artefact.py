@@ -23,6 +23,7 @@ import numpy as np
 
 from worker.core.catalogue import Catalogue
 from worker.core.errors import CatalogueError, ModelError
+from worker.core.thresholds import ClassThresholds
 from worker.model.network import BACKBONES, build_classifier
 from worker.model.preprocessing import PREPROCESSING_NAME, preprocess_tiles
 
@@ -63,7 +64,7 @@ def save_artefact(  # noqa: PLR0917 (the positional order is the documented API)
     catalogue: Catalogue,
     input_size: int,
     backbone: str,
-    thresholds: np.ndarray,
+    thresholds: ClassThresholds | np.ndarray,
     training: dict[str, Any],
     metrics: dict[str, Any],
 ) -> str:
@@ -76,11 +77,14 @@ def save_artefact(  # noqa: PLR0917 (the positional order is the documented API)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    t = np.asarray(thresholds, dtype=float)
-    if t.shape != (len(catalogue),) or np.any((t < 0) | (t > 1)):
+    t = (
+        thresholds
+        if isinstance(thresholds, ClassThresholds)
+        else ClassThresholds.from_values(catalogue.names, thresholds)
+    )
+    if t.names != catalogue.names:
         raise ModelError(
-            f"thresholds: expected {len(catalogue)} values in [0, 1] (one per class of "
-            f"{list(catalogue.names)}), received {t.tolist()}"
+            f"thresholds: expected the classes {list(catalogue.names)}, received {list(t.names)}"
         )
     if tuple(model.output_shape) != (None, len(catalogue)):
         raise ModelError(
@@ -105,7 +109,7 @@ def save_artefact(  # noqa: PLR0917 (the positional order is the documented API)
         "n_classes": len(catalogue),
         "preprocessing": PREPROCESSING_NAME,
         "catalogue": catalogue.to_dict(),
-        "thresholds": {name: float(v) for name, v in zip(catalogue.names, t, strict=True)},
+        "thresholds": t.by_name(),
         "training": _jsonable(training),
         "metrics": _jsonable(metrics),
         "keras_version": keras.__version__,
@@ -131,7 +135,7 @@ class Classifier:
         model: keras.Model,
         model_dir: Path,
         catalogue: Catalogue,
-        thresholds: np.ndarray,
+        thresholds: ClassThresholds,
         version: str,
         input_size: int,
         backbone: str,
@@ -229,16 +233,7 @@ def load_classifier(model_dir: str | Path, batch_size: int = DEFAULT_PREDICT_BAT
         catalogue = Catalogue.from_dict(meta["catalogue"], source=f"{path} catalogue")
     except CatalogueError as exc:
         raise ModelError(str(exc)) from None
-    by_name = meta["thresholds"]
-    if set(by_name) != set(catalogue.names):
-        raise ModelError(
-            f"{path}: thresholds must name exactly the classes {list(catalogue.names)}, "
-            f"received {sorted(by_name)}"
-        )
-    values = [by_name[n] for n in catalogue.names]
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in values):
-        raise ModelError(f"{path}: thresholds must be numbers in [0, 1], received {by_name}")
-    thresholds = np.array(values, dtype=float)
+    thresholds = ClassThresholds.from_mapping(catalogue.names, meta["thresholds"], source=str(path))
     weights = root / meta["weights_file"]
     if not weights.is_file():
         raise ModelError(f"{weights} is missing; expected the weights whose sha256 is {meta['version']}")
@@ -286,7 +281,9 @@ def create_untrained_artefact(  # noqa: PLR0917 (the positional order is the doc
 
     keras.utils.set_random_seed(seed)
     model = build_classifier(len(catalogue), input_size, backbone)
-    t = np.full(len(catalogue), 0.5) if thresholds is None else np.asarray(thresholds, dtype=float)
+    t = ClassThresholds.from_values(
+        catalogue.names, np.full(len(catalogue), 0.5) if thresholds is None else thresholds
+    )
     return save_artefact(
         out_dir,
         model,

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         document = {
             "model": str(args.model),
             "version": inferencer.version,
-            "thresholds": {n: float(t) for n, t in zip(names, inferencer.thresholds, strict=True)},
+            "thresholds": inferencer.thresholds.by_name(),
             "tiles": rows,
         }
         print(json.dumps(document, indent=1, ensure_ascii=False))

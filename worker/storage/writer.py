@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import insert
 from worker.core.catalogue import Catalogue
 from worker.core.errors import CatalogueError, ModelError, SchemaError
 from worker.core.records import Detection, FrameResult, KafkaCoordinates
+from worker.core.thresholds import ClassThresholds
 from worker.storage.tables import defect_classes, detections, frames, models
 
 #: (tile index, class name) → detection id, for one frame.
@@ -128,7 +129,7 @@ class StorageWriter:
         backbone: str,
         input_size: int,
         class_names: Sequence[str],
-        thresholds: Mapping[str, float],
+        thresholds: ClassThresholds,
         metrics: Mapping[str, Any],
     ) -> bool:
         """Record a model version; True if it was new. Idempotent.
@@ -136,14 +137,19 @@ class StorageWriter:
         Re-registering a version updates its thresholds and metrics (re-tuned thresholds keep the
         weights, hence the version). ModelError if the stored row has another backbone, input
         size or class list (the same weights cannot change contract); CatalogueError if a class
-        is not in `defect_classes` (call `ensure_catalogue` first).
+        is not in `defect_classes` (call `ensure_catalogue` first), or if `thresholds` are not
+        those of `class_names`.
         """
+        if thresholds.names != tuple(class_names):
+            raise ModelError(
+                f"model {version}: thresholds of {list(thresholds.names)} for the classes {list(class_names)}"
+            )
         row = {
             "version": version,
             "backbone": backbone,
             "input_size": int(input_size),
             "class_names": list(class_names),
-            "thresholds": {str(k): float(v) for k, v in thresholds.items()},
+            "thresholds": thresholds.by_name(),
             "metrics": dict(metrics),
         }
         with self._engine.begin() as conn:

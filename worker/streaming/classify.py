@@ -18,6 +18,7 @@ import numpy as np
 
 from worker.core.catalogue import Catalogue
 from worker.core.records import DecodedFrame, Detection, FrameResult, TileRef
+from worker.core.thresholds import ClassThresholds
 from worker.inference import Inferencer
 
 
@@ -41,7 +42,11 @@ def tile_frame(frame: DecodedFrame, inferencer: Inferencer) -> TiledFrame:
 
 
 def detections_for(
-    tiled: TiledFrame, scores: np.ndarray, decisions: np.ndarray, catalogue: Catalogue, thresholds: np.ndarray
+    tiled: TiledFrame,
+    scores: np.ndarray,
+    decisions: np.ndarray,
+    catalogue: Catalogue,
+    thresholds: ClassThresholds,
 ) -> tuple[Detection, ...]:
     """Detections of one frame from its tiles' scores and decisions (n, C): one per tile and class
     decided, tile by tile, classes in catalogue order. Positions are those of the part of the tile
@@ -60,7 +65,7 @@ def detections_for(
                     tile_index=tile.index,
                     class_name=defect.name,
                     confidence=float(tile_scores[c]),
-                    threshold=float(thresholds[c]),
+                    threshold=thresholds.values[c],
                     along_m=meta.along_m((tile.y + bottom) / 2),
                     across_mm=meta.across_mm((tile.x + right) / 2),
                     along_start_m=meta.along_m(tile.y),

@@ -165,7 +165,7 @@ def open_worker(
             backbone=model.backbone,
             input_size=model.input_size,
             class_names=list(model.catalogue.names),
-            thresholds=dict(zip(model.catalogue.names, map(float, model.thresholds), strict=True)),
+            thresholds=model.thresholds,
             metrics=model.metrics,
         )
         log.info("worker.model", version=model.version, classes=list(model.catalogue.names), schema=revision)
