@@ -18,6 +18,7 @@ __all__ = [
     "records",
     "refusals",
     "resources",
+    "thresholds",
     "tileset",
     "tiling",
 ]
