@@ -110,7 +110,7 @@ def test_a_roll_mark_pattern_raises_one_periodic_alert_naming_the_roll_with_its_
     results = strip_results("S-ROLL", periodic_defects(WORK_ROLL.pitch_m, 14, seed=1, missing=(5, 10)))
     outcome = writer.write_results(results)
     (alert,) = alert_engine.evaluate_results(results)
-    evidence = sorted(i for r in results for i in outcome.ids_of(r.meta.frame_id))
+    evidence = sorted(d.record_id for r in outcome.stored.values() for d in r.detections)
     assert (alert.rule, alert.kind, alert.roll, alert.class_name) == (
         "roll-marks",
         "periodic",
@@ -129,9 +129,19 @@ def test_a_roll_mark_pattern_raises_one_periodic_alert_naming_the_roll_with_its_
         None,
     )
     assert row["evidence"] == evidence
-    assert row["details"]["frame_ids"] == sorted(r.meta.frame_id for r in results if r.detections)
+    assert row["frame_ids"] == sorted(r.meta.frame_id for r in results if r.detections)
+    assert (row["rule_kind"], row["surface"], row["line"], row["camera"]) == (
+        "periodic",
+        "top",
+        "L1",
+        "cam-top-1",
+    )
+    assert row["max_confidence"] == pytest.approx(max(d.confidence for r in results for d in r.detections))
+    assert row["observed_at"] == max(r.meta.captured_at for r in results if r.detections)
+    # details holds what the rule measured, and nothing the columns already say
     assert row["details"]["marks"] == 14
     assert row["details"]["revolutions"] == 16
+    assert not {"kind", "surface", "line", "camera", "frame_ids", "max_confidence"} & row["details"].keys()
     assert row["position_start_m"] == pytest.approx(results[0].meta.position_m, abs=1.1)
 
 

@@ -164,11 +164,10 @@ def test_a_revoked_partition_assigned_again_is_rewound_to_its_first_dropped_fram
     a rebalance. The loop drops every uncommitted frame of a revoked partition, so a partition it
     keeps must be rewound to the first frame dropped, or those frames would be skipped (and later
     commits would pass them). A partition that went to another consumer is left alone."""
-    from collections import deque  # noqa: PLC0415
 
     from kafka import TopicPartition  # noqa: PLC0415
 
-    from worker.streaming.loop import Worker  # noqa: PLC0415
+    from worker.streaming.rebalance import Revocations  # noqa: PLC0415
     from worker.streaming.transport import RecordReader  # noqa: PLC0415
 
     def entry(partition: int, offset: int) -> Entry:
@@ -177,19 +176,20 @@ def test_a_revoked_partition_assigned_again_is_rewound_to_its_first_dropped_fram
         return Entry(message=message, outcome=tiled, received_at=0.0)
 
     p0, p1, p2 = (TopicPartition("mill.frames", p) for p in range(3))
-    worker = Worker.__new__(Worker)  # only the revocation bookkeeping is exercised
-    worker.consumer = _RebalancedConsumer({p0, p2})  # p1 went to another worker
-    worker._classifying = None
-    worker._paused = set()
-    worker.reader = RecordReader(worker.consumer, open_probe=lambda: None)
-    worker.reader.suspects = {p1}  # a partition paused for an unreadable record, revoked meanwhile
-    worker._queue = deque([entry(0, 6), entry(1, 3), entry(0, 7), entry(2, 9)])
-    worker._in_flight = Batch([entry(0, 5), entry(1, 2)])
-    worker._revoked = [{p0, p1}]
-    rewound = worker._apply_revocations()
-    assert rewound == {p0}
-    assert worker.consumer.seeks == [(0, 5)]
-    assert [e.message.source.offset for e in worker._queue] == [9]  # p2 was not revoked
-    assert worker._in_flight.entries == []
-    assert worker.reader.suspects == set()  # the new owner of p1 meets its bad record itself
-    assert worker._apply_revocations() == set()  # nothing pending: nothing rewound
+    consumer = _RebalancedConsumer({p0, p2})  # p1 went to another worker
+    reader = RecordReader(consumer, open_probe=lambda: None)
+    reader.suspects = {p1}  # a partition paused for an unreadable record, revoked meanwhile
+    queue = [entry(0, 6), entry(1, 3), entry(0, 7), entry(2, 9)]
+    in_flight = Batch([entry(0, 5), entry(1, 2)])
+    on_model = Batch([entry(2, 8)])
+    revocations = Revocations()
+    revocations.on_partitions_revoked([p0, p1])  # kafka-python's IO thread
+
+    applied = revocations.apply(consumer, reader, queue, [in_flight, on_model])
+    assert applied.rewound == {p0} and applied.revoked == {p0, p1}
+    assert consumer.seeks == [(0, 5)]
+    assert [e.message.source.offset for e in applied.queue] == [9]  # p2 was not revoked
+    assert in_flight.entries == [] and [e.message.source.offset for e in on_model.entries] == [8]
+    assert reader.suspects == set()  # the new owner of p1 meets its bad record itself
+    nothing = revocations.apply(consumer, reader, applied.queue, [on_model])
+    assert (nothing.revoked, nothing.rewound, nothing.queue) == (set(), set(), applied.queue)

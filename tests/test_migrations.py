@@ -1,15 +1,17 @@
 """Migrations: upgrade from empty, downgrade to base, no drift, seeded catalogue, analyst role, the
-worker's least-privilege role (revision 0003), start-up schema check and the `db` command. Each test
-runs on a fresh database of its own."""
+worker's least-privilege role (revision 0003), the alert columns (revision 0004), start-up schema
+check and the `db` command. Each test runs on a fresh database of its own."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -361,6 +363,104 @@ def test_downgrade_keeps_the_worker_role_while_a_login_is_a_member_and_drops_it_
     migrate.downgrade(database_url, "0002")
     # dropped, unless another database on this shared server (another test run) still uses it
     assert not _role_exists(engine, WORKER_ROLE) or _worker_role_in_use(engine)
+
+
+# ---------------------------------------------------------------------------------------------
+# revision 0004: the alert fields every alert has, out of alerts.details into columns
+# ---------------------------------------------------------------------------------------------
+
+#: details as the worker wrote them before revision 0004: the common fields, then the rule's own.
+DETAILS_AT_0003 = {
+    "kind": "density",
+    "surface": "top",
+    "line": "L1",
+    "camera": "cam-top-1",
+    "model_version": "abc123",
+    "frame_ids": ["F-1", "F-2"],
+    "max_confidence": 0.875,
+    "observed_at": "2026-11-30T08:30:00.123000+00:00",
+    "window_m": 3.0,
+    "min_count": 5,
+}
+RULE_MEASURED = {"window_m": 3.0, "min_count": 5}
+
+
+def _insert_alert_at_0003(engine: sa.Engine, key: str, details: dict[str, object]) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO alerts (dedup_key, rule, class_id, strip_id, severity, position_start_m,"
+                " position_end_m, detection_count, evidence, details)"
+                " VALUES (:k, 'holes-cluster', 1, 'S1', 'medium', 1, 2, 2, '{1,2}', CAST(:d AS jsonb))"
+            ),
+            {"k": key, "d": json.dumps(details)},
+        )
+
+
+def _alert(engine: sa.Engine, key: str) -> dict[str, object]:
+    with engine.connect() as conn:
+        return dict(
+            conn.execute(sa.text("SELECT * FROM alerts WHERE dedup_key = :k"), {"k": key}).mappings().one()
+        )
+
+
+def test_upgrade_to_0004_moves_the_common_alert_fields_into_columns_and_downgrade_folds_them_back(
+    database_url: str, engine: sa.Engine
+) -> None:
+    migrate.downgrade(database_url, "0003")
+    _insert_alert_at_0003(engine, "written-by-the-worker", DETAILS_AT_0003)
+    _insert_alert_at_0003(engine, "written-by-hand", {"window_m": 3.0, "frame_ids": "not a list"})
+    migrate.upgrade(database_url)
+
+    row = _alert(engine, "written-by-the-worker")
+    assert (row["rule_kind"], row["surface"], row["line"], row["camera"], row["model_version"]) == (
+        "density",
+        "top",
+        "L1",
+        "cam-top-1",
+        "abc123",
+    )
+    assert row["frame_ids"] == ["F-1", "F-2"]
+    assert row["max_confidence"] == pytest.approx(0.875)
+    assert row["observed_at"] == datetime(2026, 11, 30, 8, 30, 0, 123000, tzinfo=UTC)
+    assert row["details"] == RULE_MEASURED
+    by_hand = _alert(engine, "written-by-hand")
+    assert (by_hand["rule_kind"], by_hand["frame_ids"], by_hand["max_confidence"]) == ("", [], 0)
+    assert by_hand["observed_at"] is None and by_hand["details"] == {"window_m": 3.0}
+    with engine.connect() as conn:
+        view = (
+            conn.execute(sa.text("SELECT * FROM alerts_with_cause WHERE alert_id = :i"), {"i": row["id"]})
+            .mappings()
+            .one()
+        )
+    assert (view["rule_kind"], view["surface"], view["camera"], view["frame_ids"]) == (
+        "density",
+        "top",
+        "cam-top-1",
+        ["F-1", "F-2"],
+    )
+
+    migrate.downgrade(database_url, "0003")
+    folded = dict(_alert(engine, "written-by-the-worker")["details"])  # type: ignore[call-overload]
+    observed = datetime.fromisoformat(folded.pop("observed_at"))  # written in the session's time zone
+    assert observed == datetime.fromisoformat(str(DETAILS_AT_0003["observed_at"]))
+    expected = {k: v for k, v in DETAILS_AT_0003.items() if k != "observed_at"}
+    assert folded == {**expected, "max_confidence": pytest.approx(0.875)}
+    assert "rule_kind" not in _alert(engine, "written-by-the-worker")
+    with engine.connect() as conn:
+        assert conn.execute(
+            sa.text("SELECT rule_kind, surface FROM alerts_with_cause WHERE alert_id = :i"), {"i": row["id"]}
+        ).one() == ("density", "top")
+    migrate.upgrade(database_url)
+    migrate.check(database_url)
+
+
+def test_analyst_role_reads_the_alert_columns_revision_0004_added(analyst_engine: sa.Engine) -> None:
+    _as_analyst(
+        analyst_engine,
+        "SELECT rule_kind, surface, line, camera, frame_ids, max_confidence, model_version, observed_at"
+        " FROM alerts_with_cause LIMIT 1",
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,10 +20,19 @@ from worker.datasets.severstal import (
     iter_severstal_tiles,
     read_train_csv,
     rle_decode,
-    rle_encode,
 )
 
 PAPER = load_catalogue()
+
+
+def rle_encode(mask: np.ndarray) -> str:
+    """Kaggle's run-length encoding of a boolean (H, W) mask ('' for an empty one): how the test
+    writes the masks of its Severstal folders; the importer only decodes."""
+    flat = np.asarray(mask, dtype=bool).flatten(order="F")
+    padded = np.concatenate([[False], flat, [False]])
+    changes = np.flatnonzero(padded[1:] != padded[:-1])
+    starts, ends = changes[0::2], changes[1::2]
+    return " ".join(f"{s + 1} {e - s}" for s, e in zip(starts, ends, strict=True))
 
 
 # -- RLE ------------------------------------------------------------------------------------------

@@ -103,6 +103,10 @@ def _count(engine: sa.Engine, table: str) -> int:
         return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
+def _record_ids(outcome: WriteOutcome) -> set[int | None]:
+    return {d.record_id for r in outcome.stored.values() for d in r.detections}
+
+
 def _detection_keys(engine: sa.Engine) -> dict[tuple[str, int, str], int]:
     with engine.connect() as conn:
         rows = conn.execute(
@@ -130,13 +134,16 @@ def test_n_results_give_n_ledger_rows_and_the_expected_detections(
     assert _count(engine, "frames") == 8
     expected = {(d.frame_id, d.tile_index, d.class_name) for r in results for d in r.detections}
     stored = _detection_keys(engine)
-    assert set(stored) == expected
-    assert outcome.new_detection_count == len(expected) == 6
+    assert set(stored) == expected and len(expected) == 6
+    assert list(outcome.stored) == [r.meta.frame_id for r in results]
     for r in results:
-        for d in r.detections:
-            assert outcome.id_of(d) == stored[(d.frame_id, d.tile_index, d.class_name)]
-        assert outcome.ids_of(r.meta.frame_id) == tuple(
-            sorted(stored[(d.frame_id, d.tile_index, d.class_name)] for d in r.detections)
+        as_stored = outcome.stored[r.meta.frame_id]
+        # the result as computed, each detection with the id of its row
+        assert as_stored == replace(
+            r,
+            detections=tuple(
+                replace(d, record_id=stored[(d.frame_id, d.tile_index, d.class_name)]) for d in r.detections
+            ),
         )
 
 
@@ -190,8 +197,8 @@ def test_writing_the_same_batch_twice_changes_nothing_and_returns_the_same_ids(
 
     assert second.new_frame_ids == ()
     assert second.existing_frame_ids == first.new_frame_ids
-    assert second.new_detection_count == 0
-    assert second.detection_ids == first.detection_ids
+    assert second.redelivered == frozenset(first.new_frame_ids)
+    assert _record_ids(second) == _record_ids(first) == set(before.values())
     assert _count(engine, "frames") == 8
     assert _detection_keys(engine) == before
 
@@ -205,8 +212,13 @@ def test_a_mixed_batch_writes_only_the_new_frames_and_returns_ids_for_all(
 
     assert outcome.existing_frame_ids == ("S1-f0002", "S1-f0003")
     assert outcome.new_frame_ids == ("S1-f0004", "S1-f0005")
-    assert outcome.detection_ids["S1-f0003"] == old.detection_ids["S1-f0003"]
-    assert set(outcome.detection_ids["S1-f0005"]) == {(2, "holes")}
+    assert outcome.stored["S1-f0003"].detections == old.stored["S1-f0003"].detections
+    ((tile, class_name, record_id),) = [
+        (d.tile_index, d.class_name, d.record_id) for d in outcome.stored["S1-f0005"].detections
+    ]
+    assert (tile, class_name) == (2, "holes") and record_id == _detection_keys(engine)[
+        ("S1-f0005", 2, "holes")
+    ]
     assert _count(engine, "frames") == 6
     assert _count(engine, "detections") == 4
 
@@ -233,8 +245,10 @@ def test_a_redelivered_frame_returns_what_is_stored_even_when_the_model_now_says
     recomputed = replace(first, detections=(), processed_at=T0 + timedelta(hours=1), model_version=MODEL)
     outcome = writer.write_results([recomputed])
     assert outcome.collisions == {}
-    stored = outcome.redelivered["S1-f0005"]
-    assert stored.detections == first.detections
+    assert outcome.redelivered == {"S1-f0005"}
+    stored = outcome.stored["S1-f0005"]
+    assert [replace(d, record_id=None) for d in stored.detections] == list(first.detections)
+    assert all(d.record_id is not None for d in stored.detections)
     assert stored.processed_at == first.processed_at and stored.meta == first.meta
     assert stored.source == first.source and stored.message_sha256 == first.message_sha256
 
@@ -255,7 +269,7 @@ def test_another_message_under_a_stored_frame_id_is_a_collision_and_writes_nothi
     other = change(replace(first, detections=()))
     outcome = writer.write_results([other, _result(6)])
     assert outcome.collisions == {other.source: first.source}, what
-    assert outcome.redelivered == {}
+    assert outcome.redelivered == frozenset() and list(outcome.stored) == ["S1-f0006"]
     assert outcome.new_frame_ids == ("S1-f0006",)
     assert _count(engine, "frames") == 2 and _count(engine, "detections") == 1
 
@@ -386,7 +400,7 @@ def test_concurrent_writers_of_the_same_frames_write_each_frame_once(
     a, b = outcomes
     assert set(a.new_frame_ids).isdisjoint(b.new_frame_ids)
     assert set(a.new_frame_ids) | set(b.new_frame_ids) == {r.meta.frame_id for r in results}
-    assert a.detection_ids == b.detection_ids
+    assert _record_ids(a) == _record_ids(b)  # the new frames of one are the redeliveries of the other
     assert _count(engine, "frames") == 40
 
 

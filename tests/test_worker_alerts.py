@@ -15,6 +15,7 @@ import copy
 import json
 import re
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,9 @@ def _assert_one_density_alert_in_the_table_and_on_the_topic(
         5,
         "medium",
     )
-    assert row["details"]["frame_ids"] == cluster
+    assert row["frame_ids"] == cluster
+    assert (row["rule_kind"], row["surface"]) == ("density", "top")
+    assert row["details"]["min_count"] == 5 and "frame_ids" not in row["details"]
     assert CLUSTER_M[0] <= row["position_start_m"] < row["position_end_m"] <= CLUSTER_M[-1] + 0.128
     assert row["published_at"] is not None
 
@@ -161,6 +164,13 @@ def _assert_one_density_alert_in_the_table_and_on_the_topic(
     )
     assert message["cause"] == load_catalogue().get("holes").cause
     assert message["frame_ids"] == cluster
+    assert (message["line"], message["camera"], message["model_version"]) == (
+        row["line"],
+        row["camera"],
+        row["model_version"],
+    )
+    assert message["details"] == row["details"]
+    assert datetime.fromisoformat(message["observed_at"]) == row["observed_at"] is not None
 
 
 def test_frames_forming_a_density_pattern_raise_one_alert_row_and_one_alert_message(

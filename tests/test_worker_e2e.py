@@ -137,6 +137,23 @@ def test_frames_become_ledger_rows_predicted_detections_and_messages_and_no_per_
         (f, det["tile_index"], det["class_name"]) for f, m in by_frame.items() for det in m["detections"]
     )
     assert published == [(f, t, c) for f, t, c, _ in expected]
+    # each detection names its row, the id alerts cite as evidence
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    with engine.connect() as conn:
+        row_ids = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT d.frame_id || '/' || d.tile_index || '/' || c.name, d.id FROM detections d"
+                    " JOIN defect_classes c ON c.id = d.class_id"
+                )
+            ).all()
+        )
+    engine.dispose()
+    assert {
+        f"{f}/{det['tile_index']}/{det['class_name']}": det["record_id"]
+        for f, m in by_frame.items()
+        for det in m["detections"]
+    } == row_ids
     assert any(m["detections"] == [] for m in by_frame.values()) or len(expected) >= 9 * 3
 
     # Alerts come only from the alert rules (config/alert-rules.yaml), none per frame: the alerts

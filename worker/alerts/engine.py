@@ -35,7 +35,6 @@ from __future__ import annotations
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -115,7 +114,7 @@ class NewAlert:
 
 @dataclass(frozen=True)
 class _Stored:
-    """Where a detection came from (kept for the alert's details)."""
+    """Where a detection came from (kept for the alert's line, camera, frames and model)."""
 
     frame_id: str
     line: str
@@ -306,20 +305,20 @@ class AlertEngine:
                 alerts.c.roll,
                 alerts.c.position_start_m,
                 alerts.c.position_end_m,
-                alerts.c.details,
+                alerts.c.surface,
+                alerts.c.observed_at,
             ).where(alerts.c.strip_id.in_(strips))
         )
         raised: dict[tuple[str, str], list[RaisedSpan]] = defaultdict(list)
         for row in rows:
-            observed = row.details.get("observed_at")
-            raised[(row.strip_id, str(row.details.get("surface", "")))].append(
+            raised[(row.strip_id, row.surface)].append(
                 RaisedSpan(
                     rule=row.rule,
                     class_name=names.get(row.class_id, str(row.class_id)),
                     roll=row.roll,
                     start_m=row.position_start_m,
                     end_m=row.position_end_m,
-                    observed_at=datetime.fromisoformat(observed) if observed else None,
+                    observed_at=row.observed_at,
                 )
             )
         return raised
@@ -333,17 +332,6 @@ class AlertEngine:
         stored: Mapping[int, _Stored],
     ) -> dict[str, Any]:
         sources = [stored[i] for i in finding.evidence]
-        details = {
-            "kind": finding.kind,
-            "surface": surface,
-            "line": min(s.line for s in sources),
-            "camera": min(s.camera for s in sources),
-            "model_version": max(s.model_version for s in sources),
-            "frame_ids": sorted({s.frame_id for s in sources}),
-            "max_confidence": round(finding.max_confidence, 6),
-            "observed_at": finding.observed_at.isoformat() if finding.observed_at else None,
-            **finding.details,
-        }
         return {
             "dedup_key": dedup_key(strip, surface, finding),
             "rule": finding.rule,
@@ -356,7 +344,15 @@ class AlertEngine:
             "detection_count": len(finding.evidence),
             "pitch_m": finding.pitch_m,
             "evidence": list(finding.evidence),
-            "details": details,
+            "details": dict(finding.details),
+            "rule_kind": finding.kind,
+            "surface": surface,
+            "line": min(s.line for s in sources),
+            "camera": min(s.camera for s in sources),
+            "frame_ids": sorted({s.frame_id for s in sources}),
+            "max_confidence": round(finding.max_confidence, 6),
+            "model_version": max(s.model_version for s in sources),
+            "observed_at": finding.observed_at,
         }
 
     @staticmethod
@@ -365,11 +361,11 @@ class AlertEngine:
             id=alert_id,
             dedup_key=row["dedup_key"],
             rule=row["rule"],
-            kind=row["details"]["kind"],
+            kind=row["rule_kind"],
             class_id=row["class_id"],
             class_name=names[row["class_id"]],
             strip_id=row["strip_id"],
-            surface=row["details"]["surface"],
+            surface=row["surface"],
             roll=row["roll"],
             severity=row["severity"],
             position_start_m=row["position_start_m"],

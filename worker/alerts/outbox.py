@@ -45,7 +45,8 @@ _ROWS = sa.text(
     """
     SELECT a.id, a.dedup_key, a.rule, a.class_id, c.name AS class_name, c.cause, c.prevention,
            a.strip_id, a.roll, a.severity, a.position_start_m, a.position_end_m, a.detection_count,
-           a.pitch_m, a.evidence, a.details, a.created_at
+           a.pitch_m, a.evidence, a.details, a.created_at, a.rule_kind, a.surface, a.line, a.camera,
+           a.frame_ids, a.max_confidence, a.model_version, a.observed_at
     FROM alerts AS a JOIN defect_classes AS c ON c.id = a.class_id
     WHERE a.id = ANY(:ids)
     ORDER BY a.id
@@ -57,34 +58,34 @@ _MARK_UNDELIVERABLE = sa.text("UPDATE alerts SET published_at = now(), publish_e
 
 def alert_message(row: Mapping[str, Any]) -> dict[str, Any]:
     """The alert.v1 message of one `alerts` row (joined with its class: name, cause, prevention)."""
-    details = dict(row["details"])
     created: datetime = row["created_at"]
     return {
         "schema": ALERT,
         "alert_id": row["dedup_key"],
         "record_id": int(row["id"]),
         "rule": row["rule"],
-        "rule_kind": details.get("kind"),
+        "rule_kind": row["rule_kind"],
         "severity": row["severity"],
         "class_id": int(row["class_id"]),
         "class_name": row["class_name"],
         "cause": row["cause"],
         "prevention": row["prevention"],
         "strip_id": row["strip_id"],
-        "line": details.get("line"),
-        "camera": details.get("camera"),
-        "surface": details.get("surface"),
-        "frame_ids": details.get("frame_ids"),
+        "line": row["line"],
+        "camera": row["camera"],
+        "surface": row["surface"],
+        "frame_ids": list(row["frame_ids"]),
         "along_start_m": float(row["position_start_m"]),
         "along_end_m": float(row["position_end_m"]),
         "count": int(row["detection_count"]),
-        "max_confidence": float(details.get("max_confidence", 0.0)),
-        "model_version": details.get("model_version"),
+        "max_confidence": float(row["max_confidence"]),
+        "model_version": row["model_version"],
         "raised_at": created.isoformat(),
+        "observed_at": None if row["observed_at"] is None else row["observed_at"].isoformat(),
         "roll": row["roll"],
         "pitch_m": None if row["pitch_m"] is None else float(row["pitch_m"]),
         "evidence": [int(i) for i in row["evidence"]],
-        "details": details,
+        "details": dict(row["details"]),
     }
 
 

@@ -14,14 +14,15 @@ from worker.core.errors import ConfigError
 _SELECT = """
 SELECT a.id, a.created_at, a.rule, a.severity, c.name AS class_name, c.cause, c.prevention,
        a.strip_id, a.roll, a.position_start_m, a.position_end_m, a.detection_count, a.pitch_m,
-       a.evidence, a.details, a.published_at, a.acknowledged_by, a.acknowledged_at
+       a.evidence, a.details, a.published_at, a.acknowledged_by, a.acknowledged_at, a.rule_kind,
+       a.surface, a.line, a.camera, a.frame_ids, a.max_confidence, a.model_version, a.observed_at
 FROM alerts AS a JOIN defect_classes AS c ON c.id = a.class_id
 """
 
 
 @dataclass(frozen=True)
 class AlertRecord:
-    """One stored alert with its class's cause and prevention."""
+    """One stored alert with its class's cause and prevention; `details` is what the rule measured."""
 
     id: int
     created_at: datetime
@@ -33,12 +34,18 @@ class AlertRecord:
     prevention: str
     strip_id: str
     surface: str
+    line: str
+    camera: str
+    frame_ids: tuple[str, ...]
     roll: str | None
     position_start_m: float
     position_end_m: float
     detection_count: int
     pitch_m: float | None
     evidence: tuple[int, ...]
+    max_confidence: float
+    model_version: str
+    observed_at: datetime | None
     published_at: datetime | None
     acknowledged_by: str | None
     acknowledged_at: datetime | None
@@ -47,36 +54,42 @@ class AlertRecord:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO 8601 strings)."""
         data = asdict(self)
-        for key in ("created_at", "published_at", "acknowledged_at"):
+        for key in ("created_at", "observed_at", "published_at", "acknowledged_at"):
             data[key] = data[key].isoformat() if data[key] is not None else None
         data["evidence"] = list(self.evidence)
+        data["frame_ids"] = list(self.frame_ids)
         data["details"] = dict(self.details)
         return data
 
 
 def _record(row: sa.RowMapping) -> AlertRecord:
-    details = dict(row["details"] or {})
     return AlertRecord(
         id=row["id"],
         created_at=row["created_at"],
         rule=row["rule"],
-        kind=str(details.get("kind", "")),
+        kind=row["rule_kind"],
         severity=row["severity"],
         class_name=row["class_name"],
         cause=row["cause"],
         prevention=row["prevention"],
         strip_id=row["strip_id"],
-        surface=str(details.get("surface", "")),
+        surface=row["surface"],
+        line=row["line"],
+        camera=row["camera"],
+        frame_ids=tuple(row["frame_ids"]),
         roll=row["roll"],
         position_start_m=row["position_start_m"],
         position_end_m=row["position_end_m"],
         detection_count=row["detection_count"],
         pitch_m=row["pitch_m"],
         evidence=tuple(row["evidence"]),
+        max_confidence=float(row["max_confidence"]),
+        model_version=row["model_version"],
+        observed_at=row["observed_at"],
         published_at=row["published_at"],
         acknowledged_by=row["acknowledged_by"],
         acknowledged_at=row["acknowledged_at"],
-        details=details,
+        details=dict(row["details"]),
     )
 
 

@@ -57,11 +57,6 @@ class SimulationSummary:
     marks: tuple[InjectedMark, ...]
     defects_by_class: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def per_strip(self) -> dict[str, int]:
-        """Frames sent per strip id, in the order the strips ran."""
-        return {s.strip_id: s.frames for s in self.strips}
-
     def table(self) -> str:
         """A plain-text account: totals, then one line per strip with its roll marks."""
         rate = self.frames_sent / self.elapsed_s if self.elapsed_s > 0 else float("inf")

@@ -145,7 +145,8 @@ def detection_message(result: FrameResult, catalogue: Catalogue) -> dict[str, An
     for d in result.detections:
         defect = catalogue.get(d.class_name)
         detections.append(
-            {
+            ({"record_id": d.record_id} if d.record_id is not None else {})
+            | {
                 "tile_index": d.tile_index,
                 "class_id": defect.id,
                 "class_name": d.class_name,

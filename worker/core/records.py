@@ -82,6 +82,8 @@ class Detection:
     """A class found on a tile: confidence over the class's threshold, and where on the strip.
 
     `along_m`/`across_mm` are the tile centre's position; `along_start_m`/`along_end_m` its extent.
+    `record_id` is the row id in `detections` once the ledger has stored it (None before): the id
+    alerts cite as evidence and the detection message carries.
     """
 
     frame_id: str
@@ -96,6 +98,7 @@ class Detection:
     x: int
     y: int
     size: int
+    record_id: int | None = None
 
 
 @dataclass(frozen=True)

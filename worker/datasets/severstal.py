@@ -89,18 +89,6 @@ def rle_decode(rle: str, height: int = SEVERSTAL_HEIGHT, width: int = SEVERSTAL_
     return flat.reshape((height, width), order="F")
 
 
-def rle_encode(mask: np.ndarray) -> str:
-    """Kaggle's run-length encoding of a boolean (H, W) mask; '' for an empty mask.
-
-    Inverse of `rle_decode`: `rle_decode(rle_encode(m), *m.shape)` equals `m`.
-    """
-    flat = np.asarray(mask, dtype=bool).flatten(order="F")
-    padded = np.concatenate([[False], flat, [False]])
-    changes = np.flatnonzero(padded[1:] != padded[:-1])
-    starts, ends = changes[0::2], changes[1::2]
-    return " ".join(f"{s + 1} {e - s}" for s, e in zip(starts, ends, strict=True))
-
-
 def read_train_csv(path: Path) -> dict[str, dict[int, list[str]]]:
     """Parse train.csv in either layout: {image id: {class id: [rle, ...]}}, empty RLEs dropped.
 

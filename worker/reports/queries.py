@@ -154,8 +154,8 @@ def period_data(conn: sa.Connection, since: datetime, until: datetime, bucket: s
             GROUP BY c.id
         ), raised AS (
             SELECT class_id, count(*) AS alerts FROM alerts
-            WHERE coalesce((details ->> 'observed_at')::timestamptz, created_at) >= :since
-              AND coalesce((details ->> 'observed_at')::timestamptz, created_at) < :until
+            WHERE coalesce(observed_at, created_at) >= :since
+              AND coalesce(observed_at, created_at) < :until
             GROUP BY class_id
         )
         SELECT p.cause, p.prevention, string_agg(p.name, ', ' ORDER BY p.id) AS classes,

@@ -34,12 +34,15 @@ WORKER_ROLE = "steel_worker"
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def _timestamp(name: str, *, nullable: bool = False, default_now: bool = False) -> sa.Column[object]:
+def _timestamp(
+    name: str, *, nullable: bool = False, default_now: bool = False, comment: str | None = None
+) -> sa.Column[object]:
     return sa.Column(
         name,
         sa.TIMESTAMP(timezone=True),
         nullable=nullable,
         server_default=sa.func.now() if default_now else None,
+        comment=comment,
     )
 
 
@@ -141,6 +144,19 @@ alerts = sa.Table(
     sa.Column("pitch_m", sa.REAL, nullable=True),
     sa.Column("evidence", ARRAY(sa.BigInteger), nullable=False, comment="detection ids"),
     sa.Column("details", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    # revision 0004: what every alert has, out of `details` (which keeps what the rule measured)
+    sa.Column("rule_kind", sa.Text, nullable=False, comment="the kind of the rule: density, periodic, ..."),
+    sa.Column("surface", sa.Text, nullable=False, comment="strip surface the evidence was seen on"),
+    sa.Column("line", sa.Text, nullable=False, comment="line of the evidence's first camera"),
+    sa.Column("camera", sa.Text, nullable=False, comment="camera of the evidence (the first by name)"),
+    sa.Column("frame_ids", ARRAY(sa.Text), nullable=False, comment="frames of the evidence, sorted"),
+    sa.Column("max_confidence", sa.REAL, nullable=False, comment="highest confidence of the evidence"),
+    sa.Column("model_version", sa.Text, nullable=False, comment="model version of the evidence (the newest)"),
+    _timestamp(
+        "observed_at",
+        nullable=True,
+        comment="capture time of the evidence that completed the finding; NULL when unknown",
+    ),
     _timestamp("created_at", default_now=True),
     _timestamp("published_at", nullable=True),
     sa.Column("acknowledged_by", sa.Text, nullable=True),
@@ -154,6 +170,7 @@ alerts = sa.Table(
             " permanently; published_at is then set too so it is not retried forever"
         ),
     ),
+    sa.CheckConstraint("max_confidence >= 0 AND max_confidence <= 1", name="max_confidence_range"),
     sa.Index("ix_alerts_strip_id_class_id_created_at", "strip_id", "class_id", "created_at"),
     sa.Index(
         "ix_alerts_unpublished",

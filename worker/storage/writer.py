@@ -10,16 +10,19 @@ already in the ledger writes nothing and raises nothing; the outcome tells the t
 - a collision (another message under an id already stored, or given twice in one call):
   `collisions` names it, and nothing of it is written; the worker dead-letters it.
 
-The outcome also gives the detection ids of every frame in the call (the alert rules cite them as
-evidence). Database errors propagate unchanged (SQLAlchemy `OperationalError`, `IntegrityError`,
-…): the worker retries the batch, or bisects it to set aside a frame the database refuses, and
-never commits offsets past it. Nothing is half-written: the transaction commits all rows or none.
+The outcome gives every frame of the call that the ledger holds now (new, or redelivered) as it is
+stored: each detection with its row id (`Detection.record_id`), which the detection message
+carries and the alert rules cite as evidence.
+
+Database errors propagate unchanged (SQLAlchemy `OperationalError`, `IntegrityError`, …): the
+worker retries the batch, or bisects it to set aside a frame the database refuses, and never
+commits offsets past it. Nothing is half-written: the transaction commits all rows or none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -32,49 +35,25 @@ from worker.core.records import Detection, FrameResult, KafkaCoordinates
 from worker.core.thresholds import ClassThresholds
 from worker.storage.tables import defect_classes, detections, frames, models
 
-#: (tile index, class name) → detection id, for one frame.
-DetectionIds = Mapping[tuple[int, str], int]
-
 
 @dataclass(frozen=True)
 class WriteOutcome:
     """What one `write_results` call did.
 
     `new_frame_ids`: frames written by this call, in input order; `existing_frame_ids`: frames
-    that were already in the ledger (nothing written for them). `detection_ids` has an entry for
-    every frame of the call, new or existing, mapping (tile index, class name) to the stored id.
-    `redelivered`: frame id → the stored result, for frames read again (same coordinates, same
-    content); `collisions`: coordinates of each message refused because its frame id was taken →
-    the coordinates of the stored frame that holds the id.
+    that were already in the ledger (nothing written for them). `stored`: frame id → the result
+    as the database holds it, each detection with its `record_id`, for every new frame and every
+    redelivered one (same coordinates, same content: what is stored, under the incoming
+    metadata); `redelivered`: the ids of those redelivered frames; `collisions`: coordinates of
+    each message refused because its frame id was taken → the coordinates of the stored frame
+    that holds the id.
     """
 
     new_frame_ids: tuple[str, ...] = ()
     existing_frame_ids: tuple[str, ...] = ()
-    detection_ids: Mapping[str, DetectionIds] = field(default_factory=dict)
-    redelivered: Mapping[str, FrameResult] = field(default_factory=dict)
+    stored: Mapping[str, FrameResult] = field(default_factory=dict)
+    redelivered: frozenset[str] = frozenset()
     collisions: Mapping[KafkaCoordinates, KafkaCoordinates] = field(default_factory=dict)
-
-    def is_new(self, frame_id: str) -> bool:
-        return frame_id in self.new_frame_ids
-
-    def ids_of(self, frame_id: str) -> tuple[int, ...]:
-        """Stored detection ids of `frame_id`, ascending; KeyError if the frame was not in the call."""
-        return tuple(sorted(self.detection_ids[frame_id].values()))
-
-    def id_of(self, detection: Detection) -> int:
-        """Stored id of `detection`; KeyError if no such row (e.g. a redelivered frame whose
-        stored detections came from another model version)."""
-        try:
-            return self.detection_ids[detection.frame_id][(detection.tile_index, detection.class_name)]
-        except KeyError:
-            raise KeyError(
-                f"no stored detection for frame {detection.frame_id!r}, tile {detection.tile_index},"
-                f" class {detection.class_name!r}"
-            ) from None
-
-    @property
-    def new_detection_count(self) -> int:
-        return sum(len(self.detection_ids[f]) for f in self.new_frame_ids)
 
 
 class StorageWriter:
@@ -217,7 +196,7 @@ class StorageWriter:
             )
             new_ids = tuple(f for f in unique if f in inserted)
             existing_ids = tuple(f for f in unique if f not in inserted)
-            ids: dict[str, dict[tuple[int, str], int]] = {f: {} for f in unique}
+            ids: dict[str, dict[tuple[int, str], int]] = {f: {} for f in new_ids}
             detection_rows = [_detection_row(d, class_ids) for f in new_ids for d in unique[f].detections]
             columns = (detections.c.id, detections.c.frame_id, detections.c.tile_index, detections.c.class_id)
             if detection_rows:
@@ -233,8 +212,10 @@ class StorageWriter:
                     .returning(*columns),
                     detection_rows,
                 )
-                self._collect(stored, ids)
-            redelivered: dict[str, FrameResult] = {}
+                for row in stored:
+                    ids[row.frame_id][(row.tile_index, self._class_names[row.class_id])] = row.id
+            as_stored = {f: _with_record_ids(unique[f], ids[f]) for f in new_ids}
+            redelivered: set[str] = set()
             if existing_ids:
                 stored_frames = self._stored_results(conn, [unique[f] for f in existing_ids])
                 for frame_id in existing_ids:
@@ -242,16 +223,13 @@ class StorageWriter:
                     if same_record is None:
                         collisions[unique[frame_id].source] = held_at
                     else:
-                        redelivered[frame_id] = same_record
-                stored_ids = conn.execute(
-                    sa.select(*columns).where(detections.c.frame_id.in_(list(redelivered)))
-                )
-                self._collect(stored_ids, ids)
+                        as_stored[frame_id] = same_record
+                        redelivered.add(frame_id)
         return WriteOutcome(
             new_frame_ids=new_ids,
             existing_frame_ids=existing_ids,
-            detection_ids={f: i for f, i in ids.items() if f in new_ids or f in redelivered},
-            redelivered=redelivered,
+            stored=as_stored,
+            redelivered=frozenset(redelivered),
             collisions=collisions,
         )
 
@@ -300,10 +278,6 @@ class StorageWriter:
                     ),
                 )
         return found
-
-    def _collect(self, rows: Iterable[Any], ids: dict[str, dict[tuple[int, str], int]]) -> None:
-        for row in rows:
-            ids[row.frame_id][(row.tile_index, self._class_names[row.class_id])] = row.id
 
     def _reload_classes(self, conn: sa.Connection) -> None:
         rows = conn.execute(sa.select(defect_classes.c.id, defect_classes.c.name)).all()
@@ -371,6 +345,17 @@ def _detection(row: sa.Row[Any], class_names: Mapping[int, str]) -> Detection:
         x=row.x,
         y=row.y,
         size=row.size,
+        record_id=row.id,
+    )
+
+
+def _with_record_ids(result: FrameResult, ids: Mapping[tuple[int, str], int]) -> FrameResult:
+    """`result` with each detection's row id, from (tile index, class name) → id."""
+    return replace(
+        result,
+        detections=tuple(
+            replace(d, record_id=ids.get((d.tile_index, d.class_name))) for d in result.detections
+        ),
     )
 
 

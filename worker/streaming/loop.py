@@ -36,13 +36,12 @@ Guarantees:
   (KAFKA_MAX_POLL_RECORDS messages); a decoded frame keeps its image and tiles, not its bytes; a
   refusal keeps its bytes (at most MAX_FRAME_BYTES) until its dead letter is sent
   (docs/reliability.md gives the bound).
-- Rebalance: kafka-python 3 calls the listener on its IO thread, where blocking calls such as
-  commit are refused, so the listener only records the revoked partitions. Every delivered
-  batch is committed at the end of its delivery, before the next poll; after each poll the loop
-  drops the revoked partitions' entries from the queue, from the batch on the model and from the
-  batch being delivered (polls during retries): none of them is committed, and the partitions'
-  next owner re-reads them. A revoked partition that stays with this consumer is rewound to its
-  first dropped message (kafka-python keeps its fetch position).
+- Rebalance (`worker.streaming.rebalance`): the listener only records the revoked partitions.
+  Every delivered batch is committed at the end of its delivery, before the next poll; after each
+  poll the loop drops the revoked partitions' entries from the queue, from the batch on the model
+  and from the batch being delivered (polls during retries): none of them is committed, and the
+  partitions' next owner re-reads them. A revoked partition that stays with this consumer is
+  rewound to its first dropped message (kafka-python keeps its fetch position).
 - SIGTERM/SIGINT (`request_stop`) only sets a flag. The loop finishes the batches in flight
   (retrying up to SHUTDOWN_TIMEOUT_S), commits them, and returns; a batch after one that had to
   be abandoned is not delivered either (its offsets would pass the abandoned frames); messages
@@ -53,14 +52,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka import TopicPartition
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
@@ -68,7 +67,7 @@ from worker.core.clients import Consumer, Producer
 from worker.core.failures import SYSTEMIC, TRANSIENT, classify, describe
 from worker.core.records import DecodedFrame, FrameResult, KafkaCoordinates
 from worker.core.refusals import DECODE, DECODER_ERROR, TRANSPORT, UNREADABLE_RECORD, shown
-from worker.streaming.batch import Batch, Entry, split
+from worker.streaming.batch import Batch, Entry
 from worker.streaming.classify import FrameClassifier, TiledFrame, tile_frame
 from worker.streaming.dead_letter import DeadLetterPublisher
 from worker.streaming.decode import Decoder, InboundMessage, Rejected
@@ -80,6 +79,7 @@ from worker.streaming.observability import (
     Metrics,
     message_context,
 )
+from worker.streaming.rebalance import Revocations
 from worker.streaming.settings import Settings
 from worker.streaming.sinks import (
     AlertRulesSink,
@@ -105,19 +105,6 @@ class _Classifying:
     frames: list[Entry]
     results: Future[list[FrameResult]]
     processed_at: datetime
-
-
-class _RecordRevocations(ConsumerRebalanceListener):
-    """Runs on kafka-python's IO thread: only records what was revoked, for the loop to apply."""
-
-    def __init__(self, revoked: list[set[TopicPartition]]) -> None:
-        self._revoked = revoked
-
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self._revoked.append(set(revoked))  # list.append is atomic; the loop drains it after poll
-
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        log.info("partitions.assigned", partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
 
 class Worker:
@@ -171,7 +158,7 @@ class Worker:
         self._in_flight: Batch | None = None  # being delivered
         self._classifying: _Classifying | None = None  # on the model meanwhile
         self._model_thread: ThreadPoolExecutor | None = None
-        self._revoked: list[set[TopicPartition]] = []
+        self._revocations = Revocations()
         self._paused: set[TopicPartition] = set()
         self._retrying = False
         self._poll_failures = 0
@@ -186,7 +173,7 @@ class Worker:
         """Consume until `request_stop()`; returns 0 after a clean stop, 1 if the batch in flight
         had to be left uncommitted (it will be redelivered)."""
         self._publish_left_alerts()
-        self.consumer.subscribe([self.settings.frames_topic], listener=_RecordRevocations(self._revoked))
+        self.consumer.subscribe([self.settings.frames_topic], listener=self._revocations)
         log.info("worker.started", topic=self.settings.frames_topic, group=self.settings.consumer_group)
         self.health.tick(RUNNING)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="model") as self._model_thread:
@@ -290,39 +277,16 @@ class Worker:
             )
         return outcome
 
-    def _apply_revocations(self) -> set[TopicPartition]:
-        """Forget every uncommitted message of the revoked partitions (their next owner re-reads
-        them from the last commit). kafka-python keeps the fetch position of a partition that is
-        assigned again to this consumer, which would skip those messages: such a partition is
-        rewound to its first dropped message. Returns the partitions rewound."""
-        rewound: set[TopicPartition] = set()
-        while self._revoked:
-            revoked = self._revoked.pop(0)
-            dropped: list[Entry] = []
-            if self._in_flight is not None:
-                dropped += self._in_flight.drop(revoked)
-            if self._classifying is not None:
-                dropped += self._classifying.batch.drop(revoked)
-            kept, queued = split(list(self._queue), revoked)
-            self._queue = deque(kept)
-            dropped += queued
-            self._paused -= revoked
-            self.reader.forget(revoked)
-            first: dict[TopicPartition, int] = {}
-            for entry in dropped:
-                offset = entry.message.source.offset
-                first[entry.partition] = min(first.get(entry.partition, offset), offset)
-            kept_here = first.keys() & set(self.consumer.assignment())  # positions kept: rewind them
-            for tp in kept_here:
-                self.consumer.seek(tp, first[tp])
-            rewound |= kept_here
-            log.info(
-                "partitions.revoked",
-                partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked),
-                dropped_uncommitted=len(dropped),
-                rewound=sorted(f"{tp.topic}[{tp.partition}]@{first[tp]}" for tp in kept_here),
-            )
-        return rewound
+    def _apply_revocations(self) -> frozenset[TopicPartition]:
+        """Forget the revoked partitions' uncommitted entries (`rebalance.Revocations.apply`);
+        returns the partitions rewound."""
+        on_model = self._classifying.batch if self._classifying is not None else None
+        batches = [b for b in (self._in_flight, on_model) if b is not None]
+        applied = self._revocations.apply(self.consumer, self.reader, self._queue, batches)
+        if applied.revoked:
+            self._queue = deque(applied.queue)
+            self._paused -= applied.revoked
+        return applied.rewound
 
     def _poll_timeout_ms(self) -> int:
         """How long the next poll may wait: not at all while a batch is on the model (its delivery

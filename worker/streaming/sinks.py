@@ -121,8 +121,8 @@ class LedgerSink:
                 )
                 _set_aside(entry, DUPLICATE_FRAME_ID, STORE, detail, metrics=self.metrics, step=self.name)
                 self.metrics.collisions.inc()
-            elif frame_id in outcome.redelivered:
-                entry.result = outcome.redelivered[frame_id]
+            else:  # stored now, or redelivered: what the database holds, with the row ids
+                entry.result = outcome.stored[frame_id]
 
 
 class AlertRulesSink:
