@@ -17,7 +17,7 @@ from sqlalchemy.pool import NullPool
 
 from worker.core.errors import ConfigError
 from worker.storage.engine import create_engine, normalize_url
-from worker.storage.tables import metadata
+from worker.storage.tables import TILE_IMAGES_PARTITION_PREFIX, metadata
 
 config = context.config
 
@@ -39,8 +39,20 @@ def _database_url() -> str:
     return normalize_url(url)
 
 
+def _include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Leave the partitions of `tile_images` out of the comparison: they are made and dropped by
+    `worker.storage.partitions` at run time, not by the migrations."""
+    is_partition = type_ == "table" and reflected and (name or "").startswith(TILE_IMAGES_PARTITION_PREFIX)
+    return not is_partition
+
+
 def _configure(**options: object) -> None:
-    context.configure(target_metadata=metadata, compare_type=True, **options)  # type: ignore[arg-type]
+    context.configure(
+        target_metadata=metadata,
+        compare_type=True,
+        include_object=_include_object,
+        **options,  # type: ignore[arg-type]
+    )
 
 
 def run_migrations_offline() -> None:

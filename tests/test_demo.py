@@ -265,13 +265,14 @@ def test_stream_through_worker_measures_known_answers(
         assert (c.tiles, c.found, c.false_alarms) == (present, present, 42 - present)
     assert (snapshot.frames, snapshot.tiles) == (6, 42)
     assert {c.name: c.detections for c in snapshot.classes} == dict.fromkeys(CLASSES, 42)
+    assert snapshot.crops == 42 and snapshot.crop_bytes > 42 * 100  # every tile found: every crop kept
     assert all(c.cause and c.prevention for c in snapshot.classes)
 
 
 def test_read_snapshot_lists_every_class_and_only_the_given_strips(engine: sa.Engine) -> None:
     """Classes without detections are listed with 0; another strip's frames are not counted."""
     snapshot = read_snapshot(engine, ["no-such-strip"])
-    assert (snapshot.frames, snapshot.tiles, snapshot.alerts) == (0, 0, ())
+    assert (snapshot.frames, snapshot.tiles, snapshot.alerts, snapshot.crops) == (0, 0, (), 0)
     assert [c.name for c in snapshot.classes] == list(CLASSES)
     assert all(c.detections == 0 for c in snapshot.classes)
 
@@ -301,7 +302,9 @@ def _snapshot() -> StreamSnapshot:
             "rolling", 9, "wear of the rollers", "regular change of rolls according to wear behaviour"
         ),
     )
-    return StreamSnapshot(frames=20, tiles=140, classes=classes, alerts=(alert,))
+    return StreamSnapshot(
+        frames=20, tiles=140, classes=classes, alerts=(alert,), crops=12, crop_bytes=240_000
+    )
 
 
 def test_summary_lines_show_counts_causes_preventions_and_the_roll() -> None:
@@ -309,6 +312,9 @@ def test_summary_lines_show_counts_causes_preventions_and_the_roll() -> None:
     assert "1 strips, 20 frames, 140 tiles in 10 s (2.0 frames/s), 14 detections, 1 alerts" in text
     assert "wear of the rollers" in text and "→ regular change of rolls" in text
     assert "roll-marks" in text and "F7 top work roll (pitch 2.01 m)" in text and "1.2- 13.3" in text
+    assert "evidence: 12 crops, 0.2 MB (20.0 kB per crop, 12.0 MB per 1000 frames)" in text
+    empty = "\n".join(summary_lines(StreamSnapshot(0, 0, (), ()), strips=1, seconds=1.0))
+    assert "evidence: no crops stored" in empty
 
 
 def test_live_view_plain_lines_and_terminal_redraw() -> None:
@@ -383,6 +389,8 @@ def test_log_tail_gives_the_last_lines_or_says_there_is_no_log(tmp_path: Path) -
         ("strips", 0, "--strips"),
         ("strip_length_m", 0.0, "--strip-length-m"),
         ("defect_rate", -1.0, "--defect-rate"),
+        ("console_port", -1, "--console-port"),
+        ("console_port", 70000, "--console-port"),
     ],
 )
 def test_demo_options_refuse_bad_values(field: str, value: float, message: str) -> None:
@@ -512,3 +520,27 @@ def test_stream_check_scores_a_model_with_the_demos_measure(detect_everything: C
 def test_stream_check_names_a_model_directory_that_is_not_one(tmp_path: Path) -> None:
     done = _stream_check("--model", str(tmp_path / "nothing"), "--frames", "1")
     assert done.returncode == 2 and "error:" in done.stderr and "nothing" in done.stderr
+
+
+def test_the_demo_tells_a_plants_story_most_strips_clean_one_marked_by_a_roll_one_by_a_guide() -> None:
+    """Five strips by default: clean, roll mark, clean, guide scratches, clean — few stray defects."""
+    from worker.demo.run import demo_scenarios  # noqa: PLC0415
+
+    options = DemoOptions()
+    scenarios = demo_scenarios(options, pitch=2.011)
+    assert options.strips == 5 and len(scenarios) == 5
+    assert [s.name for s in scenarios] == [
+        "clean",
+        "roll mark: F7 top work roll",
+        "clean",
+        "scratches from a guide",
+        "clean",
+    ]
+    assert all(s.defect_rate == options.defect_rate <= 0.1 for s in scenarios)
+    (mark,) = scenarios[1].roll_marks
+    assert (mark.class_name, mark.pitch_m) == ("rolling", 2.011)
+    (guide,) = scenarios[3].clusters
+    assert (
+        guide.class_name == "scratches" and guide.count >= 6 and guide.span_m <= 3.0
+    )  # the density rule's window
+    assert not any(s.roll_marks or s.clusters for s in scenarios if s.name == "clean")

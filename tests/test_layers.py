@@ -3,7 +3,7 @@
     __main__, cli                             the command line (and each package's `command` module)
     demo                                      the whole product on one machine
     streaming                                 the consumer runtime (the worker)
-    camera                                    the line simulator (a producer)
+    camera, console                           the line simulator (a producer); the web console
     inference, alerts, reports, infra         the one inference path; rules and outbox; analysts'
                                               reports; local broker and database
     model                                     network, training, the model artefact
@@ -32,7 +32,7 @@ LAYERS: tuple[frozenset[str], ...] = (  # bottom first
     frozenset({"storage", "datasets", "evaluation"}),
     frozenset({"model"}),
     frozenset({"inference", "alerts", "reports", "infra"}),
-    frozenset({"camera"}),
+    frozenset({"camera", "console"}),
     frozenset({"streaming"}),
     frozenset({"demo"}),
     frozenset({"cli"}),

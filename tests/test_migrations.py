@@ -30,7 +30,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TABLES = sorted(metadata.tables)
 #: The alert engine's lock rows: no privilege for the analysts, so they cannot take those locks.
 LOCK_TABLE = "alert_strip_locks"
-ANALYST_TABLES = [t for t in TABLES if t != LOCK_TABLE]
+#: The console's users (revision 0006): their password hashes are not the analysts' business.
+USERS_TABLE = "console_users"
+ANALYST_TABLES = [t for t in TABLES if t not in {LOCK_TABLE, USERS_TABLE}]
+#: The default partition of tile_images (revision 0005); month partitions come from `db partitions`.
+PARTITIONS = ["tile_images_default"]
 VIEWS = [
     "detections_with_cause",  # 0001
     "strip_summary",  # 0002: the analysts' views
@@ -65,7 +69,7 @@ def test_upgrade_from_empty_creates_tables_views_role_and_reaches_head(
     assert migrate.current_revision(empty_database_url) is None
     migrate.upgrade(empty_database_url)
     tables, views = _relations(empty_engine)
-    assert tables == {*TABLES, "alembic_version"}
+    assert tables == {*TABLES, *PARTITIONS, "alembic_version"}
     assert views == set(VIEWS)
     assert _role_exists(empty_engine)
     assert _role_exists(empty_engine, WORKER_ROLE)
@@ -100,7 +104,7 @@ def test_downgrade_to_base_removes_everything_and_upgrade_works_again(
     assert migrate.current_revision(database_url) is None
     migrate.upgrade(database_url)
     tables, views = _relations(engine)
-    assert tables == {*TABLES, "alembic_version"}
+    assert tables == {*TABLES, *PARTITIONS, "alembic_version"}
     assert views == set(VIEWS)
 
 
@@ -254,6 +258,7 @@ WORKER_PRIVILEGES = {
     "frames": {"SELECT", "INSERT"},
     "detections": {"SELECT", "INSERT"},
     "alerts": {"SELECT", "INSERT", "UPDATE"},
+    "tile_images": {"SELECT", "INSERT"},
     LOCK_TABLE: {"SELECT", "INSERT", "UPDATE"},
     "detections_id_seq": {"USAGE", "SELECT"},
     "alerts_id_seq": {"USAGE", "SELECT"},
@@ -322,7 +327,7 @@ def test_downgrade_to_0002_removes_the_lock_table_the_columns_and_the_worker_gra
 ) -> None:
     migrate.downgrade(database_url, "0002")
     tables, views = _relations(engine)
-    assert tables == {*ANALYST_TABLES, "alembic_version"}
+    assert tables == {*ANALYST_TABLES, "alembic_version"} - {"tile_images", "reviews"}
     assert views == set(VIEWS)
     inspector = sa.inspect(engine)
     assert "message_sha256" not in {c["name"] for c in inspector.get_columns("frames")}
@@ -521,7 +526,9 @@ def test_db_command_upgrades_reports_checks_and_downgrades(
     assert _db(*url, "current") == 0
     assert capsys.readouterr().out == f"database schema at revision none (head is {head})\n"
     assert _db(*url, "--wait", "5", "upgrade") == 0
-    assert capsys.readouterr().out == f"database schema at revision {head} (head)\n"
+    made, schema = capsys.readouterr().out.splitlines()
+    assert made.startswith("tile_images: made partitions tile_images_")  # this month and 3 ahead
+    assert schema == f"database schema at revision {head} (head)"
     assert _db(*url, "check") == 0
     assert _db(*url, "downgrade", "base") == 0
     assert migrate.current_revision(empty_database_url) is None

@@ -462,3 +462,86 @@ def test_simulate_command_without_a_broker_says_how_to_name_one(
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     assert cli.main(["simulate", "--frames", "1"]) == 2
     assert "set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap" in capsys.readouterr().err
+
+
+# --- strip scenarios -------------------------------------------------------------------------------
+
+
+def _made(plan: SimulationPlan) -> list[tuple[SimulatedFrame, list[Any]]]:
+    from worker.camera.frames import FrameMaker  # noqa: PLC0415
+
+    maker = FrameMaker(plan, START)
+    return [maker.make(strip) for strip in maker.order()]
+
+
+def test_each_strip_follows_its_scenario_clean_marked_or_scratched_by_a_guide() -> None:
+    from worker.camera.plan import DefectCluster, StripScenario  # noqa: PLC0415
+
+    pitch = roll_pitch_m(0.3)
+    guide = DefectCluster("scratches", start_m=2.0, span_m=1.5, count=7, column_mm=150.0)
+    plan = SimulationPlan(
+        strip_ids=("CLEAN", "ROLL", "GUIDE", "CLEAN-2"),
+        strip_length_m=6.0,
+        frame_height=128,
+        frame_width=256,
+        mm_per_px_along=2.0,
+        mm_per_px_across=1.0,
+        scenarios=(
+            StripScenario("clean", defect_rate=0.0),
+            StripScenario("roll mark", defect_rate=0.0, roll_marks=(RollMark("rolling", pitch),)),
+            StripScenario("guide scratches", defect_rate=0.0, clusters=(guide,)),
+        ),
+        seed=5,
+    )
+    assert plan.scenario(3).name == "clean"  # the scenarios repeat
+    by_strip: dict[str, list[tuple[SimulatedFrame, list[Any]]]] = defaultdict(list)
+    for frame, marks in _made(plan):
+        by_strip[frame.meta.strip_id].append((frame, marks))
+    assert not any(f.defects for s in ("CLEAN", "CLEAN-2") for f, _ in by_strip[s])
+    roll = [m for _, marks in by_strip["ROLL"] for m in marks]
+    assert len(roll) >= 6 and {m.class_name for m in roll} == {"rolling"}
+    assert all(not marks for s in ("CLEAN", "GUIDE") for _, marks in by_strip[s])
+    scratched = [
+        (f.meta.position_m + d.row * plan.mm_per_px_along / 1000, d.column)
+        for f, _ in by_strip["GUIDE"]
+        for d in f.defects
+    ]
+    assert len(scratched) == 7 and all(2.0 <= at < 3.5 for at, _ in scratched)
+    assert all(abs(column - 150) <= 15 for _, column in scratched)  # one lane across the strip
+
+
+def test_plans_without_scenarios_draw_what_they_always_drew() -> None:
+    """Adding scenarios changed nothing for the plans that do not use them (same seed, same frames)."""
+    plan = SimulationPlan(strip_ids=("A", "B"), frames=6, frame_height=128, frame_width=256, seed=11)
+    first, second = _made(plan), _made(plan)
+    assert [f.defects for f, _ in first] == [f.defects for f, _ in second]
+    assert plan.scenario(1).defect_rate == plan.defect_rate and plan.scenario(0).roll_marks == ()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda c: c("oil", 1.0, 1.0, 3), "unknown class 'oil'"),
+        (lambda c: c("scratches", -1.0, 1.0, 3), "start must be >= 0 m"),
+        (lambda c: c("scratches", 1.0, 0.0, 3), "span must be > 0 m"),
+        (lambda c: c("scratches", 1.0, 1.0, 0), "count must be >= 1"),
+        (lambda c: c("scratches", 1.0, float("nan"), 3), "span must be > 0 m"),
+    ],
+)
+def test_a_bad_cluster_says_what_is_wrong(make: Callable[..., Any], message: str) -> None:
+    from worker.camera.plan import DefectCluster  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match=message):
+        make(DefectCluster)
+
+
+def test_a_cluster_outside_the_cameras_view_or_with_folder_images_is_refused(tmp_path: Path) -> None:
+    from worker.camera.plan import DefectCluster, StripScenario  # noqa: PLC0415
+
+    far = StripScenario("guide", clusters=(DefectCluster("scratches", 1.0, 1.0, 3, column_mm=5000.0),))
+    with pytest.raises(ConfigError, match="cluster scratches: column 5000 mm is outside the camera's view"):
+        SimulationPlan(strips=1, frames=1, scenarios=(far,))
+    with pytest.raises(ConfigError, match="cannot be combined with --images"):
+        SimulationPlan(strips=1, frames=1, images_dir=tmp_path, scenarios=(StripScenario("clean", 0.0),))
+    with pytest.raises(ConfigError, match="defect rate must be >= 0"):
+        StripScenario("bad", defect_rate=-1.0)

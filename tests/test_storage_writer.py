@@ -13,7 +13,8 @@ import sqlalchemy as sa
 
 from worker.core.catalogue import Catalogue, DefectClass, load_catalogue
 from worker.core.errors import CatalogueError, ModelError, SchemaError
-from worker.core.records import Detection, FrameMeta, FrameResult, KafkaCoordinates
+from worker.core.evidence import EvidencePolicy, decode
+from worker.core.records import Detection, FrameMeta, FrameResult, KafkaCoordinates, TileRef
 from worker.core.thresholds import ClassThresholds
 from worker.storage.engine import create_engine
 from worker.storage.writer import StorageWriter, WriteOutcome
@@ -473,3 +474,87 @@ def test_register_model_refuses_thresholds_of_other_classes(writer: StorageWrite
             _thresholds(0.5, names=("holes", "rolling")),
             {},
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# evidence crops (tile_images)
+# ---------------------------------------------------------------------------------------------
+
+
+def _with_crops(result: FrameResult, *, extra_clean: int | None = None) -> FrameResult:
+    """`result` with a crop of each tile it found something on (and of `extra_clean`, sampled)."""
+    policy = EvidencePolicy(clean_sample=0.0)
+    tiles = {d.tile_index for d in result.detections}
+    crops = [
+        policy.encode(
+            TileRef(result.meta.frame_id, t, 0, t * 256, 256), np.full((256, 256), t * 30, np.uint8)
+        )
+        for t in sorted(tiles)
+    ]
+    if extra_clean is not None:
+        tile = TileRef(result.meta.frame_id, extra_clean, 0, extra_clean * 256, 256)
+        crops.append(policy.encode(tile, np.zeros((256, 256), np.uint8), sampled=True))
+    return replace(result, evidence=tuple(crops))
+
+
+def _crop_rows(engine: sa.Engine) -> list[tuple[str, int, bool, int]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT frame_id, tile_index, sampled, octet_length(image) FROM tile_images ORDER BY 1, 2"
+            )
+        )
+        return [tuple(r) for r in rows]
+
+
+def test_crops_are_written_with_their_frame_once_and_never_again_for_a_redelivery(
+    writer: StorageWriter, engine: sa.Engine
+) -> None:
+    results = [_with_crops(r, extra_clean=6 if n == 0 else None) for n, r in enumerate(_batch(0, 4))]
+    writer.write_results(results)
+    rows = _crop_rows(engine)
+    assert [(f, t, s) for f, t, s, _ in rows] == [
+        ("S1-f0000", 6, True),  # a sampled clean tile
+        ("S1-f0001", 2, False),
+        ("S1-f0003", 0, False),
+        ("S1-f0003", 5, False),
+    ]
+    assert all(size > 0 for *_, size in rows)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.text("SELECT image FROM tile_images WHERE frame_id = 'S1-f0003' AND tile_index = 5")
+        )
+        assert decode(bytes(stored.scalar_one())).mean() == pytest.approx(150, abs=2)
+    again = writer.write_results([*results, _with_crops(_result(4, [(1, "holes", 0.8)]))])
+    assert again.redelivered == {r.meta.frame_id for r in results}
+    assert len(_crop_rows(engine)) == 5  # the new frame's crop only
+
+
+def test_a_collision_writes_no_crop(writer: StorageWriter, engine: sa.Engine) -> None:
+    first = _with_crops(_result(1, [(2, "holes", 0.9)]))
+    writer.write_results([first])
+    other = _with_crops(
+        replace(_result(1, [(3, "rolling", 0.9)]), source=KafkaCoordinates("mill.frames", 2, 50))
+    )
+    outcome = writer.write_results([other])
+    assert outcome.collisions == {other.source: first.source}
+    assert [(f, t) for f, t, _, _ in _crop_rows(engine)] == [("S1-f0001", 2)]
+
+
+def test_a_crop_the_database_refuses_takes_its_whole_batch_back(
+    writer: StorageWriter, engine: sa.Engine
+) -> None:
+    """Crops, detections and ledger rows share one transaction: a refused crop leaves nothing, so
+    the loop's bisection can set its frame aside and store the others."""
+    good = _with_crops(_result(1, [(2, "holes", 0.9)]))
+    bad = _with_crops(_result(3, [(0, "scratches", 0.8)]))
+    bad = replace(bad, evidence=(replace(bad.evidence[0], data=b""),))  # violates image_not_empty
+    with pytest.raises(sa.exc.IntegrityError, match="image_not_empty"):
+        writer.write_results([good, bad])
+    assert (_count(engine, "frames"), _count(engine, "detections"), _count(engine, "tile_images")) == (
+        0,
+        0,
+        0,
+    )
+    writer.write_results([good])
+    assert _count(engine, "tile_images") == 1

@@ -59,11 +59,25 @@ def _stored_detections(database_url: str) -> dict[str, list[tuple[int, str, floa
         engine.dispose()
 
 
+def _stored_crops(database_url: str) -> list[tuple[str, int, bool]]:
+    """(frame id, tile, sampled) of every row of tile_images."""
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    try:
+        with engine.connect() as conn:
+            return [
+                tuple(r)
+                for r in conn.execute(sa.text("SELECT frame_id, tile_index, sampled FROM tile_images"))
+            ]
+    finally:
+        engine.dispose()
+
+
 def _assert_exactly_once_and_consistent(
     database_url: str, bootstrap: str, topics: Topics, frame_ids: list[str]
 ) -> int:
     """Ledger: every frame once, at its own offset; offsets committed; every detection message
-    (copies included) equal to the database's rows of its frame. Returns the messages' count."""
+    (copies included) equal to the database's rows of its frame; one crop per tile with a stored
+    detection. Returns the messages' count."""
     rows = ledger(database_url)
     assert sorted(r.frame_id for r in rows) == sorted(frame_ids)
     end = end_offsets(bootstrap, topics.frames)
@@ -79,6 +93,11 @@ def _assert_exactly_once_and_consistent(
         message = json.loads(record.value)
         messages[message["frame_id"]].append(message)
     assert set(messages) == set(frame_ids)
+    crops = _stored_crops(database_url)
+    assert len(crops) == len({(f, t) for f, t, _ in crops}), "a crop stored twice"
+    assert {(f, t) for f, t, was_sampled in crops if not was_sampled} == {
+        (f, tile) for f, found in stored.items() for tile, _, _ in found
+    }, "the crops are not those of the tiles with a detection"
     for frame_id, copies in messages.items():
         for message in copies:
             said = sorted(

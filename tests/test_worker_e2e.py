@@ -35,7 +35,7 @@ from streaming_harness import (
 )
 
 from worker import cli
-from worker.core import contracts
+from worker.core import contracts, evidence
 from worker.core import refusals as r
 from worker.inference import Inferencer
 from worker.model.artefact import Classifier
@@ -45,6 +45,7 @@ from worker.streaming.settings import HEADER_ROOM_BYTES
 
 LIMITS = d.DecodeLimits(max_frame_bytes=300_000, max_frame_pixels=2_000_000)
 SECRET = "pa55-SeCrEt-word"
+JPEG_MEAN_ERROR = 6.0  # grey levels, at the default JPEG quality 90
 
 
 def _expected_detections(
@@ -62,6 +63,47 @@ def _expected_detections(
             name = classifier.catalogue.names[class_index]
             expected.append((frame_id, int(tile), name, float(scores[tile, class_index])))
     return sorted(expected)
+
+
+def _tiles_seen(classifier: Classifier, messages: dict[str, Any]) -> dict[tuple[str, int], np.ndarray]:
+    """(frame, tile) → the tile's pixels as `Inferencer.pre_process` cuts them for the model."""
+    inferencer = Inferencer(classifier, tile_size=256)
+    seen = {}
+    for frame_id, (_, value, headers) in messages.items():
+        frame = d.decode_message(inbound(value, headers), LIMITS)
+        assert not isinstance(frame, d.Rejected)
+        for index, pixels in enumerate(inferencer.pre_process(frame.image).pixels):
+            seen[(frame_id, index)] = pixels
+    return seen
+
+
+def _crops(database_url: str) -> list[tuple[str, int, bool, bytes]]:
+    """(frame, tile, sampled, image bytes) of every row of tile_images."""
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT frame_id, tile_index, sampled, image FROM tile_images"))
+            return [(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+    finally:
+        engine.dispose()
+
+
+def _assert_one_crop_per_tile_with_a_detection(
+    database_url: str, classifier: Classifier, messages: dict[str, Any], expected: list[Any]
+) -> None:
+    """The evidence: one crop per tile with a detection (and the sampled clean ones), holding the
+    pixels the model saw (JPEG at the default quality)."""
+    crops = _crops(database_url)
+    detected = {(f, t) for f, t, _, _ in expected}
+    assert {(f, t) for f, t, was_sampled, _ in crops if not was_sampled} == detected
+    assert not {(f, t) for f, t, was_sampled, _ in crops if was_sampled} & detected
+    assert len(crops) == len({(f, t) for f, t, _, _ in crops})  # each once
+    seen = _tiles_seen(classifier, messages)
+    for frame_id, tile, _, image in crops:
+        pixels = evidence.decode(image).astype(int)
+        errors = {t: np.abs(pixels - p.astype(int)).mean() for (f, t), p in seen.items() if f == frame_id}
+        assert errors[tile] < JPEG_MEAN_ERROR, (frame_id, tile, errors)
+        assert min(errors, key=errors.__getitem__) == tile, (frame_id, tile, errors)  # no other tile
 
 
 def _alert_keys(database_url: str) -> list[str]:
@@ -155,6 +197,8 @@ def test_frames_become_ledger_rows_predicted_detections_and_messages_and_no_per_
         for det in m["detections"]
     } == row_ids
     assert any(m["detections"] == [] for m in by_frame.values()) or len(expected) >= 9 * 3
+
+    _assert_one_crop_per_tile_with_a_detection(database_url, classifier, messages, expected)
 
     # Alerts come only from the alert rules (config/alert-rules.yaml), none per frame: the alerts
     # topic holds exactly the alerts table's rows, each once (tests/test_worker_alerts.py makes

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "worker.camera.command",  # simulate
     "worker.alerts.command",  # alerts
     "worker.reports.command",  # report
+    "worker.console.command",  # console
     "worker.demo.command",  # demo
 )
 

@@ -15,15 +15,15 @@ metres of every strip (the phase drawn per strip and mark, from the seed) throug
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from worker.camera.plan import ENCODINGS, RollMark, SimulationPlan, frames_to_cover
+from worker.camera.plan import ENCODINGS, DefectCluster, RollMark, SimulationPlan, frames_to_cover
 from worker.core.errors import ConfigError, DatasetError
 from worker.core.records import FrameMeta
 from worker.datasets.labelled import list_images, read_grey
@@ -115,6 +115,8 @@ class _Strip:
     strip_id: str
     quota: int | None
     marks: list[tuple[RollMark, float, int]]  # (mark, phase_m, column_px)
+    defect_rate: float = 0.0  # random defects, mean per 256×1600 frame
+    cluster_defects: list[tuple[str, float, int]] = field(default_factory=list)  # (class, at_m, column_px)
     start: datetime | None = None  # set when the strip's first frame is due
     index: int = 0
     rows: int = 0
@@ -151,22 +153,47 @@ class FrameMaker:
             quotas = [frames_to_cover(plan.strip_length_m, plan)] * len(names)
         else:  # folder images differ in height: a strip ends where its length is covered
             quotas = [None] * len(names)
-        self.strips = [
-            _Strip(name, quota, self._place_marks()) for name, quota in zip(names, quotas, strict=True)
-        ]
+        self.strips = []
+        for number, (name, quota) in enumerate(zip(names, quotas, strict=True)):
+            scenario = plan.scenario(number)
+            self.strips.append(
+                _Strip(
+                    name,
+                    quota,
+                    self._place_marks(scenario.roll_marks),
+                    scenario.defect_rate,
+                    self._place_clusters(scenario.clusters),
+                )
+            )
 
-    def _place_marks(self) -> list[tuple[RollMark, float, int]]:
-        """Per strip: each roll mark's phase (first print) and its column, fixed along the strip."""
+    def _column(self, column_mm: float | None) -> int:
+        """A column in frame pixels: `column_mm` from the strip edge, or drawn away from the sides."""
+        p = self.plan
+        if column_mm is None:
+            margin = min(60, p.frame_width // 4)
+            return int(self.rng.integers(margin, p.frame_width - margin))
+        return min(p.frame_width - 1, int((column_mm - p.edge_offset_mm) / p.mm_per_px_across))
+
+    def _place_clusters(self, clusters: Sequence[DefectCluster]) -> list[tuple[str, float, int]]:
+        """Per strip: each cluster's defects, (class, position along, column), a few mm apart across."""
         p = self.plan
         placed = []
-        for mark in p.roll_marks:
+        for cluster in clusters:
+            lane = self._column(cluster.column_mm)
+            spread = max(1, int(15 / p.mm_per_px_across))  # within about 15 mm of the lane
+            for at in sorted(
+                self.rng.uniform(cluster.start_m, cluster.start_m + cluster.span_m, cluster.count)
+            ):
+                column = int(np.clip(lane + self.rng.integers(-spread, spread + 1), 0, p.frame_width - 1))
+                placed.append((cluster.class_name, float(at), column))
+        return placed
+
+    def _place_marks(self, roll_marks: Sequence[RollMark]) -> list[tuple[RollMark, float, int]]:
+        """Per strip: each roll mark's phase (first print) and its column, fixed along the strip."""
+        placed = []
+        for mark in roll_marks:
             phase = float(self.rng.uniform(0.0, mark.pitch_m))
-            if mark.column_mm is None:
-                margin = min(60, p.frame_width // 4)
-                column = int(self.rng.integers(margin, p.frame_width - margin))
-            else:
-                column = min(p.frame_width - 1, int((mark.column_mm - p.edge_offset_mm) / p.mm_per_px_across))
-            placed.append((mark, phase, column))
+            placed.append((mark, phase, self._column(mark.column_mm)))
         return placed
 
     def done(self, strip: _Strip) -> bool:
@@ -216,8 +243,13 @@ class FrameMaker:
         marks: list[InjectedMark] = []
         if self.generator is not None:
             height = p.frame_height
-            placements = self._random_defects()
+            placements = self._random_defects(strip.defect_rate)
             end = position + height * p.mm_per_px_along / 1000.0
+            for class_name, at, column in strip.cluster_defects:
+                if position <= at < end:
+                    row = min(height - 1, round((at - position) * 1000.0 / p.mm_per_px_along))
+                    scale = float(self.rng.uniform(0.8, 1.2))
+                    placements.append(DefectPlacement(class_name, row, column, scale=scale))
             for mark, phase, column in strip.marks:
                 k = max(0, math.ceil((position - phase) / mark.pitch_m - 1e-9))
                 while (at := phase + k * mark.pitch_m) < end:
@@ -264,10 +296,10 @@ class FrameMaker:
         strip.last_at = captured_at
         return SimulatedFrame(meta, ENCODINGS[p.encoding], image, defects, masks), marks
 
-    def _random_defects(self) -> list[DefectPlacement]:
+    def _random_defects(self, rate: float) -> list[DefectPlacement]:
         """Random defects as the generator's `next_frame` draws them: Poisson count, class by weight."""
         p, rng = self.plan, self.rng
-        count = int(rng.poisson(p.defect_rate * p.frame_height * p.frame_width / _REFERENCE_AREA))
+        count = int(rng.poisson(rate * p.frame_height * p.frame_width / _REFERENCE_AREA))
         return [
             DefectPlacement(
                 class_name=str(rng.choice(self._classes, p=self._probabilities)),

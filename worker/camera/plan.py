@@ -23,8 +23,10 @@ from worker.datasets.synthetic import DEFAULT_DEFECT_RATE, SYNTHETIC_CLASSES
 
 __all__ = [
     "ENCODINGS",
+    "DefectCluster",
     "RollMark",
     "SimulationPlan",
+    "StripScenario",
     "frame_length_m",
     "frames_to_cover",
     "roll_pitch_m",
@@ -90,6 +92,50 @@ class RollMark:
 
 
 @dataclass(frozen=True)
+class DefectCluster:
+    """`count` defects of `class_name` scattered over `span_m` metres from `start_m` along a strip,
+    in one lane across it (`column_mm` from the strip edge; None: drawn from the seed): what a
+    worn guide or a foreign body on a roller table scratches into a strip."""
+
+    class_name: str
+    start_m: float
+    span_m: float
+    count: int
+    column_mm: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.class_name not in SYNTHETIC_CLASSES:
+            raise ConfigError(
+                f"cluster: unknown class {self.class_name!r}; expected one of {list(SYNTHETIC_CLASSES)}"
+            )
+        if not (math.isfinite(self.start_m) and self.start_m >= 0):
+            raise ConfigError(f"cluster {self.class_name}: start must be >= 0 m, received {self.start_m}")
+        if not (math.isfinite(self.span_m) and self.span_m > 0):
+            raise ConfigError(f"cluster {self.class_name}: span must be > 0 m, received {self.span_m}")
+        if self.count < 1:
+            raise ConfigError(f"cluster {self.class_name}: count must be >= 1, received {self.count}")
+        if self.column_mm is not None and not (math.isfinite(self.column_mm) and self.column_mm >= 0):
+            raise ConfigError(f"cluster {self.class_name}: column must be >= 0 mm, received {self.column_mm}")
+
+
+@dataclass(frozen=True)
+class StripScenario:
+    """What one strip carries: random defects at `defect_rate` (mean per 256×1600 frame), its roll
+    marks and its clusters. `name` says it in the demo's account ("clean", "roll mark", ...)."""
+
+    name: str
+    defect_rate: float = DEFAULT_DEFECT_RATE
+    roll_marks: tuple[RollMark, ...] = ()
+    clusters: tuple[DefectCluster, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.defect_rate) and self.defect_rate >= 0):
+            raise ConfigError(
+                f"scenario {self.name!r}: defect rate must be >= 0, received {self.defect_rate}"
+            )
+
+
+@dataclass(frozen=True)
 class SimulationPlan:
     """What to simulate. Checked on construction (ConfigError names the option at fault).
 
@@ -97,6 +143,11 @@ class SimulationPlan:
     two runs never share frame ids). Length: each strip is `strip_length_m` long, and `frames`, when
     given, stops the run after that many frames in all; without a length, `frames` are shared out
     evenly between the strips. At least one of the two is needed.
+
+    Defects: every strip gets `defect_rate` random defects per frame and every roll mark of
+    `roll_marks`; with `scenarios`, strip n follows `scenarios[n % len(scenarios)]` instead (its own
+    rate, roll marks and clusters), which is how a run tells a plant's story: most strips clean,
+    one marked by a roll, one scratched by a guide.
     """
 
     topic: str = "mill.frames"
@@ -121,6 +172,7 @@ class SimulationPlan:
     surface: str = "top"
     defect_rate: float = DEFAULT_DEFECT_RATE
     roll_marks: tuple[RollMark, ...] = ()
+    scenarios: tuple[StripScenario, ...] = ()
     partitions: int = 3
     replication_factor: int = 1
     start_at: datetime | None = None
@@ -128,6 +180,12 @@ class SimulationPlan:
 
     def __post_init__(self) -> None:
         _check_plan(self)
+
+    def scenario(self, strip_number: int) -> StripScenario:
+        """What strip number `strip_number` (0-based) carries."""
+        if self.scenarios:
+            return self.scenarios[strip_number % len(self.scenarios)]
+        return StripScenario("as planned", self.defect_rate, self.roll_marks)
 
     @property
     def synthetic(self) -> bool:
@@ -216,17 +274,27 @@ def _check_defects(p: SimulationPlan) -> None:
     """Random defect rate and roll marks (synthetic frames only; marks inside the camera's view)."""
     if not (math.isfinite(p.defect_rate) and p.defect_rate >= 0):
         raise ConfigError(f"--defect-rate must be >= 0, received {p.defect_rate}")
-    if p.images_dir is not None and p.roll_marks:
+    if p.images_dir is not None and (p.roll_marks or p.scenarios):
         raise ConfigError(
-            "--roll-mark draws defects with the synthetic generator; it cannot be combined with --images"
+            "--roll-mark and strip scenarios draw defects with the synthetic generator; they cannot be"
+            " combined with --images"
         )
     width_mm = p.frame_width * p.mm_per_px_across
-    for mark in p.roll_marks:
-        if mark.column_mm is not None and not (
-            p.edge_offset_mm <= mark.column_mm < p.edge_offset_mm + width_mm
-        ):
+    placed: list[tuple[str, float | None]] = [
+        (f"--roll-mark {m.class_name}", m.column_mm) for m in p.roll_marks
+    ]
+    for scenario in p.scenarios:
+        placed += [
+            (f"scenario {scenario.name!r}: roll mark {m.class_name}", m.column_mm)
+            for m in scenario.roll_marks
+        ]
+        placed += [
+            (f"scenario {scenario.name!r}: cluster {c.class_name}", c.column_mm) for c in scenario.clusters
+        ]
+    for what, column_mm in placed:
+        if column_mm is not None and not (p.edge_offset_mm <= column_mm < p.edge_offset_mm + width_mm):
             raise ConfigError(
-                f"--roll-mark {mark.class_name}: column {mark.column_mm:g} mm is outside the camera's view,"
+                f"{what}: column {column_mm:g} mm is outside the camera's view,"
                 f" {p.edge_offset_mm:g}..{p.edge_offset_mm + width_mm:g} mm from the strip edge"
             )
 

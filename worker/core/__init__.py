@@ -4,7 +4,8 @@
 actions), `tiling` (the one tiling rule), `tileset` (the tile-set format), `records` (the frozen
 records the pipeline passes on), `contracts` (the message schemas), `refusals` (why a message is
 refused, and `shown()`), `failures` (what a failure means: retry, wait for people, set aside),
-`thresholds` (per-class decision thresholds, one shape from the artefact to the row), `clients`
+`thresholds` (per-class decision thresholds, one shape from the artefact to the row), `evidence`
+(the crops kept with detections: sampling, encoding, decoding), `clients`
 (the Kafka consumer and producer as Protocols), `resources` (the schemas, migrations and rules
 shipped in the package). All public.
 """
@@ -14,6 +15,7 @@ __all__ = [
     "clients",
     "contracts",
     "errors",
+    "evidence",
     "failures",
     "records",
     "refusals",

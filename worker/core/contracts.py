@@ -1,10 +1,11 @@
 """The message contracts: JSON Schemas in `schemas/`, and the code that reads and writes them.
 
 Every message that crosses a topic has a schema versioned in its file name (`frame-meta.v1.json`,
-`detection.v1.json`, `alert.v1.json`, `dead-letter-headers.v1.json`). `check_schemas()` runs at
-start-up and fails fast on a missing or malformed schema; `validate()` checks an instance and says
-where it is wrong. Integers are strict: a JSON `256.0` is a number, not an integer (JSON Schema's
-own rule would accept it, and a float where the code multiplies pixel counts is a crash waiting).
+`detection.v1.json`, `alert.v1.json`, `review.v1.json`, `dead-letter-headers.v1.json`).
+`check_schemas()` runs at start-up and fails fast on a missing or malformed schema; `validate()`
+checks an instance and says where it is wrong. Integers are strict: a JSON `256.0` is a number,
+not an integer (JSON Schema's own rule would accept it, and a float where the code multiplies
+pixel counts is a crash waiting).
 Frames are read by `worker.streaming.validation`, which adds the bounds a schema cannot state.
 The builders here produce exactly what the schemas describe; the tests validate their output
 against the schemas.
@@ -33,8 +34,9 @@ SCHEMAS_DIR = shipped_dir("schemas")
 FRAME_META = "frame-meta.v1"
 DETECTION = "detection.v1"
 ALERT = "alert.v1"
+REVIEW = "review.v1"
 DEAD_LETTER_HEADERS = "dead-letter-headers.v1"
-SCHEMA_NAMES = (FRAME_META, DETECTION, ALERT, DEAD_LETTER_HEADERS)
+SCHEMA_NAMES = (FRAME_META, DETECTION, ALERT, REVIEW, DEAD_LETTER_HEADERS)
 
 CONTENT_TYPE_HEADER = "content-type"
 FRAME_META_HEADER = "frame-meta"

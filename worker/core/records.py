@@ -2,6 +2,7 @@
 
     FrameMeta + image bytes --decode--> DecodedFrame --tile--> TileRef (per tile)
     --classify--> Detection (per tile and class over threshold) --collect--> FrameResult
+                  TileImage (the crop of each tile with a detection, and of sampled clean tiles)
 
 Positions on the strip: a frame's rows run along the strip (row 0 is at `position_m` metres from
 the strip head), its columns across it (column 0 is `edge_offset_mm` from the strip edge).
@@ -102,8 +103,28 @@ class Detection:
 
 
 @dataclass(frozen=True)
+class TileImage:
+    """The evidence of one tile: its crop as the model saw it (padding included, before the model's
+    resizing), encoded (`content_type`, JPEG by default) at `width` × `height` pixels — the tile's
+    side, or less when EVIDENCE_MAX_SIDE shrank it. `sampled`: a clean tile kept for quality
+    control (no detection on it)."""
+
+    frame_id: str
+    tile_index: int
+    x: int
+    y: int
+    size: int
+    width: int
+    height: int
+    content_type: str
+    data: bytes
+    sampled: bool = False
+
+
+@dataclass(frozen=True)
 class FrameResult:
-    """Everything the worker concluded about one frame; clean frames have no detections."""
+    """Everything the worker concluded about one frame; clean frames have no detections.
+    `evidence` holds the crops the ledger stores with the frame (`TileImage`), in tile order."""
 
     meta: FrameMeta
     source: KafkaCoordinates
@@ -112,3 +133,4 @@ class FrameResult:
     detections: tuple[Detection, ...]
     processed_at: datetime
     message_sha256: str | None = None
+    evidence: tuple[TileImage, ...] = ()

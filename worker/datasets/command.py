@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from worker.core.catalogue import load_catalogue
+from worker.core.catalogue import Catalogue, load_catalogue
 from worker.core.errors import ConfigError
 from worker.datasets.folders import iter_folder_tiles, scan_folders
 from worker.datasets.labelled import (
@@ -21,7 +22,7 @@ from worker.datasets.severstal import iter_severstal_tiles
 from worker.datasets.synthetic import DEFAULT_DEFECT_RATE, iter_synthetic_tiles
 from worker.datasets.voc import iter_voc_tiles, scan_voc
 
-FORMATS = ("severstal", "folders", "voc", "synthetic")
+FORMATS = ("severstal", "folders", "voc", "synthetic", "reviews")
 
 _DESCRIPTION = f"""\
 Write a tile set (DIR/labels.csv, DIR/catalogue.json, DIR/tiles/*.png) from a labelled data set.
@@ -43,6 +44,12 @@ Formats:
              class names found (sorted).
   synthetic  the project's generator of rolled-steel frames (holes, scratches, rolling); needs a
              catalogue with those three names (the default has them). No --source.
+  reviews    the crops people reviewed in the web console, from the defect database
+             (--database-url, default $DATABASE_URL; a read-only login is enough). One tile per
+             reviewed crop, labelled with its newest review's classes; a rejected crop becomes a
+             clean tile. The catalogue is the database's defect_classes (or --catalogue). Reviews
+             whose crop was pruned are skipped and counted. No --source; --tile and --min-pixels
+             do not apply (the crops are stored tiles).
 
 Images whose shorter side is below the tile (folders, voc) are resized up, aspect kept, so that
 side equals the tile: NEU-DET's 200×200 images become single 256×256 tiles.
@@ -55,6 +62,7 @@ examples:
       --class-map 1=holes,3=scratches,4=rolling --min-pixels 64
   steel-worker dataset --format voc --source ../shared/data/neu-det --out data/neu
   steel-worker dataset --format folders --source plant-images/ --clean-folder ok --out data/plant
+  steel-worker dataset --format reviews --database-url postgresql://analyst@db/defects --out data/reviewed
 """
 
 
@@ -62,13 +70,13 @@ def register(subparsers: Any) -> None:
     """Add the `dataset` subcommand."""
     parser = subparsers.add_parser(
         "dataset",
-        help="build a tile set from Severstal, class folders, Pascal VOC, or synthetic frames",
+        help="build a tile set from Severstal, class folders, Pascal VOC, synthetic frames, or reviews",
         description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--format", required=True, choices=FORMATS, help="input layout (see above)")
-    parser.add_argument("--source", type=Path, help="input folder (all formats except synthetic)")
+    parser.add_argument("--source", type=Path, help="input folder (all formats except synthetic and reviews)")
     parser.add_argument("--out", type=Path, required=True, help="tile set directory to write (new or empty)")
     parser.add_argument(
         "--overwrite",
@@ -120,6 +128,13 @@ def register(subparsers: Any) -> None:
         default=None,
         help="mean defects per 256×1600 frame (default: the generator's, about 80 %% clean tiles)",
     )
+    rev = parser.add_argument_group("reviews")
+    rev.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        metavar="URL",
+        help="PostgreSQL URL of the defect database (default: $DATABASE_URL)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -129,10 +144,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--tile must be at least 8 pixels, received {args.tile}")
     if args.min_pixels < 1:
         raise ConfigError(f"--min-pixels must be at least 1, received {args.min_pixels}")
-    if args.format != "synthetic" and args.source is None:
+    if args.format not in {"synthetic", "reviews"} and args.source is None:
         raise ConfigError(f"--source is required for --format {args.format}")
     progress = not args.no_progress
     catalogue = load_catalogue(args.catalogue) if args.catalogue is not None else None
+    if args.format == "reviews":
+        return _run_reviews(args, catalogue)
     tiles: Iterator[LabelledTile]
 
     if args.format == "severstal":
@@ -167,5 +184,20 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
         )
     summary = write_tileset(tiles, args.out, catalogue, overwrite=args.overwrite)
+    print(summary.table())
+    return 0
+
+
+def _run_reviews(args: argparse.Namespace, catalogue: Catalogue | None) -> int:
+    """The reviewed crops of the defect database as a tile set (worker.console.reviewed)."""
+    from worker.console.reviewed import write_reviewed_tileset  # noqa: PLC0415  (database code)
+
+    if not args.database_url:
+        raise ConfigError(
+            "steel-worker dataset --format reviews: no database; set DATABASE_URL or pass --database-url"
+        )
+    summary = write_reviewed_tileset(
+        args.database_url, args.out, overwrite=args.overwrite, catalogue=catalogue
+    )
     print(summary.table())
     return 0

@@ -17,20 +17,24 @@ _DESCRIPTION = textwrap.dedent(
          18 minutes on 2 CPU cores), cached in ~/.cache/steel-worker/demo-model-<recipe hash>
          ($STEEL_WORKER_CACHE_DIR) and reused afterwards;
       3. the worker (`steel-worker run` in a subprocess) fed by the line simulator: synthetic
-         strips with random defects and a roll mark printed once per revolution of a roll of the
-         alert rules file; a live view shows frames/s and detections by class with their cause;
+         strips as a plant sees them, in turn: clean, marked once per revolution by a roll of the
+         alert rules file, clean, scratched by a guide, clean (each with a few stray defects); a
+         live view shows frames/s and detections by class with their cause;
       4. a summary: frames, tiles, detections per class with cause and prevention, alerts with
          rule, roll, cause and prevention; a strip report with its PNG defect map; and the
          quality of the model on this stream, measured against the simulator's ground truth:
          share of defective tiles found with the right class (target >= 90 %) and share of clean
-         tiles flagged (target <= 5 %).
+         tiles flagged (target <= 5 %);
+      5. the web console (`steel-worker console`) over the demo's database, until Ctrl-C: the
+         strips' defect maps, the alerts with the crops behind them, the gallery, reviews; the
+         demo prints its address and a user's password (--no-console to end after the summary).
     Exit status: 0 when both targets are met, 1 when one is missed, 2 on errors."""
 )
 
 _EPILOG = """\
 examples:
   make demo                                   # creates .venv, installs, runs this command
-  steel-worker demo                           # three 20 m strips at 2 m/s, real-time camera pace
+  steel-worker demo                           # five 20 m strips at 2 m/s, real-time camera pace
   steel-worker demo --strips 5 --fps 0        # more strips, frames sent as fast as possible
   steel-worker demo --roll "pinch roll" --roll-mark-class holes
   KAFKA_BOOTSTRAP_SERVERS=localhost:9092 DATABASE_URL=postgresql://steel@db/defects steel-worker demo
@@ -53,7 +57,14 @@ def register(subparsers: Any) -> None:
     )
     g = p.add_argument_group("stream")
     g.add_argument(
-        "--strips", type=int, default=3, metavar="N", help="strips to simulate (default %(default)s)"
+        "--strips",
+        type=int,
+        default=5,
+        metavar="N",
+        help=(
+            "strips to simulate, in turn clean, roll mark, clean, guide scratches, clean"
+            " (default %(default)s)"
+        ),
     )
     g.add_argument(
         "--strip-length-m",
@@ -65,9 +76,9 @@ def register(subparsers: Any) -> None:
     g.add_argument(
         "--defect-rate",
         type=float,
-        default=1.5,
+        default=0.05,
         metavar="R",
-        help="mean random defects per 256×1600 frame (default %(default)s)",
+        help="stray random defects per 256×1600 frame, on every strip (default %(default)s)",
     )
     g.add_argument(
         "--roll",
@@ -121,11 +132,33 @@ def register(subparsers: Any) -> None:
     g.add_argument(
         "--plain", action="store_true", help="plain progress lines instead of the refreshing live view"
     )
+    g.add_argument(
+        "--no-console",
+        action="store_true",
+        help="end after the summary instead of serving the web console until Ctrl-C",
+    )
+    g.add_argument(
+        "--console-port",
+        type=int,
+        default=8080,
+        metavar="PORT",
+        help="the console's port on 127.0.0.1 (default %(default)s; another free one when taken)",
+    )
     p.set_defaults(func=run)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run(args: argparse.Namespace) -> int:
+    import signal  # noqa: PLC0415
+
     from worker.demo.run import DemoOptions, run_demo  # noqa: PLC0415
+
+    # SIGTERM (a supervisor, `kill`, `docker stop`) ends the demo as Ctrl-C does: the worker, the
+    # console, the embedded broker and PostgreSQL are stopped on the way out, none left behind.
+    signal.signal(signal.SIGTERM, _interrupt)
 
     options = DemoOptions(
         strips=args.strips,
@@ -141,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
         rules_path=args.rules,
         idle_timeout_s=args.idle_timeout_s,
         live=False if args.plain else None,
+        console=not args.no_console,
+        console_port=args.console_port,
     )
     result = run_demo(options)
     if not result.quality.meets_targets:

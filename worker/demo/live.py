@@ -86,12 +86,25 @@ class LiveView:
         self._drawn = len(lines)
 
 
+def _evidence_line(snapshot: StreamSnapshot) -> str:
+    """How many crops the evidence table holds, and what they cost per 1 000 frames."""
+    if snapshot.crops == 0:
+        return "evidence: no crops stored"
+    per_crop_kb = snapshot.crop_bytes / snapshot.crops / 1000
+    per_1000 = snapshot.crop_bytes / snapshot.frames * 1000 / 1e6 if snapshot.frames else 0.0
+    return (
+        f"evidence: {snapshot.crops} crops, {snapshot.crop_bytes / 1e6:.1f} MB"
+        f" ({per_crop_kb:.1f} kB per crop, {per_1000:.1f} MB per 1000 frames)"
+    )
+
+
 def summary_lines(snapshot: StreamSnapshot, strips: int, seconds: float, width: int = 100) -> list[str]:
     """The end-of-demo tables: totals, detections per class (cause, prevention), alerts."""
     rate = snapshot.frames / seconds if seconds > 0 else 0.0
     out = [
         f"{strips} strips, {snapshot.frames} frames, {snapshot.tiles} tiles in {seconds:.0f} s"
         f" ({rate:.1f} frames/s), {snapshot.detections} detections, {len(snapshot.alerts)} alerts",
+        _evidence_line(snapshot),
         "",
         f"{'class':<12} {'detections':>10}  cause → prevention",
     ]

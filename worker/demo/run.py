@@ -43,16 +43,16 @@ from worker.demo.worker_process import WorkerHandle, WorkerProcess, log_tail, wo
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from worker.camera.plan import SimulationPlan
+    from worker.camera.plan import SimulationPlan, StripScenario
 
 
 @dataclass(frozen=True)
 class DemoOptions:
     """What the demo streams and where it writes; checked on construction (ConfigError)."""
 
-    strips: int = 3
+    strips: int = 5
     strip_length_m: float = 20.0
-    defect_rate: float = 1.5  # mean random defects per frame: enough for density alerts
+    defect_rate: float = 0.05  # stray random defects per frame on every strip (a clean strip)
     roll: str = "F7 top work roll"  # a roll of the alert rules file; its pitch spaces the marks
     roll_mark_class: str = "rolling"
     line_speed_mps: float = 2.0
@@ -64,6 +64,8 @@ class DemoOptions:
     recipe: DemoRecipe = field(default_factory=DemoRecipe)
     idle_timeout_s: float = 300.0  # give up when the worker writes nothing for this long
     live: bool | None = None  # refreshing view; None: when stdout is a terminal
+    console: bool = False  # serve the web console at the end until Ctrl-C (the command turns it on)
+    console_port: int = 8080  # another free port when taken; 0: any free port
 
     def __post_init__(self) -> None:
         if self.strips < 1:
@@ -72,6 +74,8 @@ class DemoOptions:
             raise ConfigError(f"--strip-length-m must be > 0, received {self.strip_length_m}")
         if self.defect_rate < 0:
             raise ConfigError(f"--defect-rate must be >= 0, received {self.defect_rate}")
+        if not 0 <= self.console_port <= 65535:
+            raise ConfigError(f"--console-port must be 0..65535, received {self.console_port}")
         if self.idle_timeout_s <= 0:
             raise ConfigError(f"--idle-timeout-s must be > 0, received {self.idle_timeout_s}")
 
@@ -159,11 +163,12 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
             expected_frames=options.strips * _frames_per_strip(plan),
             idle_timeout_s=options.idle_timeout_s,
         )
+        stories = ", ".join(plan.scenario(n).name for n in range(options.strips))
         say(
             f"worker starting (log {worker.log_path}); streaming {options.strips} strips of"
-            f" {options.strip_length_m:g} m ({run.expected_frames} frames) at {options.line_speed_mps:g} m/s"
-            f" with roll marks ({options.roll_mark_class}) every {pitch:.3f} m, π × the diameter of"
-            f" {options.roll}"
+            f" {options.strip_length_m:g} m ({run.expected_frames} frames) at {options.line_speed_mps:g} m/s:"
+            f" {stories} (roll marks of {options.roll_mark_class} every {pitch:.3f} m, π × the roll's"
+            f" diameter; {options.defect_rate:g} stray defects per frame)"
         )
         live = options.live if options.live is not None else stream.isatty()
         streamed = stream_through_worker(run, stream, live)
@@ -174,7 +179,21 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
             run, streamed, model_path=model_path, out_dir=out_dir, worker_exit_code=code, say=say
         )
         say(f"demo finished in {(time.monotonic() - started) / 60:.1f} min; outputs in {out_dir}")
+        if options.console:
+            _serve_console(db_url, options.console_port, say)
         return result
+
+
+def _serve_console(db_url: str, port: int, say: Callable[[str], None]) -> None:
+    """The web console over the demo's database until Ctrl-C (`worker.demo.console_view`)."""
+    from worker.demo.console_view import serve_until_interrupted, start_console  # noqa: PLC0415
+
+    console = start_console(db_url, port)
+    say(
+        f"console: {console.url} — log in as {console.user} with the password {console.password}"
+        " (admin: acknowledge alerts, review crops); Ctrl-C stops it"
+    )
+    serve_until_interrupted(console, say)
 
 
 def _start_services(stack: ExitStack, out_dir: Path, say: Callable[[str], None]) -> tuple[str, str]:
@@ -183,6 +202,7 @@ def _start_services(stack: ExitStack, out_dir: Path, say: Callable[[str], None])
     from worker.infra.broker import EmbeddedBroker  # noqa: PLC0415
     from worker.infra.postgres import database_url  # noqa: PLC0415
     from worker.storage import migrate  # noqa: PLC0415
+    from worker.storage.partitions import ensure_months_at  # noqa: PLC0415
 
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if bootstrap:
@@ -194,6 +214,7 @@ def _start_services(stack: ExitStack, out_dir: Path, say: Callable[[str], None])
     db_url = stack.enter_context(database_url())
     where = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL"
     migrate.upgrade(db_url)
+    ensure_months_at(db_url)  # the evidence crops' month partitions
     say(f"database: {where} at {db_url.rsplit('@', 1)[-1]}, migrated to the newest schema")
     return bootstrap, db_url
 
@@ -256,8 +277,28 @@ def _create_topics(bootstrap: str, settings: Any) -> None:
     )
 
 
+def demo_scenarios(options: DemoOptions, pitch: float) -> tuple[StripScenario, ...]:
+    """The demo's strips, in turn: clean, marked by the roll `options.roll` (a mark every `pitch`
+    metres), clean, scratched by a guide (8 scratches over 2.5 m in one lane), clean — each with
+    `options.defect_rate` stray defects per frame: what a plant sees, where alerts mean something."""
+    from worker.camera.plan import DefectCluster, RollMark, StripScenario  # noqa: PLC0415
+
+    stray = options.defect_rate
+    span = min(2.5, options.strip_length_m / 2)
+    guide = DefectCluster("scratches", start_m=(options.strip_length_m - span) / 2, span_m=span, count=8)
+    return (
+        StripScenario("clean", stray),
+        StripScenario(
+            f"roll mark: {options.roll}", stray, roll_marks=(RollMark(options.roll_mark_class, pitch),)
+        ),
+        StripScenario("clean", stray),
+        StripScenario("scratches from a guide", stray, clusters=(guide,)),
+        StripScenario("clean", stray),
+    )
+
+
 def _plan(options: DemoOptions, topic: str, pitch: float) -> SimulationPlan:
-    from worker.camera.plan import RollMark, SimulationPlan  # noqa: PLC0415
+    from worker.camera.plan import SimulationPlan  # noqa: PLC0415
 
     return SimulationPlan(
         topic=topic,
@@ -266,8 +307,7 @@ def _plan(options: DemoOptions, topic: str, pitch: float) -> SimulationPlan:
         line_speed_mps=options.line_speed_mps,
         fps=options.fps,
         seed=options.seed,
-        defect_rate=options.defect_rate,
-        roll_marks=(RollMark(options.roll_mark_class, pitch),),
+        scenarios=demo_scenarios(options, pitch),
         strip_gap_s=1.0,
     )
 

@@ -53,6 +53,8 @@ class StreamSnapshot:
     tiles: int
     classes: tuple[ClassCount, ...]
     alerts: tuple[AlertLine, ...]
+    crops: int = 0  # evidence crops stored (tile_images)
+    crop_bytes: int = 0  # their images' bytes
 
     @property
     def detections(self) -> int:
@@ -62,13 +64,19 @@ class StreamSnapshot:
 def read_snapshot(engine: sa.Engine, strip_ids: Sequence[str]) -> StreamSnapshot:
     """What the ledger, detections and alerts tables hold for `strip_ids` (every catalogue class
     listed, also with no detection; alerts in the order raised)."""
-    from worker.reports.queries import strips_alerts, strips_class_counts, strips_totals  # noqa: PLC0415
+    from worker.reports.queries import (  # noqa: PLC0415
+        strips_alerts,
+        strips_class_counts,
+        strips_evidence,
+        strips_totals,
+    )
 
     strips = list(strip_ids)
     with engine.connect() as conn:
         frames, tiles = strips_totals(conn, strips)
         classes = strips_class_counts(conn, strips)
         alerts = strips_alerts(conn, strips)
+        crops, crop_bytes = strips_evidence(conn, strips)
     counts = tuple(
         ClassCount(r["class_name"], int(r["detections"]), r["cause"], r["prevention"]) for r in classes
     )
@@ -90,4 +98,4 @@ def read_snapshot(engine: sa.Engine, strip_ids: Sequence[str]) -> StreamSnapshot
         )
         for r in alerts
     )
-    return StreamSnapshot(frames, tiles, counts, alert_lines)
+    return StreamSnapshot(frames, tiles, counts, alert_lines, crops, crop_bytes)

@@ -181,6 +181,18 @@ def strips_totals(conn: sa.Connection, strip_ids: Sequence[str]) -> tuple[int, i
     return int(frames), int(tiles)
 
 
+def strips_evidence(conn: sa.Connection, strip_ids: Sequence[str]) -> tuple[int, int]:
+    """(crops, bytes of their images) that `tile_images` holds for the frames of `strip_ids`."""
+    crops, size = conn.execute(
+        sa.text(
+            "SELECT count(*), coalesce(sum(octet_length(i.image)), 0) FROM tile_images AS i"
+            " JOIN frames AS f ON f.frame_id = i.frame_id WHERE f.strip_id = ANY(:s)"
+        ),
+        {"s": list(strip_ids)},
+    ).one()
+    return int(crops), int(size)
+
+
 def strips_class_counts(conn: sa.Connection, strip_ids: Sequence[str]) -> list[dict[str, Any]]:
     """Every catalogue class in catalogue order, also with no detection (0): class_name, cause,
     prevention and its detections on `strip_ids` (`detections_with_cause`)."""

@@ -1,5 +1,6 @@
-"""`steel-worker db`: migrate the defect database, check its schema (Alembic underneath), and make
-login roles for the workers and analysts (`create-login`, see `worker.storage.roles`)."""
+"""`steel-worker db`: migrate the defect database, check its schema (Alembic underneath), make
+login roles for the workers and analysts (`create-login`, see `worker.storage.roles`), and keep the
+evidence crops' month partitions (`partitions`, `prune`, see `worker.storage.partitions`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 from worker.core.errors import ConfigError
 
 #: `worker.storage.roles.GROUP_ROLES`'s keys, spelled out so that `--help` imports no SQLAlchemy.
-LOGIN_KINDS = ("analyst", "worker")
+LOGIN_KINDS = ("analyst", "console", "worker")
+#: `worker.storage.partitions.DEFAULT_MONTHS_AHEAD`, spelled out so that `--help` imports no SQLAlchemy.
+DEFAULT_MONTHS_AHEAD = 3
 
 _EPILOG = """\
 examples:
@@ -27,6 +30,12 @@ examples:
       an analyst's login (a member of the read-only steel_analyst)
   steel-worker db create-login etl_reader --role analyst
       a login without a password (trust, peer or certificate authentication)
+  steel-worker db partitions --months-ahead 3
+      make tile_images' month partitions through 3 months ahead (`db upgrade` does it too; run it
+      monthly, e.g. from cron, so that crops never pile up in the default partition)
+  steel-worker db prune --older-than 90d --dry-run
+      list the evidence crops older than 90 days that a prune would drop; without --dry-run, drop
+      them (whole months; detections and frames stay)
 
 The database comes from --database-url or DATABASE_URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DB);
 prefer the environment variable for URLs with a password. The worker refuses to start until
@@ -42,9 +51,10 @@ def register(subparsers: Any) -> None:
         help="migrate the defect database (upgrade, downgrade), show or check its schema revision",
         description=(
             "Manage the defect database's schema: tables defect_classes (seeded with the default "
-            "catalogue), models, frames, detections, alerts, alert_strip_locks, the analysts' views, "
-            "the read-only role steel_analyst and the worker's role steel_worker; make login roles "
-            "that are members of those roles."
+            "catalogue), models, frames, detections, alerts, tile_images (the evidence crops, "
+            "partitioned by month), alert_strip_locks, the analysts' views, the read-only role "
+            "steel_analyst and the worker's role steel_worker; make login roles that are members of "
+            "those roles; make and prune the crops' month partitions."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -69,6 +79,28 @@ def register(subparsers: Any) -> None:
     downgrade.add_argument("revision", metavar="REVISION")
     actions.add_parser("check", help="fail unless the database is at head and tables.py matches it")
     actions.add_parser("current", help="print the database's revision and the head revision")
+    months = actions.add_parser(
+        "partitions",
+        help="make the evidence crops' month partitions ahead (tile_images), and list them",
+    )
+    months.add_argument(
+        "--months-ahead",
+        type=int,
+        default=DEFAULT_MONTHS_AHEAD,
+        metavar="N",
+        help="make this month's partition and the next N months' (default: %(default)s)",
+    )
+    prune = actions.add_parser(
+        "prune",
+        help="drop the evidence crops older than an age (whole month partitions of tile_images)",
+        description=(
+            "Drop the month partitions of tile_images that lie wholly before now minus --older-than, "
+            "and delete the default partition's crops older than that. A crop is kept at least "
+            "--older-than and at most about a month longer. Detections, frames and alerts stay."
+        ),
+    )
+    prune.add_argument("--older-than", required=True, metavar="AGE", help="an age such as 90d, 12w or 36h")
+    prune.add_argument("--dry-run", action="store_true", help="say what would go, drop nothing")
     login = actions.add_parser(
         "create-login",
         help="create or update a login role that is a member of steel_worker or steel_analyst",
@@ -83,7 +115,10 @@ def register(subparsers: Any) -> None:
         "--role",
         required=True,
         choices=LOGIN_KINDS,
-        help="worker: member of steel_worker (what the worker needs); analyst: of steel_analyst (read-only)",
+        help=(
+            "worker: member of steel_worker (what the worker needs); analyst: of steel_analyst"
+            " (read-only); console: of steel_console (the web console)"
+        ),
     )
     login.add_argument(
         "--password-env",
@@ -107,9 +142,13 @@ def run(args: argparse.Namespace) -> int:
         wait_for_database(url, timeout_s=args.wait)
     if args.db_action == "create-login":
         return _create_login(url, args)
+    if args.db_action in ("partitions", "prune"):
+        return _partitions(url, args)
     head = migrate.head_revision()
     if args.db_action == "upgrade":
         migrate.upgrade(url, args.revision)
+        if migrate.current_revision(url) == head:
+            _ensure_months(url, DEFAULT_MONTHS_AHEAD)
     elif args.db_action == "downgrade":
         migrate.downgrade(url, args.revision)
     elif args.db_action == "check":
@@ -117,6 +156,37 @@ def run(args: argparse.Namespace) -> int:
     current = migrate.current_revision(url)
     state = "head" if current == head else f"head is {head}"
     print(f"database schema at revision {current or 'none'} ({state})")
+    return 0
+
+
+def _ensure_months(url: str, months_ahead: int) -> None:
+    from worker.storage.partitions import ensure_months_at  # noqa: PLC0415
+
+    made = ensure_months_at(url, months_ahead)
+    if made:
+        print(f"tile_images: made partitions {', '.join(made)}")
+
+
+def _partitions(url: str, args: argparse.Namespace) -> int:
+    from worker.storage import partitions  # noqa: PLC0415
+    from worker.storage.engine import create_engine  # noqa: PLC0415
+    from worker.storage.schema_check import assert_schema_current  # noqa: PLC0415
+
+    engine = create_engine(url)
+    try:
+        assert_schema_current(engine)
+        if args.db_action == "prune":
+            report = partitions.prune(engine, partitions.parse_age(args.older_than), dry_run=args.dry_run)
+            print(report.describe())
+            return 0
+        made = partitions.ensure_months(engine, args.months_ahead)
+        with engine.connect() as conn:
+            listed = partitions.partitions(conn)
+    finally:
+        engine.dispose()
+    print(f"made {', '.join(made)}" if made else "no partition was missing")
+    for p in listed:
+        print(f"  {p.name}: {p.rows} crops, {p.bytes / 1e6:.1f} MB")
     return 0
 
 

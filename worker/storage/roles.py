@@ -1,9 +1,10 @@
-"""Login roles for the defect database: `steel-worker db create-login NAME --role worker|analyst`.
+"""Login roles for the defect database: `steel-worker db create-login NAME --role worker|analyst|console`.
 
-The migrations create two NOLOGIN roles and grant them privileges in each database: `steel_worker`
-(what the worker needs and nothing more) and `steel_analyst` (read-only). People and services log
-in with login roles of their own that are members of one of them; `create_login` makes such a
-login.
+The migrations create three NOLOGIN roles and grant them privileges in each database:
+`steel_worker` (what the worker needs and nothing more), `steel_analyst` (read-only) and
+`steel_console` (the web console: read-only as steel_analyst, plus its users, reviews and alert
+acknowledgements). People and services log in with login roles of their own that are members of
+one of them; `create_login` makes such a login.
 
 Guarantees:
 - Idempotent and declarative: afterwards the role NAME exists, can log in, inherits its group's
@@ -36,12 +37,12 @@ from psycopg2.extensions import encrypt_password
 
 from worker.core.errors import ConfigError
 from worker.storage.engine import create_engine
-from worker.storage.tables import ANALYST_ROLE, WORKER_ROLE
+from worker.storage.tables import ANALYST_ROLE, CONSOLE_ROLE, WORKER_ROLE
 
-LoginKind = Literal["worker", "analyst"]
+LoginKind = Literal["worker", "analyst", "console"]
 
 #: `--role` value -> the NOLOGIN group role the migrations create.
-GROUP_ROLES: dict[str, str] = {"worker": WORKER_ROLE, "analyst": ANALYST_ROLE}
+GROUP_ROLES: dict[str, str] = {"worker": WORKER_ROLE, "analyst": ANALYST_ROLE, "console": CONSOLE_ROLE}
 
 _LOGIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 

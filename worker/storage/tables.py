@@ -7,7 +7,9 @@ Alembic migrations in `migrations/` create these tables (never `metadata.create_
 Tables: `defect_classes` (the catalogue, id = catalogue id), `models` (version = sha256 of the
 weights), `frames` (ledger of processed frames, one row per frame id), `detections` (one row per
 frame, tile and class over threshold), `alerts` (cause-linked alerts; an outbox for the alerts
-topic via `published_at`), `alert_strip_locks` (one row per strip, locked FOR UPDATE to serialise
+topic via `published_at`), `tile_images` (the evidence crop of each tile with a detection,
+partitioned by month), `console_users` and `reviews` (the console's users, and their verdicts on
+crops), `alert_strip_locks` (one row per strip, locked FOR UPDATE to serialise
 alert evaluation). Views and the roles `steel_analyst` (read-only) and `steel_worker` (what the
 worker needs, nothing more) live in the migrations.
 """
@@ -30,6 +32,9 @@ ANALYST_ROLE = "steel_analyst"
 #: The worker's role: SELECT and INSERT where it writes, UPDATE where it upserts or marks; no DELETE,
 #: TRUNCATE or DDL (revision 0003 lists the grants).
 WORKER_ROLE = "steel_worker"
+#: The console's role: a member of steel_analyst (read-only pages run as it), plus its users, reviews
+#: and the acknowledgement columns of alerts (revision 0006).
+CONSOLE_ROLE = "steel_console"
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -178,6 +183,79 @@ alerts = sa.Table(
         postgresql_where=sa.text("published_at IS NULL"),
     ),
     comment="Cause-linked alerts; published_at is set once the alert is on the alerts topic",
+)
+
+#: Partitions of `tile_images` are named `tile_images_<YYYY>_<MM>` (one per month of `created_at`)
+#: and `tile_images_default` (what no month partition holds); `worker.storage.partitions` makes
+#: and drops them. They are not in this metadata: the migrations' drift check skips them.
+TILE_IMAGES_PARTITION_PREFIX = "tile_images_"
+
+tile_images = sa.Table(
+    "tile_images",
+    metadata,
+    sa.Column("frame_id", sa.Text, sa.ForeignKey("frames.frame_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("tile_index", sa.Integer, nullable=False),
+    _timestamp("created_at", default_now=True, comment="when the crop was stored: the partition key"),
+    sa.Column("x", sa.Integer, nullable=False, comment="tile window in frame pixels"),
+    sa.Column("y", sa.Integer, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("width", sa.Integer, nullable=False, comment="of the stored image, pixels"),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("sampled", sa.Boolean, nullable=False, comment="a clean tile kept for quality control"),
+    sa.Column("content_type", sa.Text, nullable=False),
+    sa.Column("image", sa.LargeBinary, nullable=False),
+    sa.PrimaryKeyConstraint("frame_id", "tile_index", "created_at"),
+    sa.CheckConstraint(
+        "width > 0 AND height > 0 AND size > 0 AND octet_length(image) > 0", name="image_not_empty"
+    ),
+    comment=(
+        "The crop of each tile with a detection (and of a sample of clean tiles) as the model saw it,"
+        " stored with the frame's detections; partitioned by month of created_at"
+    ),
+    postgresql_partition_by="RANGE (created_at)",
+)
+
+#: The console's roles, each with the rights of the one before: read; + review crops; + acknowledge
+#: alerts; + everything (users).
+CONSOLE_ROLES = ("viewer", "reviewer", "maintenance", "admin")
+#: What a review says of a crop: the model's classes are right, nothing is there, or these are.
+VERDICTS = ("confirm", "reject", "correct")
+
+console_users = sa.Table(
+    "console_users",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=False, comment="Argon2id; never the password"),
+    _timestamp("created_at", default_now=True),
+    _timestamp("disabled_at", nullable=True),
+    sa.CheckConstraint("role IN ('viewer', 'reviewer', 'maintenance', 'admin')", name="known_role"),
+    comment="Who may log in to the console, and as what",
+)
+
+reviews = sa.Table(
+    "reviews",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("frame_id", sa.Text, sa.ForeignKey("frames.frame_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("tile_index", sa.Integer, nullable=False),
+    sa.Column("verdict", sa.Text, nullable=False),
+    sa.Column(
+        "labels", ARRAY(sa.Text), nullable=False, comment="the classes on the crop, as the reviewer says"
+    ),
+    sa.Column("model_version", sa.Text, nullable=False, comment="the model that made the detections"),
+    sa.Column("reviewer", sa.Text, nullable=False),
+    _timestamp("reviewed_at", default_now=True),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+    _timestamp(
+        "published_at",
+        nullable=True,
+        comment="when the review went out on the reviews topic (NULL: not yet, or no topic)",
+    ),
+    sa.CheckConstraint("verdict IN ('confirm', 'reject', 'correct')", name="known_verdict"),
+    sa.Index("ix_reviews_frame_id_tile_index_reviewed_at", "frame_id", "tile_index", "reviewed_at"),
+    sa.Index("ix_reviews_unpublished", "id", postgresql_where=sa.text("published_at IS NULL")),
+    comment="People's verdicts on evidence crops; the newest per crop counts",
 )
 
 alert_strip_locks = sa.Table(

@@ -1,7 +1,10 @@
-"""Writes the worker's results to PostgreSQL: the frame ledger and its detections, idempotently.
+"""Writes the worker's results to PostgreSQL: the frame ledger, its detections and their evidence
+crops, idempotently.
 
 `StorageWriter.write_results` runs ONE transaction per call: a bulk insert of the ledger rows,
-then a bulk insert of the new frames' detections, both `ON CONFLICT DO NOTHING`. A frame id
+then a bulk insert of the new frames' detections, both `ON CONFLICT DO NOTHING`, then the new
+frames' crops (`tile_images`: only a frame the ledger took in this call writes its crops, so each
+is written once). A frame id
 already in the ledger writes nothing and raises nothing; the outcome tells the two cases apart:
 
 - a redelivery (the stored row has the same Kafka coordinates and, where it was recorded, the same
@@ -31,9 +34,9 @@ from sqlalchemy.dialects.postgresql import insert
 
 from worker.core.catalogue import Catalogue
 from worker.core.errors import CatalogueError, ModelError, SchemaError
-from worker.core.records import Detection, FrameResult, KafkaCoordinates
+from worker.core.records import Detection, FrameResult, KafkaCoordinates, TileImage
 from worker.core.thresholds import ClassThresholds
-from worker.storage.tables import defect_classes, detections, frames, models
+from worker.storage.tables import defect_classes, detections, frames, models, tile_images
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,9 @@ class StorageWriter:
                 )
                 for row in stored:
                     ids[row.frame_id][(row.tile_index, self._class_names[row.class_id])] = row.id
+            image_rows = [_image_row(image) for f in new_ids for image in unique[f].evidence]
+            if image_rows:
+                conn.execute(insert(tile_images), image_rows)
             as_stored = {f: _with_record_ids(unique[f], ids[f]) for f in new_ids}
             redelivered: set[str] = set()
             if existing_ids:
@@ -357,6 +363,21 @@ def _with_record_ids(result: FrameResult, ids: Mapping[tuple[int, str], int]) ->
             replace(d, record_id=ids.get((d.tile_index, d.class_name))) for d in result.detections
         ),
     )
+
+
+def _image_row(image: TileImage) -> dict[str, Any]:
+    return {
+        "frame_id": image.frame_id,
+        "tile_index": int(image.tile_index),
+        "x": int(image.x),
+        "y": int(image.y),
+        "size": int(image.size),
+        "width": int(image.width),
+        "height": int(image.height),
+        "sampled": bool(image.sampled),
+        "content_type": image.content_type,
+        "image": image.data,
+    }
 
 
 def _detection_row(detection: Detection, class_ids: Mapping[str, int]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ on the strip.
 Steps: `tile_frame` (`Inferencer.pre_process`: every pixel in some tile) → `FrameClassifier.classify`
 (tiles of all frames of a micro-batch stacked, one `Inferencer.forward`, scores split back per
 frame, `Inferencer.post_process`) → `detections_for` (one Detection per tile and class decided) →
-FrameResult.
+the evidence crops of the tiles with a detection (`worker.core.evidence`, when a policy is given)
+→ FrameResult.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import datetime
 import numpy as np
 
 from worker.core.catalogue import Catalogue
+from worker.core.evidence import EvidencePolicy
 from worker.core.records import DecodedFrame, Detection, FrameResult, TileRef
 from worker.core.thresholds import ClassThresholds
 from worker.inference import Inferencer
@@ -79,10 +81,12 @@ def detections_for(
 
 
 class FrameClassifier:
-    """Runs an Inferencer over the tiles of several frames at once."""
+    """Runs an Inferencer over the tiles of several frames at once; with an `evidence` policy, each
+    result carries the crops of its tiles with a detection (and of the sampled clean ones)."""
 
-    def __init__(self, inferencer: Inferencer) -> None:
+    def __init__(self, inferencer: Inferencer, evidence: EvidencePolicy | None = None) -> None:
         self.inferencer = inferencer
+        self.evidence = evidence
         self.catalogue = inferencer.catalogue
         self.thresholds = inferencer.thresholds
 
@@ -96,17 +100,24 @@ class FrameClassifier:
         start = 0
         for tiled in frames:
             end = start + len(tiled.tiles)
+            detections = detections_for(
+                tiled, scores[start:end], decisions[start:end], self.catalogue, self.thresholds
+            )
+            evidence = (
+                self.evidence.crops(tiled.tiles, tiled.pixels, (d.tile_index for d in detections))
+                if self.evidence is not None
+                else ()
+            )
             results.append(
                 FrameResult(
                     meta=tiled.frame.meta,
                     source=tiled.frame.source,
                     model_version=self.inferencer.version,
                     tile_count=len(tiled.tiles),
-                    detections=detections_for(
-                        tiled, scores[start:end], decisions[start:end], self.catalogue, self.thresholds
-                    ),
+                    detections=detections,
                     processed_at=processed_at,
                     message_sha256=tiled.frame.message_sha256,
+                    evidence=evidence,
                 )
             )
             start = end

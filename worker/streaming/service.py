@@ -37,6 +37,7 @@ from worker.alerts.config import AlertRules, load_rules
 from worker.alerts.stage import AlertStage
 from worker.core import contracts
 from worker.core.errors import ConfigError, InfrastructureError
+from worker.core.evidence import EvidencePolicy
 from worker.inference import Inferencer
 from worker.model.artefact import Classifier, load_classifier
 from worker.storage.engine import create_engine
@@ -228,7 +229,7 @@ def open_worker(
             settings=settings,
             consumer=consumer,
             producer=producer,
-            classifier=FrameClassifier(inferencer),
+            classifier=FrameClassifier(inferencer, evidence_policy(settings)),
             writer=writer,
             decoder=decoder,
             metrics=metrics,
@@ -237,6 +238,17 @@ def open_worker(
             open_probe=lambda: KafkaConsumer(**kafka, **fetch_sizes, enable_auto_commit=False),
             after_step=after_step,
         )
+
+
+def evidence_policy(settings: Settings) -> EvidencePolicy | None:
+    """How the crops behind detections are kept (EVIDENCE_*); None when EVIDENCE_IMAGES is off."""
+    if not settings.evidence_images:
+        return None
+    return EvidencePolicy(
+        jpeg_quality=settings.evidence_jpeg_quality,
+        max_side=settings.evidence_max_side,
+        clean_sample=settings.evidence_clean_sample,
+    )
 
 
 def decode_limits(settings: Settings) -> DecodeLimits:

@@ -117,6 +117,36 @@ def _choice(choices: tuple[str, ...], upper: bool = False) -> Callable[[str], st
     return parse
 
 
+def _switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected on or off (true/false, yes/no, 1/0), received {text!r}")
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise ValueError(f"expected a share between 0 and 1, received {text!r}")
+    return value
+
+
+def _jpeg_quality(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise ValueError(f"expected a JPEG quality 1..100, received {text!r}")
+    return value
+
+
+def _side(text: str) -> int:
+    value = int(text)
+    if value < 8:
+        raise ValueError(f"expected a side of at least 8 pixels, received {text!r}")
+    return value
+
+
 def _text(text: str) -> str:
     value = text.strip()
     if not value:
@@ -215,6 +245,34 @@ OPTIONS: tuple[Option, ...] = (
         _non_negative_int,
         0,
         "least overlap between neighbouring tiles, in pixels",
+    ),
+    Option(
+        "evidence_images",
+        "EVIDENCE_IMAGES",
+        _switch,
+        True,
+        "store the crop of every tile with a detection in tile_images, with its detections (on/off)",
+    ),
+    Option(
+        "evidence_jpeg_quality",
+        "EVIDENCE_JPEG_QUALITY",
+        _jpeg_quality,
+        90,
+        "JPEG quality of the stored crops (1-100)",
+    ),
+    Option(
+        "evidence_max_side",
+        "EVIDENCE_MAX_SIDE",
+        _side,
+        256,
+        "crops with a longer side are shrunk to this many pixels before they are stored",
+    ),
+    Option(
+        "evidence_clean_sample",
+        "EVIDENCE_CLEAN_SAMPLE",
+        _share,
+        0.005,
+        "share of clean tiles (no detection) whose crop is stored too, for quality control (0-1)",
     ),
     Option("decode_threads", "DECODE_THREADS", _positive_int, 2, "threads decoding images"),
     Option(
@@ -390,6 +448,10 @@ class Settings:
     batch_max_wait_ms: int
     tile_size: int
     tile_min_overlap: int
+    evidence_images: bool
+    evidence_jpeg_quality: int
+    evidence_max_side: int
+    evidence_clean_sample: float
     decode_threads: int
     max_frame_bytes: int
     max_frame_pixels: int

@@ -1,0 +1,168 @@
+"""`steel-worker console`: serve the web console; add, update or disable its users."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from worker.core.errors import ConfigError
+
+#: `worker.storage.tables.CONSOLE_ROLES`, spelled out so that `--help` imports no SQLAlchemy.
+ROLES = ("viewer", "reviewer", "maintenance", "admin")
+
+_EPILOG = """\
+examples:
+  CONSOLE_SECRET_KEY=$(openssl rand -hex 32) DATABASE_URL=postgresql://console_app:...@db/defects \\
+      steel-worker console serve --host 0.0.0.0 --port 8080
+      serve the console; put it behind a TLS-terminating reverse proxy (cookies are Secure)
+  ANNA_PASSWORD=... steel-worker console add-user anna --role maintenance --password-env ANNA_PASSWORD
+      create (or update: role, password, enabled again) the user anna
+  steel-worker console disable-user anna       lock anna out; her reviews and acknowledgements keep her name
+
+Roles nest: viewer reads every page; reviewer also reviews crops; maintenance also acknowledges
+alerts; admin may all of it. The database login must be a member of steel_console
+(`steel-worker db create-login NAME --role console`): read-only pages then run as the analysts'
+read-only role, and the console can write reviews and acknowledgements, nothing else.
+Passwords are read from the environment variable --password-env names, never from a flag.
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "console",
+        help="the web console: line view, alerts with their crops, gallery, reviews, quality",
+        description=(
+            "The web console for maintenance, analysts and reviewers: the strips as defect maps, the "
+            "open alerts with the crops behind them (acknowledge), a gallery of crops by class, strip, "
+            "time and confidence, reviews that correct the model (they feed `steel-worker dataset "
+            "--format reviews`), and precision and drift plots."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        metavar="URL",
+        help="PostgreSQL URL of a steel_console login (default: $DATABASE_URL)",
+    )
+    actions = parser.add_subparsers(dest="console_action", metavar="ACTION", required=True)
+    serve = actions.add_parser("serve", help="serve the console until Ctrl-C")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
+    serve.add_argument(
+        "--reviews-topic",
+        default=os.environ.get("REVIEWS_TOPIC") or None,
+        metavar="TOPIC",
+        help="also publish every review (review.v1) on this Kafka topic (default: $REVIEWS_TOPIC; off)",
+    )
+    serve.add_argument(
+        "--bootstrap-servers",
+        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+        metavar="HOST:PORT",
+        help="Kafka for --reviews-topic (default: $KAFKA_BOOTSTRAP_SERVERS)",
+    )
+    serve.add_argument(
+        "--insecure-cookies",
+        action="store_true",
+        help="send the session cookie over plain HTTP too (local trials only; behind TLS leave it off)",
+    )
+    add = actions.add_parser("add-user", help="create or update a user (role, password; enables it)")
+    add.add_argument("name", help="the user's name (1 to 64 printable characters)")
+    add.add_argument("--role", required=True, choices=ROLES, help="what the user may do (roles nest)")
+    add.add_argument(
+        "--password-env",
+        required=True,
+        metavar="VAR",
+        help="environment variable holding the password (10+ chars)",
+    )
+    disable = actions.add_parser("disable-user", help="lock a user out")
+    disable.add_argument("name")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from worker.storage.engine import create_engine  # noqa: PLC0415
+
+    if not args.database_url:
+        raise ConfigError("steel-worker console: no database; set DATABASE_URL or pass --database-url")
+    engine = create_engine(args.database_url)
+    try:
+        if args.console_action == "add-user":
+            return _add_user(engine, args)
+        if args.console_action == "disable-user":
+            from worker.console.users import disable_user  # noqa: PLC0415
+
+            disable_user(engine, args.name)
+            print(f"user {args.name} disabled")
+            return 0
+        return _serve(engine, args)
+    finally:
+        engine.dispose()
+
+
+def _add_user(engine: Any, args: argparse.Namespace) -> int:
+    from worker.console.users import set_user  # noqa: PLC0415
+
+    password = os.environ.get(args.password_env)
+    if not password:
+        state = "is empty" if password is not None else "is not set"
+        raise ConfigError(
+            f"add-user {args.name}: --password-env {args.password_env}: expected the environment"
+            f" variable {args.password_env} to hold the password, but it {state}"
+        )
+    created = set_user(engine, args.name, args.role, password)
+    print(f"user {args.name} {'created' if created else 'updated'} with the role {args.role}")
+    return 0
+
+
+def _serve(engine: Any, args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415
+
+    from worker.console.app import create_app  # noqa: PLC0415
+    from worker.storage.schema_check import assert_schema_current  # noqa: PLC0415
+
+    secret = os.environ.get("CONSOLE_SECRET_KEY", "")
+    if not secret:
+        raise ConfigError(
+            "console serve: set CONSOLE_SECRET_KEY (at least 32 characters, e.g. `openssl rand -hex 32`);"
+            " it signs the session cookies, so keep it the same across restarts and secret"
+        )
+    assert_schema_current(engine)
+    publisher = _review_publisher(engine, args)
+    try:
+        app = create_app(
+            engine,
+            secret,
+            secure_cookies=not args.insecure_cookies,
+            on_review=publisher.kick if publisher else None,
+        )
+        print(f"console: http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    finally:
+        if publisher is not None:
+            publisher.stop()
+            publisher.producer.close()  # type: ignore[attr-defined]
+    return 0
+
+
+def _review_publisher(engine: Any, args: argparse.Namespace) -> Any:
+    """The reviews outbox's publisher when --reviews-topic is set (started), else None."""
+    if not args.reviews_topic:
+        return None
+    if not args.bootstrap_servers:
+        raise ConfigError(
+            "console serve: --reviews-topic needs Kafka: set KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers"
+        )
+    from kafka import KafkaProducer  # noqa: PLC0415
+
+    from worker.console.outbox import ReviewPublisher  # noqa: PLC0415
+
+    producer = KafkaProducer(
+        bootstrap_servers=[s.strip() for s in args.bootstrap_servers.split(",") if s.strip()],
+        acks="all",
+        retries=5,
+        client_id="steel-worker-console",
+    )
+    return ReviewPublisher(engine, producer, args.reviews_topic).start()

@@ -1,0 +1,325 @@
+"""What the console's pages read: one function per page, each one or two SQL statements over the
+analysts' views and the evidence tables, returning plain dicts.
+
+Read-only pages run these inside `read_only(engine)`: a READ ONLY transaction as the analysts'
+role `steel_analyst` (`SET LOCAL ROLE`), so a page can read what analysts read and write nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from worker.storage.tables import ANALYST_ROLE
+
+GALLERY_PAGE = 48
+
+
+@contextmanager
+def read_only(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection in a READ ONLY transaction as `steel_analyst`; rolled back at the end."""
+    with engine.connect() as conn, conn.begin() as transaction:
+        conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+        conn.execute(sa.text(f"SET LOCAL ROLE {ANALYST_ROLE}"))
+        yield conn
+        transaction.rollback()
+
+
+def _rows(conn: sa.Connection, sql: str, **params: Any) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
+
+
+# --- line view ------------------------------------------------------------------------------------
+
+
+def recent_strips(conn: sa.Connection, limit: int = 6) -> list[dict[str, Any]]:
+    """The strips seen last (newest first), from `strip_summary`."""
+    return _rows(
+        conn,
+        "SELECT strip_id, line, frames, first_position_m, last_position_m, inspected_m, detections,"
+        " defects_per_100m, alerts, unacknowledged_alerts, last_captured_at FROM strip_summary"
+        " ORDER BY last_captured_at DESC, strip_id LIMIT :limit",
+        limit=limit,
+    )
+
+
+def strip_marks(conn: sa.Connection, strip_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per strip: its detections (position along and across, class, confidence, crop key), its
+    width across (mm, from the frames' extent or the detections), and its alerts' spans."""
+    marks: dict[str, dict[str, Any]] = {
+        s: {"detections": [], "alerts": [], "width_mm": 0.0} for s in strip_ids
+    }
+    if not strip_ids:
+        return marks
+    for row in _rows(
+        conn,
+        "SELECT strip_id, frame_id, tile_index, class_name, confidence, along_m, across_mm"
+        " FROM detections_with_cause WHERE strip_id = ANY(:s) ORDER BY along_m",
+        s=list(strip_ids),
+    ):
+        marks[row["strip_id"]]["detections"].append(row)
+    for row in _rows(
+        conn,
+        "SELECT strip_id, max(coalesce(width_mm, 0)) AS width_mm FROM frames WHERE strip_id = ANY(:s)"
+        " GROUP BY strip_id",
+        s=list(strip_ids),
+    ):
+        marks[row["strip_id"]]["width_mm"] = float(row["width_mm"] or 0.0)
+    for row in _rows(
+        conn,
+        "SELECT alert_id, strip_id, rule, class_name, severity, position_start_m, position_end_m,"
+        " acknowledged_at FROM alerts_with_cause WHERE strip_id = ANY(:s) ORDER BY position_start_m",
+        s=list(strip_ids),
+    ):
+        marks[row["strip_id"]]["alerts"].append(row)
+    return marks
+
+
+# --- alerts ----------------------------------------------------------------------------------------
+
+_SEVERITY_ORDER = "CASE severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 ELSE 2 END"
+
+
+def open_alerts(conn: sa.Connection, limit: int = 100) -> list[dict[str, Any]]:
+    """Unacknowledged alerts, most severe first, then oldest first, with cause and prevention."""
+    return _rows(
+        conn,
+        "SELECT alert_id, created_at, rule, rule_kind, severity, strip_id, surface, class_name, roll,"
+        " pitch_m, position_start_m, position_end_m, detection_count, cause, prevention"
+        f" FROM alerts_with_cause WHERE acknowledged_at IS NULL ORDER BY {_SEVERITY_ORDER}, created_at"
+        " LIMIT :limit",
+        limit=limit,
+    )
+
+
+def alert(conn: sa.Connection, alert_id: int) -> dict[str, Any] | None:
+    rows = _rows(conn, "SELECT * FROM alerts_with_cause WHERE alert_id = :id", id=alert_id)
+    return rows[0] if rows else None
+
+
+def alert_crops(conn: sa.Connection, alert_id: int) -> list[dict[str, Any]]:
+    """The crops of the detections an alert cites (its evidence), in order along the strip: one per
+    tile, with the alert's class's confidence there; a detection without a stored crop is listed
+    with `has_image` false."""
+    return _rows(
+        conn,
+        """
+        SELECT d.frame_id, d.tile_index, d.class_name, d.confidence, d.along_m, d.across_mm,
+               EXISTS (SELECT FROM tile_images AS i
+                       WHERE i.frame_id = d.frame_id AND i.tile_index = d.tile_index) AS has_image
+        FROM alerts AS a JOIN detections_with_cause AS d ON d.detection_id = ANY(a.evidence)
+        WHERE a.id = :id
+        ORDER BY d.along_m, d.frame_id, d.tile_index
+        """,
+        id=alert_id,
+    )
+
+
+# --- gallery and crops -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GalleryFilter:
+    """The gallery's filters; each None means any."""
+
+    class_name: str | None = None
+    strip_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    min_confidence: float | None = None
+    sampled: bool = False  # the clean sample instead of the crops with detections
+    page: int = 1
+
+
+def gallery(conn: sa.Connection, f: GalleryFilter) -> tuple[list[dict[str, Any]], int]:
+    """One page of crops (newest first) matching `f`, and how many match in all. Each crop lists its
+    classes (name and confidence), position, the newest review's verdict, and for its top class the
+    cause and prevention."""
+    where = ["i.sampled = :sampled"]
+    params: dict[str, Any] = {"sampled": f.sampled}
+    if f.strip_id:
+        where.append("fr.strip_id = :strip")
+        params["strip"] = f.strip_id
+    if f.since:
+        where.append("fr.captured_at >= :since")
+        params["since"] = f.since
+    if f.until:
+        where.append("fr.captured_at < :until")
+        params["until"] = f.until
+    if f.class_name or f.min_confidence is not None:
+        where.append(
+            "EXISTS (SELECT FROM detections_with_cause AS x WHERE x.frame_id = i.frame_id"
+            " AND x.tile_index = i.tile_index"
+            + (" AND x.class_name = :class" if f.class_name else "")
+            + (" AND x.confidence >= :min_conf" if f.min_confidence is not None else "")
+            + ")"
+        )
+        if f.class_name:
+            params["class"] = f.class_name
+        if f.min_confidence is not None:
+            params["min_conf"] = f.min_confidence
+    clause = " AND ".join(where)
+    total = conn.execute(
+        sa.text(
+            "SELECT count(*) FROM tile_images AS i JOIN frames AS fr ON fr.frame_id = i.frame_id"
+            f" WHERE {clause}"
+        ),
+        params,
+    ).scalar_one()
+    rows = _rows(
+        conn,
+        f"""
+        SELECT i.frame_id, i.tile_index, i.created_at, fr.strip_id, fr.camera, fr.captured_at,
+               fr.model_version,
+               coalesce(json_agg(json_build_object('class_name', d.class_name, 'confidence',
+                        round(d.confidence::numeric, 3), 'cause', d.cause, 'prevention', d.prevention)
+                        ORDER BY d.confidence DESC) FILTER (WHERE d.detection_id IS NOT NULL), '[]')
+                   AS classes,
+               min(d.along_m) AS along_m, min(d.across_mm) AS across_mm,
+               (SELECT r.verdict FROM reviews AS r WHERE r.frame_id = i.frame_id
+                AND r.tile_index = i.tile_index ORDER BY r.reviewed_at DESC, r.id DESC LIMIT 1) AS verdict
+        FROM tile_images AS i
+        JOIN frames AS fr ON fr.frame_id = i.frame_id
+        LEFT JOIN detections_with_cause AS d ON d.frame_id = i.frame_id AND d.tile_index = i.tile_index
+        WHERE {clause}
+        GROUP BY i.frame_id, i.tile_index, i.created_at, fr.strip_id, fr.camera, fr.captured_at,
+                 fr.model_version
+        ORDER BY fr.captured_at DESC, i.frame_id, i.tile_index
+        LIMIT :limit OFFSET :offset
+        """,
+        **params,
+        limit=GALLERY_PAGE,
+        offset=(f.page - 1) * GALLERY_PAGE,
+    )
+    return rows, int(total)
+
+
+def crop(conn: sa.Connection, frame_id: str, tile_index: int) -> dict[str, Any] | None:
+    """One crop with its frame, its detections (cause, prevention) and its reviews, newest first."""
+    rows = _rows(
+        conn,
+        "SELECT i.frame_id, i.tile_index, i.x, i.y, i.size, i.width, i.height, i.sampled, i.created_at,"
+        " fr.strip_id, fr.line, fr.camera, fr.surface, fr.captured_at, fr.model_version"
+        " FROM tile_images AS i JOIN frames AS fr ON fr.frame_id = i.frame_id"
+        " WHERE i.frame_id = :f AND i.tile_index = :t",
+        f=frame_id,
+        t=tile_index,
+    )
+    if not rows:
+        return None
+    found = rows[0]
+    found["detections"] = _rows(
+        conn,
+        "SELECT class_name, confidence, threshold, along_m, across_mm, cause, prevention"
+        " FROM detections_with_cause WHERE frame_id = :f AND tile_index = :t ORDER BY confidence DESC",
+        f=frame_id,
+        t=tile_index,
+    )
+    found["reviews"] = _rows(
+        conn,
+        "SELECT verdict, labels, reviewer, reviewed_at, model_version, note FROM reviews"
+        " WHERE frame_id = :f AND tile_index = :t ORDER BY reviewed_at DESC, id DESC",
+        f=frame_id,
+        t=tile_index,
+    )
+    return found
+
+
+def crop_image(conn: sa.Connection, frame_id: str, tile_index: int) -> tuple[str, bytes] | None:
+    row = conn.execute(
+        sa.text(
+            "SELECT content_type, image FROM tile_images WHERE frame_id = :f AND tile_index = :t LIMIT 1"
+        ),
+        {"f": frame_id, "t": tile_index},
+    ).first()
+    return (row[0], bytes(row[1])) if row else None
+
+
+def class_names(conn: sa.Connection) -> list[str]:
+    return list(conn.execute(sa.text("SELECT name FROM defect_classes ORDER BY id")).scalars())
+
+
+# --- quality ---------------------------------------------------------------------------------------
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion hits/n (95 % by default); (0, 1) when n is 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = hits / n
+    centre = p + z * z / (2 * n)
+    margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    denominator = 1 + z * z / n
+    return max(0.0, (centre - margin) / denominator), min(1.0, (centre + margin) / denominator)
+
+
+def review_precision(conn: sa.Connection) -> list[dict[str, Any]]:
+    """Per class: crops the model found it on that people reviewed (the newest review per crop),
+    how many of those the reviewer kept the class on, the precision and its 95 % Wilson interval."""
+    rows = _rows(
+        conn,
+        """
+        WITH newest AS (
+            SELECT DISTINCT ON (frame_id, tile_index) frame_id, tile_index, labels
+            FROM reviews ORDER BY frame_id, tile_index, reviewed_at DESC, id DESC
+        )
+        SELECT c.name AS class_name, count(n.frame_id) AS reviewed,
+               count(n.frame_id) FILTER (WHERE c.name = ANY(n.labels)) AS kept
+        FROM defect_classes AS c
+        LEFT JOIN detections_with_cause AS d ON d.class_id = c.id
+        LEFT JOIN newest AS n ON n.frame_id = d.frame_id AND n.tile_index = d.tile_index
+        GROUP BY c.id, c.name ORDER BY c.id
+        """,
+    )
+    for row in rows:
+        n, kept = int(row["reviewed"]), int(row["kept"])
+        row["precision"] = kept / n if n else None
+        row["low"], row["high"] = wilson_interval(kept, n)
+    return rows
+
+
+def hourly_shares(conn: sa.Connection, hours: int = 48) -> list[dict[str, Any]]:
+    """Per hour with frames (the newest `hours` of them) and class: the share of inspected tiles the
+    class was found on (detections over tiles), zeros included."""
+    return _rows(
+        conn,
+        """
+        WITH hours AS (
+            SELECT date_trunc('hour', captured_at) AS hour, sum(tile_count) AS tiles
+            FROM frames GROUP BY 1 HAVING sum(tile_count) > 0 ORDER BY 1 DESC LIMIT :h
+        ), found AS (
+            SELECT date_trunc('hour', f.captured_at) AS hour, d.class_id, count(*) AS detections
+            FROM detections AS d JOIN frames AS f ON f.frame_id = d.frame_id GROUP BY 1, 2
+        )
+        SELECT h.hour, c.name AS class_name, coalesce(x.detections, 0) AS detections, h.tiles,
+               coalesce(x.detections, 0)::float / h.tiles AS share
+        FROM hours AS h CROSS JOIN defect_classes AS c
+        LEFT JOIN found AS x ON x.hour = h.hour AND x.class_id = c.id
+        ORDER BY h.hour, c.id
+        """,
+        h=hours,
+    )
+
+
+def trained_shares(conn: sa.Connection) -> dict[str, float]:
+    """Share of validation tiles holding each class, for the newest registered model (from its
+    metrics: tp + fn over tiles); empty when the model recorded none."""
+    row = conn.execute(sa.text("SELECT metrics FROM models ORDER BY registered_at DESC LIMIT 1")).first()
+    if row is None or not isinstance(row[0], dict):
+        return {}
+    metrics = row[0]
+    tiles = metrics.get("tiles")
+    classes = metrics.get("classes")
+    if not isinstance(tiles, int) or tiles <= 0 or not isinstance(classes, dict):
+        return {}
+    shares = {}
+    for name, m in classes.items():
+        if isinstance(m, dict) and isinstance(m.get("tp"), int) and isinstance(m.get("fn"), int):
+            shares[name] = (m["tp"] + m["fn"]) / tiles
+    return shares
