@@ -141,6 +141,13 @@ def browser() -> Iterator[object]:
         driver.quit()
 
 
+def _wait_for(driver: object, text: str, timeout_s: float = 20.0) -> None:
+    """Until the page shows `text`: a click that navigates returns before the next page is there."""
+    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+
+    WebDriverWait(driver, timeout_s).until(lambda d: text in d.page_source)  # type: ignore[attr-defined]
+
+
 def _shot(driver: object, name: str) -> None:
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTEFACTS / f"{name}.png"))  # type: ignore[attr-defined]
@@ -158,6 +165,7 @@ def test_maintenance_clicks_from_the_roll_alert_to_its_crops_acknowledges_and_co
     driver.find_element(By.NAME, "password").send_keys(console.password)  # type: ignore[attr-defined]
     _shot(driver, "login")
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()  # type: ignore[attr-defined]
+    _wait_for(driver, "The strips seen last")
 
     # the line view: the strip's map with a dot per detection and the alert shaded
     assert driver.find_element(By.TAG_NAME, "h1").text == "Line"  # type: ignore[attr-defined]
@@ -167,26 +175,34 @@ def test_maintenance_clicks_from_the_roll_alert_to_its_crops_acknowledges_and_co
 
     # the alert "rolling — F7 top work roll" and the ten crops behind it
     driver.find_element(By.LINK_TEXT, "Alerts").click()  # type: ignore[attr-defined]
+    _wait_for(driver, "Open alerts")
     assert ROLL in driver.page_source  # type: ignore[attr-defined]
     driver.find_element(By.CSS_SELECTOR, "td a").click()  # type: ignore[attr-defined]
+    _wait_for(driver, "The evidence:")
     assert f"rolling — {ROLL}" in driver.find_element(By.TAG_NAME, "h1").text  # type: ignore[attr-defined]
     images = driver.find_elements(By.CSS_SELECTOR, ".crop img")  # type: ignore[attr-defined]
     assert len(images) == MARKS
-    loaded = driver.execute_script(  # type: ignore[attr-defined]
+    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+
+    decoded = (
         "return Array.from(document.querySelectorAll('.crop img'))"
         ".filter(i => i.complete && i.naturalWidth == 256).length"
     )
-    assert loaded == MARKS  # every crop was served and decoded by the browser
+    # every crop was served and decoded by the browser (a TimeoutException says it was not)
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script(decoded) == MARKS)
     _shot(driver, "alert")
     driver.find_element(By.ID, "acknowledge").click()  # type: ignore[attr-defined]
+    _wait_for(driver, "Acknowledged.")
     assert "Acknowledged." in driver.page_source and f"by {console.user}" in driver.page_source  # type: ignore[attr-defined]
 
     # a crop: correct its class
     driver.find_element(By.CSS_SELECTOR, ".crop a").click()  # type: ignore[attr-defined]
+    _wait_for(driver, "What the model found")
     driver.find_element(By.CSS_SELECTOR, "input[name=verdict][value=correct]").click()  # type: ignore[attr-defined]
     driver.find_element(By.CSS_SELECTOR, "input[name=labels][value=scratches]").click()  # type: ignore[attr-defined]
     driver.find_element(By.NAME, "note").send_keys("a scratch along the roll mark")  # type: ignore[attr-defined]
     driver.find_element(By.CSS_SELECTOR, "#review button").click()  # type: ignore[attr-defined]
+    _wait_for(driver, "Reviewed.")
     assert "Reviewed." in driver.page_source  # type: ignore[attr-defined]
     _shot(driver, "crop")
     with engine.connect() as conn:
@@ -203,10 +219,11 @@ def test_maintenance_clicks_from_the_roll_alert_to_its_crops_acknowledges_and_co
 
     # the gallery and the quality page
     driver.find_element(By.LINK_TEXT, "Gallery").click()  # type: ignore[attr-defined]
+    _wait_for(driver, f"{MARKS + 3} crops")
     assert f"{MARKS + 3} crops" in driver.page_source  # type: ignore[attr-defined]
     _shot(driver, "gallery")
     driver.find_element(By.LINK_TEXT, "Quality").click()  # type: ignore[attr-defined]
-    assert "Precision from reviews" in driver.page_source  # type: ignore[attr-defined]
+    _wait_for(driver, "Precision from reviews")  # type: ignore[attr-defined]
     _shot(driver, "quality")
     for name in ("login", "line", "alert", "crop", "gallery", "quality"):
         assert (ARTEFACTS / f"{name}.png").stat().st_size > 5_000
