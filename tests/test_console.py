@@ -537,3 +537,56 @@ def test_serving_with_a_topic_but_no_kafka_says_what_is_missing(
         cli.main(["console", "--database-url", database_url, "serve", "--reviews-topic", "mill.reviews"]) == 2
     )
     assert "--reviews-topic needs Kafka" in capsys.readouterr().err
+
+
+# --- heat maps -----------------------------------------------------------------------------------------
+
+
+def test_a_heat_map_is_drawn_by_the_model_version_that_made_the_detection(
+    console_db: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import cv2  # noqa: PLC0415
+    from streaming_harness import untrained_model  # noqa: PLC0415
+
+    from worker.console.explainer import Explainer  # noqa: PLC0415
+    from worker.model.artefact import read_model_meta  # noqa: PLC0415
+
+    model_dir = untrained_model(tmp_path_factory)
+    meta = read_model_meta(model_dir)
+    names = load_catalogue().names
+    writer = StorageWriter(console_db["owner"])
+    writer.register_model(
+        meta["version"],
+        meta["backbone"],
+        meta["input_size"],
+        names,
+        ClassThresholds.from_values(names, [0.5] * 3),
+        {},
+    )
+    with console_db["owner"].begin() as conn:  # frame 0 was judged by that model; frame 2 by one not at hand
+        conn.execute(
+            sa.text("UPDATE frames SET model_version = :v WHERE frame_id = 'S-1-f000'"),
+            {"v": meta["version"]},
+        )
+    app = create_app(
+        console_db["engine"], SECRET, secure_cookies=False, explainer=Explainer(model_dir.parent)
+    )
+    client = TestClient(app, follow_redirects=False)
+    _login(client, "viewer")
+    assert 'class="explain"' in client.get("/crop?frame_id=S-1-f000&tile=1").text
+    response = client.get("/crop/explain", params={"frame_id": "S-1-f000", "tile": "1", "class": "holes"})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    painted = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
+    assert painted.shape == (256, 256, 3)
+    unknown = client.get("/crop/explain", params={"frame_id": "S-1-f000", "tile": "1", "class": "oil"})
+    assert unknown.status_code == 400 and "no class" in unknown.text
+    elsewhere = client.get("/crop/explain", params={"frame_id": "S-1-f002", "tile": "3", "class": "rolling"})
+    assert elsewhere.status_code == 404 and "is not among the artefacts" in elsewhere.text
+    assert client.get("/crop/explain", params={"frame_id": "S-1-f000", "tile": "1"}).status_code == 400
+
+    without = TestClient(
+        create_app(console_db["engine"], SECRET, secure_cookies=False), follow_redirects=False
+    )
+    _login(without, "viewer")
+    off = without.get("/crop/explain", params={"frame_id": "S-1-f000", "tile": "1", "class": "holes"})
+    assert off.status_code == 404 and "start the console with --models" in off.text

@@ -41,8 +41,9 @@ from starlette.routing import Route
 
 from worker.console import queries, svg
 from worker.console.actions import acknowledge_alert, record_review
+from worker.console.explainer import Explainer
 from worker.console.users import User, authenticate, current
-from worker.core.errors import ConfigError
+from worker.core.errors import ConfigError, ModelError
 
 log = structlog.get_logger("worker.console")
 
@@ -69,9 +70,15 @@ class Console:
     """The console's state: the database engine (a login of `steel_console`), the templates, and
     what to call after a review is stored (`on_review`: the reviews outbox, when a topic is set)."""
 
-    def __init__(self, engine: sa.Engine, on_review: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        on_review: Callable[[], None] | None = None,
+        explainer: Explainer | None = None,
+    ) -> None:
         self.engine = engine
         self.on_review = on_review or (lambda: None)
+        self.explainer = explainer or Explainer(None)
         self.templates = Environment(
             loader=PackageLoader("worker.console", "templates"),
             autoescape=select_autoescape(default=True),
@@ -344,6 +351,27 @@ def crop_image(console: Console, request: Request, user: User) -> Response:
     return Response(data, media_type=content_type, headers={"Cache-Control": "private, max-age=86400"})
 
 
+@requires("viewer")
+def crop_explain(console: Console, request: Request, user: User) -> Response:
+    """The crop with a class's Grad-CAM heat map, by the model version that made its detections."""
+    frame_id, tile = _crop_key(request, request.query_params)
+    class_name = _text(request.query_params.get("class"), "class")
+    if class_name is None:
+        raise HTTPException(400, "class: expected the class whose heat map to draw, received nothing")
+    with queries.read_only(console.engine) as conn:
+        found = queries.crop_image(conn, frame_id, tile)
+        version = queries.crop_model_version(conn, frame_id)
+    if found is None or version is None:
+        raise HTTPException(404, f"no crop of tile {tile} of frame {frame_id!r} is stored")
+    try:
+        png = console.explainer.heat_map_png(version, found[1], class_name)
+    except LookupError as error:
+        raise HTTPException(404, str(error.args[0])) from None
+    except ModelError as error:
+        raise HTTPException(400, str(error)) from None
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
+
+
 @requires("reviewer")
 def review(console: Console, request: Request, user: User) -> Response:
     form = _form(request)
@@ -410,13 +438,15 @@ def create_app(
     *,
     secure_cookies: bool = True,
     on_review: Callable[[], None] | None = None,
+    explainer: Explainer | None = None,
 ) -> Starlette:
     """The console over `engine` (a login of `steel_console`); `secret_key` signs the session cookies
     (at least 32 characters: whoever knows it can forge a session); `on_review` is called after each
-    review is stored (the reviews outbox's `kick`)."""
+    review is stored (the reviews outbox's `kick`); `explainer` draws Grad-CAM heat maps with the
+    models it finds (none: the heat-map links answer 404 and say how to enable them)."""
     if len(secret_key) < 32:
         raise ConfigError(f"CONSOLE_SECRET_KEY: expected at least 32 characters, received {len(secret_key)}")
-    console = Console(engine, on_review)
+    console = Console(engine, on_review, explainer)
 
     def bind(handler: Callable[[Console, Request], Response]) -> Handler:
         """The handler as an endpoint: a posted form is read here, then the handler (whose database
@@ -442,6 +472,7 @@ def create_app(
         Route("/gallery", bind(gallery_page)),
         Route("/crop", bind(crop_page)),
         Route("/crop/image", bind(crop_image)),
+        Route("/crop/explain", bind(crop_explain)),
         Route("/crop/review", bind(review), methods=["POST"]),
         Route("/quality", bind(quality_page)),
     ]

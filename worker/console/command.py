@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 from worker.core.errors import ConfigError
@@ -62,6 +63,16 @@ def register(subparsers: Any) -> None:
         default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
         metavar="HOST:PORT",
         help="Kafka for --reviews-topic (default: $KAFKA_BOOTSTRAP_SERVERS)",
+    )
+    serve.add_argument(
+        "--models",
+        type=Path,
+        default=Path(os.environ["CONSOLE_MODELS_DIR"]) if os.environ.get("CONSOLE_MODELS_DIR") else None,
+        metavar="DIR",
+        help=(
+            "model artefacts (a folder of them, or one) for the crops' Grad-CAM heat maps, each drawn by"
+            " the version that made the detection (default: $CONSOLE_MODELS_DIR; unset: no heat maps)"
+        ),
     )
     serve.add_argument(
         "--insecure-cookies",
@@ -132,11 +143,14 @@ def _serve(engine: Any, args: argparse.Namespace) -> int:
     assert_schema_current(engine)
     publisher = _review_publisher(engine, args)
     try:
+        from worker.console.explainer import Explainer  # noqa: PLC0415
+
         app = create_app(
             engine,
             secret,
             secure_cookies=not args.insecure_cookies,
             on_review=publisher.kick if publisher else None,
+            explainer=Explainer(args.models),
         )
         print(f"console: http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)

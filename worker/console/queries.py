@@ -241,6 +241,14 @@ def crop_image(conn: sa.Connection, frame_id: str, tile_index: int) -> tuple[str
     return (row[0], bytes(row[1])) if row else None
 
 
+def crop_model_version(conn: sa.Connection, frame_id: str) -> str | None:
+    """The model version that judged the frame (and made its crops' detections)."""
+    value = conn.execute(
+        sa.text("SELECT model_version FROM frames WHERE frame_id = :f"), {"f": frame_id}
+    ).scalar()
+    return str(value) if value is not None else None
+
+
 def class_names(conn: sa.Connection) -> list[str]:
     return list(conn.execute(sa.text("SELECT name FROM defect_classes ORDER BY id")).scalars())
 

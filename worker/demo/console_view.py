@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -57,19 +58,23 @@ def _console_url(db_url: str) -> str:
     )
 
 
-def start_console(db_url: str, port: int = 8080, host: str = "127.0.0.1") -> RunningConsole:
+def start_console(
+    db_url: str, port: int = 8080, host: str = "127.0.0.1", models_dir: Path | None = None
+) -> RunningConsole:
     """Serve the console over the database at `db_url` on `host`:`port` (another free port when
-    that one is taken; 0: any free port). InfrastructureError when it does not start in time."""
+    that one is taken; 0: any free port), its heat maps drawn with the artefacts in `models_dir`.
+    InfrastructureError when it does not start in time."""
     import uvicorn  # noqa: PLC0415
 
     from worker.console.app import create_app  # noqa: PLC0415
+    from worker.console.explainer import Explainer  # noqa: PLC0415
     from worker.console.users import set_user  # noqa: PLC0415
     from worker.storage.engine import create_engine  # noqa: PLC0415
 
     engine = create_engine(_console_url(db_url))
     password = secrets.token_urlsafe(12)
     set_user(engine, DEMO_USER, "admin", password)
-    app = create_app(engine, secrets.token_hex(32), secure_cookies=False)
+    app = create_app(engine, secrets.token_hex(32), secure_cookies=False, explainer=Explainer(models_dir))
     for candidate in (port, 0) if port else (0,):
         server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=candidate, log_level="error", access_log=False)

@@ -180,15 +180,16 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
         )
         say(f"demo finished in {(time.monotonic() - started) / 60:.1f} min; outputs in {out_dir}")
         if options.console:
-            _serve_console(db_url, options.console_port, say)
+            _serve_console(db_url, options.console_port, model_path, say)
         return result
 
 
-def _serve_console(db_url: str, port: int, say: Callable[[str], None]) -> None:
-    """The web console over the demo's database until Ctrl-C (`worker.demo.console_view`)."""
+def _serve_console(db_url: str, port: int, model_path: Path, say: Callable[[str], None]) -> None:
+    """The web console over the demo's database until Ctrl-C (`worker.demo.console_view`), its heat
+    maps drawn by the demo's model."""
     from worker.demo.console_view import serve_until_interrupted, start_console  # noqa: PLC0415
 
-    console = start_console(db_url, port)
+    console = start_console(db_url, port, models_dir=model_path)
     say(
         f"console: {console.url} — log in as {console.user} with the password {console.password}"
         " (admin: acknowledge alerts, review crops); Ctrl-C stops it"

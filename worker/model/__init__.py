@@ -1,8 +1,9 @@
 """The classifier: network, focal loss, data feeding, training, thresholds, model artefact.
 
 Public: `artefact` (save and load a model), `preprocessing` (the one pre-processing step),
-`training` and `split` (the recipe and its persisted split), `train_command`, `predict_command`.
+`training` and `split` (the recipe and its persisted split), `explain` (Grad-CAM heat maps),
+`train_command`, `predict_command`.
 Inference goes through `worker.inference`.
 """
 
-__all__ = ["artefact", "predict_command", "preprocessing", "split", "train_command", "training"]
+__all__ = ["artefact", "explain", "predict_command", "preprocessing", "split", "train_command", "training"]

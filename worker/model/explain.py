@@ -1,0 +1,84 @@
+"""Where on a tile the model saw a class: Grad-CAM heat maps for the classifier's network.
+
+The network ends with the ResNet's last stage (`conv5_block3_out`, feature maps F of C channels),
+global average pooling, and one sigmoid per class: s_c = σ(z_c), z_c = Σ_k w_kc · mean_ij F_k(i,j)
++ b_c. Grad-CAM weighs each channel by the mean gradient of the class score over the map,
+α_k = mean_ij ∂s_c/∂F_k(i,j) = σ'(z_c) · w_kc / (H·W), and takes ReLU(Σ_k α_k F_k). For this head
+the gradient is known in closed form, so the map is ReLU(Σ_k w_kc F_k) up to the positive factor
+σ'(z_c)/(H·W), which the normalisation to [0, 1] removes: Grad-CAM equals CAM (Zhou et al. 2016)
+here, and needs one forward pass to the last stage and no gradient — the same on every Keras 3
+backend. (`tests/test_explain.py` checks it against TensorFlow's own gradients.)
+
+`class_maps(classifier, tiles, class_name)` gives one map per tile, at the tile's own size (the
+last stage's grid, 1/32 of the network's input, bilinearly up-sampled); `overlay(tile, heat)`
+paints it over the grey tile (JET colours, 45 %). A map is all zeros where nothing pushes the class
+up (ReLU), and then says so rather than invent a hot spot.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from worker.core.errors import ModelError
+from worker.model.network import HEAD_NAME
+from worker.model.preprocessing import preprocess_tiles
+
+if TYPE_CHECKING:
+    from worker.model.artefact import Classifier
+
+#: The output of the ResNet's last stage (ResNet50, 101 and 152 all name it so).
+LAST_STAGE = "conv5_block3_out"
+OVERLAY_ALPHA = 0.45
+
+_feature_models: dict[int, Any] = {}
+
+
+def _features(classifier: Classifier) -> Any:
+    """A Keras model from the network's input to its last stage (built once per loaded model)."""
+    import keras  # noqa: PLC0415
+
+    key = id(classifier.model)
+    if key not in _feature_models:
+        try:
+            stage = classifier.model.get_layer(LAST_STAGE)
+        except ValueError:
+            raise ModelError(
+                f"model {classifier.version[:12]}: no layer {LAST_STAGE!r} to explain from"
+                f" (backbone {classifier.backbone})"
+            ) from None
+        _feature_models[key] = keras.Model(classifier.model.inputs, stage.output)
+    return _feature_models[key]
+
+
+def class_maps(classifier: Classifier, tiles: np.ndarray, class_name: str) -> np.ndarray:
+    """Grad-CAM maps (N, H, W) float32 in [0, 1] of `class_name` for uint8 grey tiles (N, H, W),
+    each at its tile's size. ModelError for a class the model does not have."""
+    names = list(classifier.catalogue.names)
+    if class_name not in names:
+        raise ModelError(f"model {classifier.version[:12]}: no class {class_name!r} (it has {names})")
+    tiles = np.asarray(tiles)
+    grid = grid_maps(classifier, preprocess_tiles(tiles, classifier.input_size), names.index(class_name))
+    height, width = tiles.shape[1], tiles.shape[2]
+    maps = np.stack([cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR) for cam in grid])
+    return np.clip(maps, 0.0, 1.0).astype(np.float32)
+
+
+def grid_maps(classifier: Classifier, batch: np.ndarray, class_index: int) -> np.ndarray:
+    """Grad-CAM on the last stage's grid (N, h, w), each map scaled to a maximum of 1 (all zeros
+    when nothing pushes the class up), for a pre-processed batch (N, S, S, 3)."""
+    features = np.asarray(_features(classifier).predict_on_batch(batch), dtype=np.float32)  # (N, h, w, C)
+    kernel = np.asarray(classifier.model.get_layer(HEAD_NAME).kernel, dtype=np.float32)  # (C, classes)
+    raw = np.maximum(np.tensordot(features, kernel[:, class_index], axes=([3], [0])), 0.0)
+    tops = raw.max(axis=(1, 2), keepdims=True)
+    return np.where(tops > 0, raw / np.where(tops > 0, tops, 1.0), 0.0).astype(np.float32)
+
+
+def overlay(tile: np.ndarray, heat: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """The grey tile (H, W) uint8 with the map (H, W) in [0, 1] painted over it: BGR uint8."""
+    grey = cv2.cvtColor(np.asarray(tile, dtype=np.uint8), cv2.COLOR_GRAY2BGR)
+    levels = (np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)
+    colours = cv2.applyColorMap(levels, cv2.COLORMAP_JET)
+    return cv2.addWeighted(colours, alpha, grey, 1.0 - alpha, 0.0)
