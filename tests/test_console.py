@@ -590,3 +590,34 @@ def test_a_heat_map_is_drawn_by_the_model_version_that_made_the_detection(
     _login(without, "viewer")
     off = without.get("/crop/explain", params={"frame_id": "S-1-f000", "tile": "1", "class": "holes"})
     assert off.status_code == 404 and "start the console with --models" in off.text
+
+
+# --- single sign-on through a reverse proxy -------------------------------------------------------------
+
+
+def test_a_trusted_proxy_header_logs_in_enabled_users_with_their_own_role(console_db: dict[str, Any]) -> None:
+    app = create_app(console_db["engine"], SECRET, secure_cookies=False, trusted_user_header="X-Remote-User")
+    client = TestClient(app, follow_redirects=False)
+    as_viewer = {"X-Remote-User": "viewer"}
+    assert client.get("/", headers=as_viewer).status_code == 200  # no password asked
+    token = _csrf(client, "/")
+    ack = client.post(f"/alerts/{console_db['alert_id']}/ack", data={"csrf": token}, headers=as_viewer)
+    assert ack.status_code == 403  # the role is still the user's
+    assert client.get("/", headers={"X-Remote-User": "nobody"}).status_code == 303  # not a user
+    with console_db["owner"].begin() as conn:
+        conn.execute(sa.text("UPDATE console_users SET disabled_at = now() WHERE name = 'viewer'"))
+    assert client.get("/", headers=as_viewer).status_code == 303  # disabled: out
+    maintenance = {"X-Remote-User": "maintenance"}
+    done = client.post(f"/alerts/{console_db['alert_id']}/ack", data={"csrf": token}, headers=maintenance)
+    assert done.status_code == 303 and _acknowledged(console_db) == ("maintenance", True)
+
+
+def test_without_the_setting_the_header_is_only_a_header(client: TestClient) -> None:
+    assert client.get("/", headers={"X-Remote-User": "admin"}).status_code == 303
+
+
+def test_a_trusted_header_that_is_not_a_header_name_is_refused(console_db: dict[str, Any]) -> None:
+    from worker.core.errors import ConfigError  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match="expected a header name"):
+        create_app(console_db["engine"], SECRET, trusted_user_header="X-User: admin")

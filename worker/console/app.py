@@ -20,6 +20,7 @@ Guarantees:
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -75,10 +76,12 @@ class Console:
         engine: sa.Engine,
         on_review: Callable[[], None] | None = None,
         explainer: Explainer | None = None,
+        trusted_user_header: str | None = None,
     ) -> None:
         self.engine = engine
         self.on_review = on_review or (lambda: None)
         self.explainer = explainer or Explainer(None)
+        self.trusted_user_header = trusted_user_header
         self.templates = Environment(
             loader=PackageLoader("worker.console", "templates"),
             autoescape=select_autoescape(default=True),
@@ -126,7 +129,8 @@ def requires(role: str) -> Callable[[PageHandler], Callable[..., Any]]:
 
     def decorate(handler: PageHandler) -> Callable[..., Any]:
         def wrapped(console: Console, request: Request) -> Response:
-            name = request.session.get("user")
+            name = request.headers.get(console.trusted_user_header) if console.trusted_user_header else None
+            name = name or request.session.get("user")
             user = None
             if isinstance(name, str):
                 with console.engine.connect() as conn:
@@ -439,14 +443,25 @@ def create_app(
     secure_cookies: bool = True,
     on_review: Callable[[], None] | None = None,
     explainer: Explainer | None = None,
+    trusted_user_header: str | None = None,
 ) -> Starlette:
     """The console over `engine` (a login of `steel_console`); `secret_key` signs the session cookies
     (at least 32 characters: whoever knows it can forge a session); `on_review` is called after each
     review is stored (the reviews outbox's `kick`); `explainer` draws Grad-CAM heat maps with the
-    models it finds (none: the heat-map links answer 404 and say how to enable them)."""
+    models it finds (none: the heat-map links answer 404 and say how to enable them).
+
+    `trusted_user_header`: the header through which a reverse proxy that has authenticated the user
+    names them (single sign-on); the name must be an enabled user of `console_users`, whose role
+    applies. Only for a console no one can reach but through that proxy, which must drop the
+    header from what clients send: whoever can set it is whoever they name."""
+    if trusted_user_header is not None and not re.fullmatch(r"[A-Za-z0-9-]{1,64}", trusted_user_header):
+        raise ConfigError(
+            "trusted user header: expected a header name (letters, digits, -),"
+            f" received {trusted_user_header!r}"
+        )
     if len(secret_key) < 32:
         raise ConfigError(f"CONSOLE_SECRET_KEY: expected at least 32 characters, received {len(secret_key)}")
-    console = Console(engine, on_review, explainer)
+    console = Console(engine, on_review, explainer, trusted_user_header)
 
     def bind(handler: Callable[[Console, Request], Response]) -> Handler:
         """The handler as an endpoint: a posted form is read here, then the handler (whose database

@@ -75,6 +75,16 @@ def register(subparsers: Any) -> None:
         ),
     )
     serve.add_argument(
+        "--trusted-user-header",
+        default=os.environ.get("CONSOLE_TRUSTED_USER_HEADER") or None,
+        metavar="HEADER",
+        help=(
+            "single sign-on: take the user's name from this header, set by an authenticating reverse"
+            " proxy (e.g. X-Remote-User); ONLY when the proxy is the one way in and drops the header"
+            " from clients (default: $CONSOLE_TRUSTED_USER_HEADER; unset: passwords)"
+        ),
+    )
+    serve.add_argument(
         "--insecure-cookies",
         action="store_true",
         help="send the session cookie over plain HTTP too (local trials only; behind TLS leave it off)",
@@ -151,6 +161,7 @@ def _serve(engine: Any, args: argparse.Namespace) -> int:
             secure_cookies=not args.insecure_cookies,
             on_review=publisher.kick if publisher else None,
             explainer=Explainer(args.models),
+            trusted_user_header=args.trusted_user_header,
         )
         print(f"console: http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
