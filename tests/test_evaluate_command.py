@@ -355,3 +355,24 @@ def test_model_mode_refuses_missing_model_or_split(
         (bare / name).write_bytes((model_run["model"] / name).read_bytes())
     assert _evaluate("--model", str(bare), "--out", str(tmp_path / "r")) == 2
     assert "split.json does not exist" in capsys.readouterr().err
+
+
+def test_a_set_with_one_class_per_tile_also_gets_top1_and_the_class_confusion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """a, b are holes, c, d scratches; the higher score says holes, scratches, scratches, scratches."""
+    scores = _write(
+        tmp_path / "single.csv",
+        "tile,label_holes,score_holes,label_scratches,score_scratches\n"
+        "a.png,1,0.9,0,0.2\nb.png,1,0.3,0,0.6\nc.png,0,0.1,1,0.8\nd.png,0,0.4,1,0.5\n",
+    )
+    out = tmp_path / "report"
+    assert _evaluate("--scores", str(scores), "--out", str(out)) == 0
+    assert "one class per tile: top-1 accuracy 0.7500" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["single_label"]["confusion"]["rows_actual_columns_predicted"] == [[1, 1], [0, 2]]
+    assert (out / "class_confusion.png").is_file() and (out / "class_confusion.json").is_file()
+    assert (
+        _evaluate("--scores", str(_write(tmp_path / "multi.csv", CRAFTED)), "--out", str(tmp_path / "m")) == 0
+    )
+    assert "one class per tile" not in capsys.readouterr().out  # CRAFTED has tiles with two and none

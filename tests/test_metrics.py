@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -172,3 +174,67 @@ def test_bad_thresholds_are_refused() -> None:
         binary_accuracy(LABELS, SCORES, np.array([0.5, 1.5]))
     with pytest.raises(ValueError, match="objective"):
         threshold_sweep(LABELS, SCORES).choose("recall")  # type: ignore[arg-type]
+
+
+# --- single-label sets ---------------------------------------------------------------------------------
+
+
+def test_single_label_metrics_against_hand_counted_tiles() -> None:
+    from worker.evaluation.metrics import single_label_metrics  # noqa: PLC0415
+
+    # six tiles, one class each: A, A, B, B, C, C; the highest score says A, B, B, B, C, A
+    labels = np.eye(3, dtype=int)[[0, 0, 1, 1, 2, 2]]
+    scores = np.array(
+        [
+            [0.9, 0.1, 0.0],
+            [0.4, 0.5, 0.2],
+            [0.3, 0.8, 0.1],
+            [0.2, 0.7, 0.6],
+            [0.1, 0.2, 0.9],
+            [0.5, 0.1, 0.4],
+        ]
+    )
+    found = single_label_metrics(labels, scores)
+    assert found is not None
+    assert found.confusion == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert found.top1_accuracy == pytest.approx(4 / 6)
+    # A: tp 1, fp 1, fn 1 → F1 0.5; B: tp 2, fp 1, fn 0 → 0.8; C: tp 1, fp 0, fn 1 → 2/3
+    assert found.f1 == pytest.approx([0.5, 0.8, 2 / 3])
+    assert found.macro_f1 == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+def test_single_label_metrics_stay_out_of_multilabel_and_clean_tiles() -> None:
+    from worker.evaluation.metrics import single_label_metrics  # noqa: PLC0415
+
+    scores = np.full((3, 2), 0.5)
+    assert single_label_metrics(np.array([[1, 1], [1, 0], [0, 1]]), scores) is None  # two classes on a tile
+    assert single_label_metrics(np.array([[0, 0], [1, 0], [0, 1]]), scores) is None  # a clean tile
+    ties = single_label_metrics(np.array([[0, 1], [1, 0], [0, 1]]), scores)
+    assert ties is not None and ties.confusion == [[1, 0], [2, 0]]  # a tie goes to the first class
+
+
+def test_the_report_of_a_single_label_set_has_top1_macro_f1_and_the_class_confusion(tmp_path: Path) -> None:
+    import json  # noqa: PLC0415
+
+    from worker.evaluation.report import evaluate_scores  # noqa: PLC0415
+
+    labels = np.eye(3, dtype=int)[[0, 1, 2, 2]]
+    scores = np.array([[0.9, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.3, 0.8], [0.6, 0.1, 0.3]])
+    report = evaluate_scores(labels, scores, ["crazing", "inclusion", "patches"], 0.5, tmp_path)
+    single = report["single_label"]
+    assert single["top1_accuracy"] == pytest.approx(0.75)
+    assert single["confusion"]["rows_actual_columns_predicted"] == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
+    assert json.loads((tmp_path / "class_confusion.json").read_text())["classes"] == [
+        "crazing",
+        "inclusion",
+        "patches",
+    ]
+    assert (tmp_path / "class_confusion.png").stat().st_size > 5_000
+    assert "top-1 accuracy 0.7500" in (tmp_path / "report.md").read_text()
+    assert report["binary_accuracy"] == pytest.approx(
+        np.mean((scores >= 0.5) == labels)
+    )  # the paper's measure, unchanged
+    multi = evaluate_scores(
+        np.array([[1, 1, 0], [0, 1, 0]]), scores[:2], ["a", "b", "c"], 0.5, tmp_path / "m"
+    )
+    assert "single_label" not in multi and not (tmp_path / "m" / "class_confusion.png").exists()

@@ -316,4 +316,11 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
             f"{name:<{width}}  {m['threshold']:>9.2f}  {m['precision']:>9.4f}  {m['recall']:>6.4f}  "
             f"{m['f1']:.4f}  {auc}"
         )
+    single = report.get("single_label")
+    if single is not None:
+        print(
+            f"one class per tile: top-1 accuracy {single['top1_accuracy']:.4f},"
+            f" macro-F1 {single['macro_f1']:.4f} (class × class confusion: class_confusion.png,"
+            " class_confusion.json)"
+        )
     print(f"report: {out / 'report.md'} (and report.json, figures)")

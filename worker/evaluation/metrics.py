@@ -250,3 +250,40 @@ def _check_thresholds(thresholds: np.ndarray | float, n_classes: int) -> np.ndar
     if not np.isfinite(t).all() or t.min() < 0 or t.max() > 1:
         raise DatasetError(f"thresholds: expected values in [0, 1], received {t.tolist()}")
     return t
+
+
+@dataclass(frozen=True)
+class SingleLabelMetrics:
+    """For a set where every tile holds exactly one class (NEU-DET, say): the class with the highest
+    score is the prediction. `confusion[i][j]` counts tiles of class i predicted as class j;
+    `macro_f1` is the mean over classes of the F1 of those top-1 predictions."""
+
+    top1_accuracy: float
+    macro_f1: float
+    confusion: list[list[int]]
+    f1: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def single_label_metrics(labels: np.ndarray, scores: np.ndarray) -> SingleLabelMetrics | None:
+    """Top-1 accuracy, macro-F1 and the class × class confusion matrix when every row of `labels`
+    has exactly one positive; None otherwise (the paper's multilabel measures then stand alone).
+    Ties in the scores go to the first class in catalogue order."""
+    labels, scores = _check(labels, scores)
+    if labels.shape[0] == 0 or not np.all(labels.sum(axis=1) == 1):
+        return None
+    n_classes = labels.shape[1]
+    truth = labels.argmax(axis=1)
+    predicted = scores.argmax(axis=1)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (truth, predicted), 1)
+    hits = np.diag(confusion).astype(float)
+    _, _, f1 = _ratios(hits, confusion.sum(axis=0) - hits, confusion.sum(axis=1) - hits)
+    return SingleLabelMetrics(
+        top1_accuracy=float(hits.sum() / labels.shape[0]),
+        macro_f1=float(f1.mean()),
+        confusion=confusion.tolist(),
+        f1=[float(v) for v in f1],
+    )

@@ -84,6 +84,29 @@ def plot_confusion_matrices(
     return _save(fig, path)
 
 
+def plot_class_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: Path) -> Path:
+    """The class × class confusion matrix of top-1 predictions: rows actual, columns predicted,
+    counts in the cells, shading by the share of the row (so a small class reads as well as a big one)."""
+    matrix = np.asarray(confusion, dtype=float)
+    rows = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    size = max(4.0, 0.9 * len(class_names) + 2.0)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for (r, k), value in np.ndenumerate(matrix):
+        ax.text(k, r, str(int(value)), ha="center", va="center", fontsize=10,
+                color="white" if shares[r, k] > 0.5 else "black")  # fmt: skip
+    ticks = list(range(len(class_names)))
+    ax.set_xticks(ticks, list(class_names), rotation=35, ha="right", fontsize=9)
+    ax.set_yticks(ticks, list(class_names), fontsize=9)
+    ax.set_xlabel("predicted (highest score)")
+    ax.set_ylabel("actual")
+    accuracy = np.trace(matrix) / matrix.sum() if matrix.sum() else 0.0
+    ax.set_title(f"Top-1 confusion ({int(matrix.sum())} tiles, accuracy {accuracy:.3f})", fontsize=11)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the actual class")
+    return _save(fig, path)
+
+
 def plot_threshold_sweep(
     sweep: ThresholdSweep, class_names: Sequence[str], chosen: np.ndarray, path: Path
 ) -> Path:

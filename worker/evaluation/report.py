@@ -10,6 +10,9 @@ Files written into the report directory:
                                 recall, f1, errors)
     roc.png, confusion_matrices.png, threshold_sweep.png, and training_curves.png when a training
     history (Keras CSVLogger file) is given
+    class_confusion.png and class_confusion.json, and report.json's `single_label` (top-1 accuracy,
+                                macro-F1 of the top-1 predictions, the class × class confusion
+                                matrix), when every tile holds exactly one class
 Conventions (positive when score >= threshold, 0/0 = 0.0, AUC None when undefined) are `metrics`'.
 """
 
@@ -29,6 +32,7 @@ from worker.evaluation.metrics import (
     ThresholdSweep,
     binary_accuracy,
     class_metrics,
+    single_label_metrics,
     threshold_sweep,
 )
 
@@ -41,7 +45,9 @@ FIGURES = {
     "confusion_matrices": "confusion_matrices.png",
     "threshold_sweep": "threshold_sweep.png",
     "training_curves": "training_curves.png",
+    "class_confusion": "class_confusion.png",
 }
+CLASS_CONFUSION_JSON = "class_confusion.json"
 
 
 def evaluate_scores(  # noqa: PLR0917  (the positional order is the interface training calls)
@@ -108,6 +114,19 @@ def evaluate_scores(  # noqa: PLR0917  (the positional order is the interface tr
     figures["confusion_matrices"] = FIGURES["confusion_matrices"]
     plots.plot_threshold_sweep(sweep, names, chosen, out / FIGURES["threshold_sweep"])
     figures["threshold_sweep"] = FIGURES["threshold_sweep"]
+    single = single_label_metrics(labels, scores)
+    if single is not None:
+        report["single_label"] = {
+            "top1_accuracy": single.top1_accuracy,
+            "macro_f1": single.macro_f1,
+            "f1": dict(zip(names, single.f1, strict=True)),
+            "confusion": {"classes": names, "rows_actual_columns_predicted": single.confusion},
+        }
+        (out / CLASS_CONFUSION_JSON).write_text(
+            json.dumps(report["single_label"]["confusion"], indent=2) + "\n", encoding="utf-8"
+        )
+        plots.plot_class_confusion(single.confusion, names, out / FIGURES["class_confusion"])
+        figures["class_confusion"] = FIGURES["class_confusion"]
     if history_csv is not None and Path(history_csv).is_file():
         drawn = plots.plot_training_curves(Path(history_csv), out / FIGURES["training_curves"])
         if drawn is not None:
@@ -138,6 +157,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     )
     macro_auc = "undefined" if report["macro_auc"] is None else f"{report['macro_auc']:.4f}"
     lines.append(f"- Macro F1: {report['macro_f1']:.4f}; macro AUC: {macro_auc}")
+    single = report.get("single_label")
+    if single is not None:
+        lines.append(
+            f"- Every tile holds one class: top-1 accuracy {single['top1_accuracy']:.4f}, macro-F1 of"
+            f" the top-1 predictions {single['macro_f1']:.4f} (confusion matrix: `{CLASS_CONFUSION_JSON}`,"
+            f" `{FIGURES['class_confusion']}`)"
+        )
     lines += [
         "",
         "A prediction is a defect when score ≥ threshold. Precision, recall and F1 are 0 where their",
@@ -185,9 +211,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "roc": "ROC curves",
         "confusion_matrices": "Confusion matrices",
         "threshold_sweep": "Threshold sweep",
+        "class_confusion": "Top-1 confusion between classes",
     }
     lines += ["", "## Figures", ""]
-    for key in ("training_curves", "roc", "confusion_matrices", "threshold_sweep"):
+    for key in ("training_curves", "roc", "confusion_matrices", "class_confusion", "threshold_sweep"):
         if key in report["figures"]:
             lines += [f"### {titles[key]}", "", f"![{titles[key]}]({report['figures'][key]})", ""]
     return "\n".join(lines).rstrip() + "\n"
