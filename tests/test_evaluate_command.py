@@ -376,3 +376,9 @@ def test_a_set_with_one_class_per_tile_also_gets_top1_and_the_class_confusion(
         _evaluate("--scores", str(_write(tmp_path / "multi.csv", CRAFTED)), "--out", str(tmp_path / "m")) == 0
     )
     assert "one class per tile" not in capsys.readouterr().out  # CRAFTED has tiles with two and none
+
+
+def test_tta_is_refused_with_a_scores_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scores = _write(tmp_path / "scores.csv", CRAFTED)
+    assert _evaluate("--scores", str(scores), "--out", str(tmp_path / "r"), "--tta", "flips") == 2
+    assert "--tta: only with --model" in capsys.readouterr().err

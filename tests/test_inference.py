@@ -185,3 +185,62 @@ def test_thresholds_that_do_not_fit_the_classes_are_a_model_error(values: Any, m
         ClassThresholds.from_mapping(("holes", "scratches"), {"holes": 0.5}, source="model.json")
     with pytest.raises(ModelError, match="must be numbers in \\[0, 1\\]"):
         ClassThresholds.from_mapping(("holes",), {"holes": True}, source="model.json")
+
+
+# --- test-time augmentation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "views"), [("flips", 4), ("flips+rot90", 8)])
+def test_tta_scores_are_the_mean_of_the_scores_of_the_transformed_tiles(
+    classifier: Any, mode: str, views: int
+) -> None:
+    from worker.inference import tta_views  # noqa: PLC0415
+
+    tiles = np.stack([grey_image(64, 64, seed=s) for s in range(3)])
+    tiles[0, :20, :30] = 255  # an asymmetric tile: its views differ
+    transformed = tta_views(tiles, mode)
+    assert len(transformed) == views and np.array_equal(transformed[0], tiles)
+    assert len({v.tobytes() for v in transformed}) == views  # all different for this tile set
+    expected = np.mean([classifier.predict(v) for v in transformed], axis=0)
+    got = Inferencer(classifier, tile_size=64, tta=mode).forward(tiles)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert got.shape == (3, len(classifier.catalogue)) and got.dtype == np.float32
+
+
+def test_without_tta_scores_are_the_models_own(classifier: Any) -> None:
+    tiles = np.stack([grey_image(64, 64, seed=9)])
+    np.testing.assert_array_equal(
+        Inferencer(classifier, tile_size=64).forward(tiles), classifier.predict(tiles)
+    )
+
+
+def test_an_unknown_tta_mode_is_refused_when_the_inferencer_is_made(classifier: Any) -> None:
+    with pytest.raises(
+        ConfigError, match="test-time augmentation: expected one of none, flips, flips\\+rot90"
+    ):
+        Inferencer(classifier, tta="rot45")
+
+
+def test_predict_and_the_worker_settings_take_tta(
+    classifier: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from worker.streaming.settings import load_settings  # noqa: PLC0415
+
+    image = tmp_path / "tile.png"
+    import cv2  # noqa: PLC0415
+
+    cv2.imwrite(str(image), grey_image(256, 256, seed=4))
+    assert (
+        main(["predict", "--model", str(classifier.model_dir), str(image), "--json", "--tta", "flips"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["tiles"]
+    settings = load_settings(
+        {"MODEL_TTA": "flips+rot90"},
+        {"bootstrap_servers": "x:1", "database_url": "postgresql://u@h/d", "model_path": "m"},
+    )
+    assert settings.model_tta == "flips+rot90"
+    with pytest.raises(ConfigError, match="MODEL_TTA"):
+        load_settings(
+            {"MODEL_TTA": "sideways"},
+            {"bootstrap_servers": "x:1", "database_url": "postgresql://u@h/d", "model_path": "m"},
+        )

@@ -10,7 +10,9 @@ pixel. The steps are those of anomalib's inferencers:
                                  cover every pixel (`worker.core.tiling`) → TiledImage
     forward(pixels)              uint8 tiles (N, T, T), of one image or of many stacked → float32
                                  scores (N, C), catalogue order (resize to the model's input, three
-                                 channels, ResNet `preprocess_input`, the network: the artefact's)
+                                 channels, ResNet `preprocess_input`, the network: the artefact's);
+                                 with test-time augmentation (`tta`: flips, or flips+rot90) the mean
+                                 of the sigmoid outputs over the tiles' flipped (and rotated) views
     post_process(scores)         bool decisions (N, C): score >= the class's threshold (the
                                  convention of `worker.evaluation.metrics`; NaN is never a defect)
     predict(image)               the three in order → ImagePrediction
@@ -36,14 +38,35 @@ from worker.core.tiling import TileWindow, cut_tiles, pad_to_tile, tile_windows
 
 #: The paper's tile side, and the default of the worker, `predict` and the benchmark.
 DEFAULT_TILE = 256
+#: Test-time augmentation: none; the 4 flips (identity, left-right, up-down, both); the 8 views of
+#: the square's symmetry group (the flips and the 90° rotations). Surface defects have no up or down.
+TTA_MODES = ("none", "flips", "flips+rot90")
+
+
+def tta_views(pixels: np.ndarray, mode: str) -> list[np.ndarray]:
+    """The views of tiles (N, T, T) that test-time augmentation `mode` averages over, identity first."""
+    if mode not in TTA_MODES:
+        raise ConfigError(
+            f"test-time augmentation: expected one of {', '.join(TTA_MODES)}, received {mode!r}"
+        )
+    views = [pixels]
+    if mode in ("flips", "flips+rot90"):
+        views += [pixels[:, :, ::-1], pixels[:, ::-1, :], pixels[:, ::-1, ::-1]]
+    if mode == "flips+rot90":
+        turned = np.rot90(pixels, k=1, axes=(1, 2))
+        views += [turned, turned[:, :, ::-1], turned[:, ::-1, :], turned[:, ::-1, ::-1]]
+    return [np.ascontiguousarray(v) for v in views]
+
 
 __all__ = [
     "DEFAULT_TILE",
+    "TTA_MODES",
     "ImagePrediction",
     "Inferencer",
     "TileClassifier",
     "TiledImage",
     "tile_layout",
+    "tta_views",
 ]
 
 
@@ -111,9 +134,15 @@ class Inferencer:
     """
 
     def __init__(
-        self, classifier: TileClassifier, tile_size: int = DEFAULT_TILE, min_overlap: int = 0
+        self,
+        classifier: TileClassifier,
+        tile_size: int = DEFAULT_TILE,
+        min_overlap: int = 0,
+        tta: str = "none",
     ) -> None:
         _check_tiling(tile_size, min_overlap)
+        tta_views(np.zeros((1, 1, 1), np.uint8), tta)  # the mode is checked now, not at the first frame
+        self.tta = tta
         self.classifier = classifier
         self.tile_size = tile_size
         self.min_overlap = min_overlap
@@ -134,13 +163,15 @@ class Inferencer:
         tile_size: int = DEFAULT_TILE,
         min_overlap: int = 0,
         batch_size: int | None = None,
+        tta: str = "none",
     ) -> Inferencer:
         """The artefact in `model_dir` (ModelError when missing, corrupt or changed), with this tiling;
-        `batch_size`: tiles per forward pass of the network (default: the artefact's)."""
+        `batch_size`: tiles per forward pass of the network (default: the artefact's); `tta`: one
+        of TTA_MODES."""
         from worker.model.artefact import DEFAULT_PREDICT_BATCH, load_classifier  # noqa: PLC0415  (Keras)
 
         classifier = load_classifier(model_dir, batch_size=batch_size or DEFAULT_PREDICT_BATCH)
-        return cls(classifier, tile_size, min_overlap)
+        return cls(classifier, tile_size, min_overlap, tta)
 
     def pre_process(self, image: np.ndarray) -> TiledImage:
         """The tiles of a grey (H, W) uint8 image; a side shorter than a tile is reflect-padded."""
@@ -160,13 +191,16 @@ class Inferencer:
         """Scores (N, C) float32 for uint8 tiles (N, T, T); ModelError when the model answers in
         another shape."""
         total = int(pixels.shape[0])
-        scores = np.asarray(self.classifier.predict(pixels))
-        if scores.shape != (total, len(self.catalogue)):
+        # every view in one call: with test-time augmentation the network sees bigger batches
+        views = [pixels] if self.tta == "none" else tta_views(np.asarray(pixels), self.tta)
+        batch = views[0] if len(views) == 1 else np.concatenate(views)
+        answered = np.asarray(self.classifier.predict(batch))
+        if answered.shape != (len(views) * total, len(self.catalogue)):
             raise ModelError(
-                f"model {self.version}: predict returned shape {scores.shape} for {total} tiles, "
-                f"expected ({total}, {len(self.catalogue)})"
+                f"model {self.version}: predict returned shape {answered.shape} for {len(views) * total}"
+                f" tiles, expected ({len(views) * total}, {len(self.catalogue)})"
             )
-        return scores
+        return answered if len(views) == 1 else answered.reshape(len(views), total, -1).mean(axis=0)
 
     def post_process(self, scores: np.ndarray) -> np.ndarray:
         """bool (N, C): a class is found on a tile when its score is >= the class's threshold."""

@@ -24,6 +24,8 @@ LABEL_PREFIX = "label_"
 SCORE_PREFIX = "score_"
 SCORES_CSV = "scores.csv"
 DEFAULT_THRESHOLD = 0.5
+#: `worker.inference.TTA_MODES`, spelled out so that `--help` imports no Keras.
+TTA_CHOICES = ("none", "flips", "flips+rot90")
 
 _EPILOG = """\
 examples:
@@ -88,6 +90,13 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="tiles per forward pass (default: %(default)s)",
     )
+    parser.add_argument(
+        "--tta",
+        choices=TTA_CHOICES,
+        default="none",
+        help="with --model: test-time augmentation, the mean of the scores over each tile's flips"
+        " (4 views) or flips and 90° turns (8 views) (default: %(default)s)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -97,9 +106,11 @@ def run(args: argparse.Namespace) -> int:
     if args.scores is not None:
         if args.data is not None:
             raise ConfigError("--data: only with --model (a scores file already holds its labels)")
+        if args.tta != "none":
+            raise ConfigError("--tta: only with --model (a scores file's scores are already made)")
         report = _evaluate_scores_file(args.scores, args.thresholds, args.out)
     else:
-        report = _evaluate_model(args.model, args.data, args.thresholds, args.out, args.batch_size)
+        report = _evaluate_model(args.model, args.data, args.thresholds, args.out, args.batch_size, args.tta)
     _print_summary(report, args.out)
     return 0
 
@@ -215,14 +226,15 @@ def _evaluate_scores_file(scores_path: Path, thresholds_text: str | None, out: P
     )
 
 
-def _evaluate_model(
-    model_dir: Path, data_dir: Path | None, thresholds_text: str | None, out: Path, batch_size: int
+def _evaluate_model(  # noqa: PLR0917 (the command's arguments, in order)
+    model_dir: Path, data_dir: Path | None, thresholds_text: str | None, out: Path, batch_size: int, tta: str
 ) -> dict[str, Any]:
     # Heavy imports (Keras, matplotlib, OpenCV) happen only when the command runs, so --help is fast.
     from tqdm import tqdm  # noqa: PLC0415
 
     from worker.core.tileset import read_tile, read_tileset  # noqa: PLC0415
     from worker.evaluation.report import evaluate_scores  # noqa: PLC0415
+    from worker.inference import Inferencer  # noqa: PLC0415
     from worker.model.artefact import load_classifier, read_model_meta  # noqa: PLC0415
     from worker.model.split import load_split  # noqa: PLC0415
 
@@ -248,6 +260,7 @@ def _evaluate_model(
     labels = tileset.labels[:, [tileset.catalogue.index(n) for n in names]]
     classifier = load_classifier(model_dir)  # same model.json, so the same classes in the same order
     thresholds = apply_thresholds(classifier.thresholds.array, names, overrides)
+    inferencer = Inferencer(classifier, tta=tta)  # the one inference path (its forward pass)
 
     scores = np.empty((len(tileset), len(names)), dtype=np.float32)
     with tqdm(total=len(tileset), unit="tile", desc="evaluate") as progress:
@@ -257,7 +270,7 @@ def _evaluate_model(
             shapes = {t.shape for t in tiles}
             if len(shapes) > 1:
                 raise DatasetError(f"tile set {data_dir}: tiles of different sizes {sorted(shapes)}")
-            scores[start:stop] = classifier.predict(np.stack(tiles))
+            scores[start:stop] = inferencer.forward(np.stack(tiles))
             progress.update(stop - start)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -276,6 +289,7 @@ def _evaluate_model(
             "data_dir": str(data_dir),
             "split": part,
             "scores_file": SCORES_CSV,
+            "tta": tta,
         },
         source=f"model {model_dir} on {part} of tile set {data_dir}",
     )

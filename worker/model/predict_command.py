@@ -37,6 +37,13 @@ def register(subparsers: Any) -> None:
         "--overlap", type=int, default=0, metavar="PX", help="minimum overlap of tiles (default: 0)"
     )
     p.add_argument("--batch-size", type=int, default=32, help="tiles per forward pass (default: 32)")
+    p.add_argument(
+        "--tta",
+        choices=("none", "flips", "flips+rot90"),
+        default="none",
+        help="test-time augmentation: the mean of the scores over each tile's flips (4 views) or flips"
+        " and 90° turns (8 views); slower by that factor (default: none)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     p.set_defaults(func=run)
 
@@ -90,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.inference import Inferencer  # noqa: PLC0415
 
     inferencer = Inferencer.load_model(
-        args.model, tile_size=args.tile, min_overlap=args.overlap, batch_size=args.batch_size
+        args.model, tile_size=args.tile, min_overlap=args.overlap, batch_size=args.batch_size, tta=args.tta
     )
     rows = predict_images(inferencer, list(args.images))
     names = inferencer.catalogue.names

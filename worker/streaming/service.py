@@ -157,7 +157,7 @@ def open_worker(
             if classifier is not None
             else load_classifier(settings.model_path, settings.batch_tiles)
         )
-        inferencer = Inferencer(model, settings.tile_size, settings.tile_min_overlap)
+        inferencer = Inferencer(model, settings.tile_size, settings.tile_min_overlap, settings.model_tta)
         warm_up(inferencer, settings)
         writer = StorageWriter(engine)
         writer.ensure_catalogue(model.catalogue)

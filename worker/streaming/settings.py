@@ -204,6 +204,14 @@ OPTIONS: tuple[Option, ...] = (
         secret=True,
     ),
     Option("model_path", "MODEL_PATH", _path, REQUIRED, "model artefact directory written by `train`"),
+    Option(
+        "model_tta",
+        "MODEL_TTA",
+        _choice(("none", "flips", "flips+rot90")),
+        "none",
+        "test-time augmentation: the mean of the scores over each tile's flips (4 views) or flips and"
+        " 90° turns (8 views); the model's work grows by that factor",
+    ),
     Option("frames_topic", "FRAMES_TOPIC", _text, "mill.frames", "topic the cameras publish frames to"),
     Option(
         "detections_topic",
@@ -438,6 +446,7 @@ class Settings:
     bootstrap_servers: str
     database_url: Secret
     model_path: Path
+    model_tta: str
     frames_topic: str
     detections_topic: str
     alerts_topic: str
