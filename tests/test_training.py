@@ -200,7 +200,6 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_step(tmp_path:
     ("changes", "option"),
     [
         ({"lr_schedule": "step"}, "--lr-schedule"),
-        ({"lr_schedule": "cosine", "steps_per_epoch": None}, "--steps-per-epoch"),
         ({"warmup_steps": 5}, "--warmup-steps"),  # warm-up belongs to the cosine schedule
         ({"lr_schedule": "cosine", "warmup_steps": 9}, "--warmup-steps"),  # 3 epochs × 3 steps = 9
         ({"lr_schedule": "cosine", "warmup_steps": -1}, "--warmup-steps"),
@@ -222,3 +221,16 @@ def test_cosine_run_trains_its_fixed_budget_without_plateau_callbacks(tmp_path: 
     assert result.epochs_done == config.epochs
     state = json.loads((config.out_dir / "checkpoints" / "state.json").read_text())
     assert state["learning_rate"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_cosine_schedule_without_steps_per_epoch_runs_one_pass_of_the_data_per_epoch(
+    tmp_path: Path,
+) -> None:
+    write_shape_tileset(tmp_path / "tiles", per_class=8, clean=16, pairs=4, size=32)
+    config = _config(tmp_path, lr_schedule="cosine", steps_per_epoch=None, epochs=1, warmup_steps=1)
+    result = train(config)
+    recorded = json.loads((result.model_dir / META_FILE).read_text())["training"]
+    train_tiles = recorded["tiles"]["train"]
+    assert recorded["steps_per_epoch"] == -(-train_tiles // config.batch_size)  # one pass, rounded up
+    rows = _history(result.model_dir)
+    assert len(rows) == 1

@@ -130,7 +130,8 @@ def register(subparsers: Any) -> None:
         choices=("plateau", "cosine"),
         default="plateau",
         help="plateau: the paper's (LR ×factor after --lr-patience epochs without a lower val_loss, "
-        "stop after --stop-patience); cosine: a fixed budget of --epochs × --steps-per-epoch steps, "
+        "stop after --stop-patience); cosine: a fixed budget of --epochs × --steps-per-epoch steps "
+        "(one pass of the data per epoch when --steps-per-epoch is not given), "
         "warm-up then cosine decay to 0, no early stop",
     )
     g.add_argument(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,9 +95,6 @@ class TrainingConfig:
             (self.warmup_steps >= 0, "--warmup-steps", ">= 0", self.warmup_steps),
             (self.lr_schedule == "cosine" or self.warmup_steps == 0, "--warmup-steps",
              "0 unless --lr-schedule cosine", self.warmup_steps),
-            (self.lr_schedule == "plateau" or self.steps_per_epoch is not None, "--steps-per-epoch",
-             "a number with --lr-schedule cosine (the schedule's length is epochs × steps)",
-             self.steps_per_epoch),
             (self.steps_per_epoch is None or self.warmup_steps < self.epochs * self.steps_per_epoch,
              "--warmup-steps", "fewer than epochs × steps per epoch", self.warmup_steps),
             (0 < self.lr_factor < 1, "--lr-factor", "in (0, 1)", self.lr_factor),
@@ -194,12 +191,14 @@ def _make_state_callback(
 def learning_rate_schedule(config: TrainingConfig) -> Any:
     """The optimizer's learning rate: a constant (plateau: the callback lowers it) or, for cosine,
     a schedule of the optimizer's step: linear warm-up to `learning_rate`, cosine decay to 0 at
-    step epochs × steps_per_epoch."""
+    step epochs × steps_per_epoch (`train` sets steps_per_epoch to one pass of the data when it
+    was not given)."""
     import keras  # noqa: PLC0415
 
     if config.lr_schedule == "plateau":
         return config.learning_rate
-    assert config.steps_per_epoch is not None  # checked in TrainingConfig
+    if config.steps_per_epoch is None:
+        raise ConfigError("--lr-schedule cosine: the schedule's length needs the steps per epoch")
     total = config.epochs * config.steps_per_epoch
     if config.warmup_steps == 0:
         return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=total, alpha=0.0)
@@ -378,6 +377,12 @@ def train(config: TrainingConfig) -> TrainingResult:
         )
     split = load_or_make_split(tileset, files.out, seed=config.seed)
     train_set, val_set = split.subset(tileset, "train"), split.subset(tileset, "validation")
+    if config.lr_schedule == "cosine" and config.steps_per_epoch is None:
+        # the schedule's length: one pass of the (over-sampled) training data per epoch
+        one_pass = TileFeeder(
+            train_set, config.input_size, config.batch_size, shuffle=True, oversample=config.oversample
+        )
+        config = replace(config, steps_per_epoch=len(one_pass))  # checked again (warm-up fits)
     keras.utils.set_random_seed(config.seed)
     model, resumed = _prepare_model(config, files, len(catalogue))
     initial_epoch = 0 if resumed is None else int(resumed["epoch"])
