@@ -622,3 +622,22 @@ def test_a_trusted_header_that_is_not_a_header_name_is_refused(console_db: dict[
 
     with pytest.raises(ConfigError, match="expected a header name"):
         create_app(console_db["engine"], SECRET, trusted_user_header="X-User: admin")
+
+
+def test_the_demo_console_takes_another_free_port_when_its_port_is_taken(database_url: str) -> None:
+    import urllib.request  # noqa: PLC0415
+
+    from worker.demo.console_view import start_console  # noqa: PLC0415
+
+    first = start_console(database_url, port=0)
+    try:
+        taken = int(first.url.rsplit(":", 1)[1].strip("/"))
+        second = start_console(database_url, port=taken)
+        try:
+            assert second.url != first.url
+            with urllib.request.urlopen(second.url + "healthz", timeout=5) as response:
+                assert response.read() == b"ok"
+        finally:
+            second.stop()
+    finally:
+        first.stop()

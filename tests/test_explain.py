@@ -67,3 +67,20 @@ def test_maps_have_the_tiles_size_and_values_in_0_1_and_overlay_paints_them(clas
 def test_a_class_the_model_lacks_is_refused_by_name(classifier: Classifier) -> None:
     with pytest.raises(ModelError, match="no class 'oil'"):
         class_maps(classifier, np.zeros((1, 64, 64), np.uint8), "oil")
+
+
+def test_feature_models_are_kept_for_the_last_two_networks_only(
+    classifier: Classifier, tmp_path: Path
+) -> None:
+    """The console lets models go (it keeps two); the explainer must not keep them alive."""
+    from worker.model import explain  # noqa: PLC0415
+
+    tiles = np.zeros((1, 64, 64), np.uint8)
+    others = []
+    for n in range(3):
+        create_untrained_artefact(tmp_path / f"m{n}", load_catalogue(), input_size=32, seed=n)
+        others.append(load_classifier(tmp_path / f"m{n}"))
+    for other in (classifier, *others):
+        class_maps(other, tiles, "holes")
+    kept = [network for network, _ in explain._feature_models]
+    assert len(kept) == 2 and kept[0] is others[1].model and kept[1] is others[2].model

@@ -79,7 +79,7 @@ def start_console(
         server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=candidate, log_level="error", access_log=False)
         )
-        thread = threading.Thread(target=server.run, name="console", daemon=True)
+        thread = threading.Thread(target=_serve, args=(server,), name="console", daemon=True)
         thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while not server.started and thread.is_alive() and time.monotonic() < deadline:
@@ -91,6 +91,15 @@ def start_console(
         thread.join(5)
     engine.dispose()
     raise InfrastructureError(f"the console did not start on {host} within {START_TIMEOUT_S:g} s")
+
+
+def _serve(server: object) -> None:
+    """uvicorn's `run`, quietly ending the thread where uvicorn exits the process (a port taken):
+    `start_console` then tries another port."""
+    try:
+        server.run()  # type: ignore[attr-defined]
+    except SystemExit:
+        return
 
 
 def serve_until_interrupted(console: RunningConsole, say: Callable[[str], None]) -> None:

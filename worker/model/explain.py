@@ -33,24 +33,31 @@ if TYPE_CHECKING:
 LAST_STAGE = "conv5_block3_out"
 OVERLAY_ALPHA = 0.45
 
-_feature_models: dict[int, Any] = {}
+#: The last few networks' feature models: (the network, its feature model), newest last. Bounded, so
+#: a caller that lets a model go (the console keeps two) does not keep it alive here; the network
+#: itself is kept and compared, so a new model at a freed one's address never gets its features.
+_FEATURE_MODELS_KEPT = 2
+_feature_models: list[tuple[Any, Any]] = []
 
 
 def _features(classifier: Classifier) -> Any:
     """A Keras model from the network's input to its last stage (built once per loaded model)."""
     import keras  # noqa: PLC0415
 
-    key = id(classifier.model)
-    if key not in _feature_models:
-        try:
-            stage = classifier.model.get_layer(LAST_STAGE)
-        except ValueError:
-            raise ModelError(
-                f"model {classifier.version[:12]}: no layer {LAST_STAGE!r} to explain from"
-                f" (backbone {classifier.backbone})"
-            ) from None
-        _feature_models[key] = keras.Model(classifier.model.inputs, stage.output)
-    return _feature_models[key]
+    for network, features in _feature_models:
+        if network is classifier.model:
+            return features
+    try:
+        stage = classifier.model.get_layer(LAST_STAGE)
+    except ValueError:
+        raise ModelError(
+            f"model {classifier.version[:12]}: no layer {LAST_STAGE!r} to explain from"
+            f" (backbone {classifier.backbone})"
+        ) from None
+    features = keras.Model(classifier.model.inputs, stage.output)
+    _feature_models.append((classifier.model, features))
+    del _feature_models[:-_FEATURE_MODELS_KEPT]
+    return features
 
 
 def class_maps(classifier: Classifier, tiles: np.ndarray, class_name: str) -> np.ndarray:
