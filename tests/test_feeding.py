@@ -147,3 +147,49 @@ def test_feeder_keeps_keras_parallel_loading_working(tileset_dir: Path) -> None:
     out = model.predict(feeder, verbose=0)
     direct = np.concatenate([feeder[i][0].mean(axis=(1, 2)) for i in range(len(feeder))])
     np.testing.assert_allclose(out, direct, rtol=1e-5, atol=1e-3)
+
+
+def test_random_crop_takes_a_square_of_the_asked_scale_from_inside_the_tile() -> None:
+    """Every crop is a square window of the tile whose side is min_scale…1 × the shorter side."""
+    from worker.model.feeding import random_crop  # noqa: PLC0415
+
+    tile = np.arange(40 * 60, dtype=np.int32).reshape(40, 60)  # every pixel unique: find the window
+    rng = np.random.default_rng(3)
+    sides = set()
+    for _ in range(200):
+        crop = random_crop(tile, 0.5, rng)
+        side = crop.shape[0]
+        assert crop.shape == (side, side) and 20 <= side <= 40
+        y, x = divmod(int(crop[0, 0]), 60)
+        np.testing.assert_array_equal(crop, tile[y : y + side, x : x + side])
+        sides.add(side)
+    assert len(sides) > 10  # the scale varies
+    assert random_crop(tile, 1.0, rng).shape == (40, 40)
+
+
+def test_intensity_jitter_changes_grey_levels_within_its_bounds_and_saturates() -> None:
+    tile = np.full((16, 16), 128, dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    values = {int(augment(tile, Augmentation(0, 0, 0, intensity=0.2), rng)[0, 0]) for _ in range(200)}
+    # gain 0.8…1.2 on 128 plus an offset of ±12.8: 89.6…166.4
+    assert min(values) >= 89 and max(values) <= 167 and len(values) > 30
+    bright = np.full((4, 4), 250, dtype=np.uint8)
+    out = augment(bright, Augmentation(0, 0, 0, intensity=0.5), np.random.default_rng(1))
+    assert out.dtype == np.uint8  # saturated, never wrapped around
+    with pytest.raises(ValueError, match="intensity"):
+        Augmentation(intensity=0.9)
+    with pytest.raises(ValueError, match="crop_min_scale"):
+        Augmentation(crop_min_scale=0.0)
+
+
+def test_feeder_crops_before_resizing_and_keeps_labels(tileset_dir: Path) -> None:
+    """With crops on, batches keep the input shape and the tiles' labels; pixels differ from a plain pass."""
+    tiles = read_tileset(tileset_dir)
+    plain = TileFeeder(tiles, input_size=32, batch_size=6)
+    cropped = TileFeeder(
+        tiles, input_size=32, batch_size=6, augmentation=Augmentation(0, 0, 0, crop_min_scale=0.5)
+    )
+    (x0, y0), (x1, y1) = plain[0], cropped[0]
+    assert x1.shape == x0.shape
+    np.testing.assert_array_equal(y0, y1)
+    assert not np.array_equal(x0, x1)

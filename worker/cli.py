@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from worker import __version__
 from worker.core.errors import SteelWorkerError
+from worker.core.native_logs import filtered_stderr
 
 COMMAND_MODULES = (
     "worker.datasets.command",  # dataset
@@ -49,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv`, run the command; a SteelWorkerError prints its message and returns 2."""
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's native INFO lines: off
     try:
-        result = args.func(args)
+        with filtered_stderr():  # and its start-up lines that no setting reaches
+            result = args.func(args)
     except SteelWorkerError as exc:
         print(f"steel-worker {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -222,6 +222,6 @@ def _train(recipe: DemoRecipe, tiles: Path, out: Path, *, progress: bool) -> Any
         seed=recipe.seed,
         lr_patience=recipe.epochs,  # a fixed schedule: no plateau steps or early stop in so few epochs
         stop_patience=recipe.epochs,
-        verbose=1 if progress else 2,
+        verbose=None if progress else 2,  # None: one progress bar on a terminal
     )
     return train(config)

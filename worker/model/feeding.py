@@ -31,28 +31,55 @@ MAX_REPEAT = 10.0  # over-sampling repeats a tile at most this many times per pa
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Probabilities of each random, label-preserving transform, applied independently."""
+    """Random, label-preserving transforms, each drawn independently per tile.
+
+    Flips and turns (probabilities) keep every pixel. `crop_min_scale` < 1 takes a random square
+    of side `crop_min_scale`…1 × the tile's side before the resize (scale and position jitter; on
+    tiles that are one texture throughout, like NEU-DET's, the label stays true; on tiles cut from
+    frames a small defect can be cut away, so it is off by default). `intensity` > 0 multiplies
+    grey levels by a gain in 1 ± intensity and adds an offset in ± intensity × 64 (lighting drift
+    between cameras and coils).
+    """
 
     hflip: float = 0.5
     vflip: float = 0.5
     rot90: float = 0.5  # then one of 90°, 180°, 270°, equally likely
+    crop_min_scale: float = 1.0
+    intensity: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("hflip", "vflip", "rot90"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"augmentation {name}: expected a probability in [0, 1], received {p}")
+        if not 0.1 <= self.crop_min_scale <= 1.0:
+            raise ValueError(
+                "augmentation crop_min_scale: expected a fraction in [0.1, 1], received "
+                f"{self.crop_min_scale}"
+            )
+        if not 0.0 <= self.intensity <= 0.5:
+            raise ValueError(f"augmentation intensity: expected 0 to 0.5, received {self.intensity}")
 
     @property
     def active(self) -> bool:
-        return self.hflip > 0 or self.vflip > 0 or self.rot90 > 0
+        turns = self.hflip > 0 or self.vflip > 0 or self.rot90 > 0
+        return turns or self.crop_min_scale < 1 or self.intensity > 0
 
 
 _ROTATIONS = (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE)
 
 
+def random_crop(tile: np.ndarray, min_scale: float, rng: np.random.Generator) -> np.ndarray:
+    """A random square of side min_scale…1 × the tile's shorter side, anywhere in the tile."""
+    height, width = tile.shape[:2]
+    side = max(1, round(min(height, width) * rng.uniform(min_scale, 1.0)))
+    y = int(rng.integers(height - side + 1))
+    x = int(rng.integers(width - side + 1))
+    return tile[y : y + side, x : x + side]
+
+
 def augment(tile: np.ndarray, augmentation: Augmentation, rng: np.random.Generator) -> np.ndarray:
-    """Randomly flip and rotate one square tile with OpenCV; labels stay valid (defects only move)."""
+    """Randomly flip, turn and re-light one square tile with OpenCV; labels stay valid."""
     draws = rng.random(3)
     if draws[0] < augmentation.hflip:
         tile = cv2.flip(tile, 1)
@@ -60,6 +87,10 @@ def augment(tile: np.ndarray, augmentation: Augmentation, rng: np.random.Generat
         tile = cv2.flip(tile, 0)
     if draws[2] < augmentation.rot90:
         tile = cv2.rotate(tile, _ROTATIONS[int(rng.integers(3))])
+    if augmentation.intensity > 0:
+        gain = 1.0 + rng.uniform(-augmentation.intensity, augmentation.intensity)
+        offset = rng.uniform(-augmentation.intensity, augmentation.intensity) * 64.0
+        tile = cv2.convertScaleAbs(tile, alpha=gain, beta=offset)  # saturates to 0…255
     return tile
 
 
@@ -104,7 +135,7 @@ class TileFeeder(keras.utils.PyDataset):
     x: float32 (b, input_size, input_size, 3); y: float32 (b, n_classes) 0/1 in catalogue order;
     sample_weight: float32 (b,), only when `class_weights` is on. Every batch is full except,
     for an unshuffled feeder without `steps`, the last one of the pass. Tiles of any size are
-    resized to `input_size` first, then augmented (flips and 90° turns keep them square).
+    cropped (when asked), resized to `input_size`, then flipped, turned and re-lit.
     Augmentation draws differ from epoch to epoch, also on an unshuffled (validation) feeder.
     """
 
@@ -184,7 +215,10 @@ class TileFeeder(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, 2, self.epoch, index])
         tiles = []
         for i in indices:
-            tile = resize_tile(read_tile(self._paths[i]), self.input_size)
+            tile = read_tile(self._paths[i])
+            if self.augmentation is not None and self.augmentation.crop_min_scale < 1:
+                tile = random_crop(tile, self.augmentation.crop_min_scale, rng)
+            tile = resize_tile(tile, self.input_size)
             if self.augmentation is not None:
                 tile = augment(tile, self.augmentation, rng)
             tiles.append(tile)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.core.errors import ConfigError
+from worker.model.presets import DEFAULT_PRESET, PAPER, PRESETS, describe, resolve
 
 EPILOG = """\
 examples:
@@ -57,6 +58,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--data", type=Path, required=True, metavar="TILESET_DIR", help="tile set to train on")
     p.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR", help="model directory to write")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=DEFAULT_PRESET,
+        help="a named recipe; options given beside it win: paper = the paper's recipe at 256 px; "
+        "cpu-scratch = what trained best from scratch on a 2-core CPU within an hour (96 px, BCE, Adam, "
+        "cosine, crops and lighting jitter; docs/classifier.md)",
+    )
     g = p.add_argument_group("network")
     g.add_argument(
         "--backbone",
@@ -67,9 +76,8 @@ def register(subparsers: Any) -> None:
     g.add_argument(
         "--input-size",
         type=int,
-        default=256,
         metavar="PX",
-        help="network input side; tiles are resized to it",
+        help=f"network input side; tiles are resized to it ({describe('input_size')})",
     )
     g.add_argument(
         "--imagenet-weights",
@@ -81,14 +89,14 @@ def register(subparsers: Any) -> None:
         "--batchnorm-momentum",
         type=float,
         metavar="M",
-        help="BatchNorm moving-average momentum (Keras default 0.99; 0.9 follows sooner in short runs)",
+        help="BatchNorm moving-average momentum (Keras' own: 0.99; 0.9 follows sooner in short runs) "
+        f"({describe('batchnorm_momentum')})",
     )
     g = p.add_argument_group("loss and optimiser")
     g.add_argument(
         "--loss",
         choices=("focal", "bce"),
-        default="focal",
-        help="binary focal loss (the paper's) or plain binary cross-entropy",
+        help=f"binary focal loss (the paper's) or plain binary cross-entropy ({describe('loss')})",
     )
     g.add_argument("--focal-gamma", type=float, default=2.0, metavar="G", help="focusing parameter γ")
     g.add_argument(
@@ -98,14 +106,15 @@ def register(subparsers: Any) -> None:
         help="positive-class weight α, or 'none' for no balancing",
     )
     g.add_argument(
-        "--optimizer", choices=("sgd", "adam"), default="sgd", help="SGD with momentum (the paper's) or Adam"
+        "--optimizer",
+        choices=("sgd", "adam"),
+        help=f"SGD with momentum (the paper's) or Adam ({describe('optimizer')})",
     )
     g.add_argument(
         "--learning-rate",
         type=float,
-        default=0.001,
         metavar="LR",
-        help="initial learning rate (paper: 0.001 or 0.0005)",
+        help=f"initial learning rate; the paper used 0.001 or 0.0005 ({describe('learning_rate')})",
     )
     g.add_argument("--momentum", type=float, default=0.9, metavar="M", help="SGD momentum")
     g.add_argument(
@@ -115,9 +124,14 @@ def register(subparsers: Any) -> None:
         help="XLA for the train step; auto = Keras' choice (on with a GPU, off on CPU)",
     )
     g = p.add_argument_group("schedule")
-    g.add_argument("--batch-size", type=int, default=20, metavar="N", help="tiles per training step")
     g.add_argument(
-        "--epochs", type=int, default=100, metavar="N", help="last epoch number (also with --resume)"
+        "--batch-size", type=int, metavar="N", help=f"tiles per training step ({describe('batch_size')})"
+    )
+    g.add_argument(
+        "--epochs",
+        type=int,
+        metavar="N",
+        help=f"last epoch number (also with --resume) ({describe('epochs')})",
     )
     g.add_argument(
         "--steps-per-epoch", type=int, metavar="N", help="training batches per epoch (default: one pass)"
@@ -128,18 +142,17 @@ def register(subparsers: Any) -> None:
     g.add_argument(
         "--lr-schedule",
         choices=("plateau", "cosine"),
-        default="plateau",
         help="plateau: the paper's (LR ×factor after --lr-patience epochs without a lower val_loss, "
         "stop after --stop-patience); cosine: a fixed budget of --epochs × --steps-per-epoch steps "
         "(one pass of the data per epoch when --steps-per-epoch is not given), "
-        "warm-up then cosine decay to 0, no early stop",
+        f"warm-up then cosine decay to 0, no early stop ({describe('lr_schedule')})",
     )
     g.add_argument(
         "--warmup-steps",
         type=int,
-        default=0,
         metavar="N",
-        help="with --lr-schedule cosine: steps of linear warm-up from 0 to --learning-rate",
+        help="with --lr-schedule cosine: steps of linear warm-up from 0 to --learning-rate "
+        f"({describe('warmup_steps')})",
     )
     g.add_argument(
         "--lr-factor", type=float, default=0.75, metavar="F", help="learning-rate factor on a plateau"
@@ -176,6 +189,21 @@ def register(subparsers: Any) -> None:
         metavar="P",
         help="probability of each of: horizontal flip, vertical flip, 90°/180°/270° turn",
     )
+    g.add_argument(
+        "--augment-crop",
+        type=float,
+        metavar="MIN_SCALE",
+        help="random square crop of MIN_SCALE…1 × the tile's side before the resize (1: none); for tiles "
+        "that are one texture throughout (NEU-DET-like): on tiles cut from frames it can cut a small "
+        f"defect away ({describe('augment_crop')})",
+    )
+    g.add_argument(
+        "--augment-intensity",
+        type=float,
+        metavar="J",
+        help="random gain 1 ± J and offset ± J × 64 grey levels per tile (0: none; at most 0.5) "
+        f"({describe('augment_intensity')})",
+    )
     g.add_argument("--no-augment", action="store_true", help="no augmentation")
     g.add_argument(
         "--augment-validation", action="store_true", help="random augmentation on validation batches too"
@@ -209,40 +237,65 @@ def _alpha(text: str) -> float | None:
         ) from None
 
 
+def _augmentation(recipe: dict[str, Any], no_augment: bool, probability: float) -> Any:
+    from worker.model.feeding import Augmentation  # noqa: PLC0415
+
+    if no_augment:
+        return Augmentation(hflip=0.0, vflip=0.0, rot90=0.0)
+    crop, intensity = recipe["augment_crop"], recipe["augment_intensity"]
+    if not 0.1 <= crop <= 1.0:
+        raise ConfigError(f"--augment-crop: expected a fraction in [0.1, 1], received {crop}")
+    if not 0.0 <= intensity <= 0.5:
+        raise ConfigError(f"--augment-intensity: expected 0 to 0.5, received {intensity}")
+    return Augmentation(
+        hflip=probability, vflip=probability, rot90=probability, crop_min_scale=crop, intensity=intensity
+    )
+
+
+def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The preset's settings under the options given on the command line. A preset's warm-up belongs
+    to its cosine schedule: with --lr-schedule plateau and no --warmup-steps, there is none."""
+    recipe = resolve(args.preset, {name: getattr(args, name) for name in PAPER})
+    if recipe["lr_schedule"] != "cosine" and args.warmup_steps is None:
+        recipe["warmup_steps"] = 0
+    return recipe
+
+
 def config_from_args(args: argparse.Namespace) -> Any:
     """The TrainingConfig the parsed options describe (ConfigError for bad values)."""
-    from worker.model.feeding import Augmentation  # noqa: PLC0415
     from worker.model.training import TrainingConfig  # noqa: PLC0415
 
     p = 0.0 if args.no_augment else args.augment_probability
     if not 0.0 <= p <= 1.0:
         raise ConfigError(f"--augment-probability: expected a probability in [0, 1], received {p}")
+    recipe = recipe_from_args(args)
     return TrainingConfig(
         data_dir=args.data,
         out_dir=args.out,
         backbone=args.backbone,
-        input_size=args.input_size,
+        input_size=recipe["input_size"],
         imagenet_weights=args.imagenet_weights,
-        loss=args.loss,
+        loss=recipe["loss"],
         focal_gamma=args.focal_gamma,
         focal_alpha=_alpha(args.focal_alpha),
-        optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
+        optimizer=recipe["optimizer"],
+        learning_rate=recipe["learning_rate"],
         momentum=args.momentum,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
+        batch_size=recipe["batch_size"],
+        epochs=recipe["epochs"],
         steps_per_epoch=args.steps_per_epoch,
         validation_steps=args.validation_steps,
-        lr_schedule=args.lr_schedule,
-        warmup_steps=args.warmup_steps,
+        lr_schedule=recipe["lr_schedule"],
+        warmup_steps=recipe["warmup_steps"],
         lr_factor=args.lr_factor,
         lr_patience=args.lr_patience,
         stop_patience=args.stop_patience,
-        augmentation=Augmentation(hflip=p, vflip=p, rot90=p),
+        augmentation=_augmentation(recipe, args.no_augment, p),
+        preset=args.preset,
         augment_validation=args.augment_validation,
         oversample=args.oversample,
         class_weights=args.class_weights,
-        batchnorm_momentum=args.batchnorm_momentum,
+        batchnorm_momentum=recipe["batchnorm_momentum"],
         seed=args.seed,
         threshold_objective=args.threshold_objective,
         resume=args.resume,

@@ -76,7 +76,8 @@ class TrainingConfig:
     jit_compile: Literal["auto", "on", "off"] = "auto"
     run_eagerly: bool = False  # no graph compilation: slower steps, no start-up cost (debugging, tests)
     workers: int = 2
-    verbose: int | None = None  # Keras fit verbosity; None: 1 on a terminal, else 2
+    verbose: int | None = None  # Keras fit verbosity; None: our one progress bar on a terminal, else 2
+    preset: str | None = None  # the `train --preset` the settings started from (a record only)
 
     def __post_init__(self) -> None:
         checks = [
@@ -131,9 +132,10 @@ class TrainingResult:
 
 
 def _verbosity(config: TrainingConfig) -> int:
+    """Keras' fit verbosity: 0 with our one progress bar (a terminal), 2 (a line per epoch) otherwise."""
     if config.verbose is not None:
         return config.verbose
-    return 1 if sys.stdout.isatty() else 2
+    return 0 if sys.stdout.isatty() else 2
 
 
 def _read_state(path: Path) -> dict[str, Any]:
@@ -358,6 +360,7 @@ def train(config: TrainingConfig) -> TrainingResult:
     from worker.core.tileset import read_tileset  # noqa: PLC0415
     from worker.model.artefact import save_artefact  # noqa: PLC0415
     from worker.model.feeding import TileFeeder  # noqa: PLC0415
+    from worker.model.progress import make_progress_callback  # noqa: PLC0415
     from worker.model.split import load_or_make_split  # noqa: PLC0415
 
     started = time.monotonic()
@@ -410,14 +413,19 @@ def train(config: TrainingConfig) -> TrainingResult:
         start_epoch=initial_epoch,
         workers=config.workers,
     )
+    verbose = _verbosity(config)
+    bar = config.verbose is None and verbose == 0  # a terminal and no verbosity asked for
+    progress = make_progress_callback(
+        steps_per_epoch=len(train_feeder), epochs=config.epochs, initial_epoch=initial_epoch
+    )
     model.fit(
         train_feeder,
         validation_data=val_feeder,
         epochs=config.epochs,
         initial_epoch=initial_epoch,
-        callbacks=_callbacks(config, files, resumed),
+        callbacks=[*_callbacks(config, files, resumed), *([progress] if bar else [])],
         shuffle=False,  # the feeder shuffles, reproducibly
-        verbose=_verbosity(config),
+        verbose=verbose,
     )
     state = _read_state(files.state)
     if files.best.is_file():
