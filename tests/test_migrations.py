@@ -89,6 +89,7 @@ def test_upgrade_seeds_defect_classes_from_the_catalogue_file(database_url: str,
             "cause": c.cause,
             "automatic_inspection": c.automatic_inspection,
             "prevention": c.prevention,
+            "display_name": c.display_name,  # revision 0007: the name, for the paper's classes
         }
         for c in expected.classes
     ]

@@ -95,7 +95,7 @@ def _is_split_layout(folders: list[Path]) -> bool:
     return any(p.name.lower() in SPLIT_FOLDERS and _subfolders(p) for p in folders)
 
 
-def _split_parts(root: Path, folders: list[Path]) -> dict[str, Path]:
+def _split_parts(root: Path, folders: list[Path]) -> dict[str | None, Path]:
     """Part → its folder, for SOURCE/train, SOURCE/valid|val|validation, SOURCE/test."""
     parts: dict[str, Path] = {}
     for folder in folders:
@@ -145,7 +145,7 @@ def scan_folders(
     top = _subfolders(root)
     part_dirs: dict[str | None, Path]
     if keep_split:
-        part_dirs = {part: folder for part, folder in _split_parts(root, top).items()}
+        part_dirs = _split_parts(root, top)
     elif _is_split_layout(top):
         raise DatasetError(
             f"--source {root}: folders {[p.name for p in top if p.name.lower() in SPLIT_FOLDERS]} hold"
