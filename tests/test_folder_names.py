@@ -4,12 +4,14 @@ colour, 16-bit, mixed sizes and mixed formats import."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from worker import cli
 from worker.core.catalogue import (
@@ -24,6 +26,10 @@ from worker.core.errors import CatalogueError, DatasetError
 from worker.core.tileset import SPLIT_FILE, read_tile, read_tileset
 from worker.datasets.folders import iter_folder_tiles, scan_folders
 from worker.datasets.labelled import write_tileset
+from worker.model.artefact import META_FILE, load_classifier
+from worker.model.split import PARTS, load_or_make_split, load_split, make_split, save_split
+from worker.model.training import TrainingConfig, train
+from worker.storage.writer import StorageWriter
 
 # -- the slug rule -------------------------------------------------------------------------------
 
@@ -359,3 +365,74 @@ def test_overwrite_removes_a_previous_tile_sets_split(tmp_path: Path) -> None:
     assert cli.main([*argv, "--source", str(tmp_path / "src" / "train"), "--overwrite"]) == 0
     assert not (out / SPLIT_FILE).exists()
     assert read_tileset(out).given_split is None
+
+
+# -- end to end: dataset → train → evaluate → the database -----------------------------------------
+
+
+def test_plant_folders_with_a_split_go_through_train_and_evaluate_into_the_database(
+    tmp_path: Path, engine: sa.Engine
+) -> None:
+    """The tile set's given split is the model's split (train and validation used by `train`, test
+    by `evaluate`), display names reach model.json, the evaluation report and `defect_classes`."""
+    _split_tree(tmp_path / "src", "val", per_class=4)
+    tiles, model_dir, report_dir = tmp_path / "tiles", tmp_path / "model", tmp_path / "report"
+    argv = ["dataset", "--format", "folders", "--source", str(tmp_path / "src"), "--out", str(tiles)]
+    assert cli.main([*argv, "--keep-split", "--tile", "32", "--no-progress"]) == 0
+    given = read_tileset(tiles).given_split
+    assert given is not None
+
+    config = TrainingConfig(
+        data_dir=tiles,
+        out_dir=model_dir,
+        input_size=32,
+        batch_size=4,
+        epochs=1,
+        steps_per_epoch=2,
+        batchnorm_momentum=0.0,
+        workers=1,
+        verbose=0,
+        seed=3,
+    )
+    result = train(config)
+    split = load_split(model_dir)
+    assert split.given
+    assert {p: split.part(p) for p in PARTS} == {p: tuple(given[p]) for p in PARTS}
+    meta = json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
+    assert meta["training"]["tiles"] == {"train": 12, "validation": 12, "test": 12}
+    assert meta["training"]["split"] == "given by the tile set"
+    classifier = load_classifier(model_dir)
+    assert classifier.catalogue.display_names["rolled-in_scale"] == "Rolled-in Scale"
+
+    assert cli.main(["evaluate", "--model", str(model_dir), "--out", str(report_dir)]) == 0
+    report = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
+    assert report["n_images"] == 12 and report["split"] == "test"
+    with open(report_dir / "scores.csv", newline="", encoding="utf-8") as handle:
+        assert {row["tile"] for row in csv.DictReader(handle)} == set(given["test"])
+    assert report["display_names"] == {"ecaillage": "Écaillage", "rolled-in_scale": "Rolled-in Scale"}
+    assert "| Écaillage (`ecaillage`) |" in (report_dir / "report.md").read_text(encoding="utf-8")
+
+    with engine.begin() as conn:  # a plant's own classes need ids the paper's seed does not use
+        conn.execute(sa.text("DELETE FROM defect_classes"))
+    StorageWriter(engine).ensure_catalogue(classifier.catalogue)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT id, name, display_name FROM defect_classes ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [
+        (1, "ecaillage", "Écaillage"),
+        (2, "rolled-in_scale", "Rolled-in Scale"),
+    ]
+    assert result.version == classifier.version
+
+
+def test_a_model_split_that_differs_from_the_tile_sets_given_split_is_refused(tmp_path: Path) -> None:
+    """A model directory keeps its split: one made before the tile set came with a split is not
+    silently mixed with it."""
+    _split_tree(tmp_path / "src")
+    dataset = scan_folders(tmp_path / "src", keep_split=True)
+    write_tileset(iter_folder_tiles(dataset, tile=32, progress=False), tmp_path / "tiles", dataset.catalogue)
+    tileset = read_tileset(tmp_path / "tiles")
+    save_split(make_split(tileset, seed=1), tmp_path / "model")
+    with pytest.raises(DatasetError, match=r"differs from the split the tile set .* came with"):
+        load_or_make_split(tileset, tmp_path / "model")
+    (tmp_path / "model" / "split.json").unlink()
+    assert load_or_make_split(tileset, tmp_path / "model").test == tuple(tileset.given_split["test"])  # type: ignore[index]
