@@ -84,9 +84,12 @@ def test_named_clean_folder_must_exist(tmp_path: Path) -> None:
         scan_folders(tmp_path, clean_folder="good")
 
 
-def test_folder_names_that_are_not_class_names(tmp_path: Path) -> None:
+def test_folder_names_without_a_letter_or_digit_are_refused(tmp_path: Path) -> None:
+    """A name the slug rule cannot turn into a class name is refused, naming it (a plant's other
+    names, with spaces and capitals, are test_folders_slugs.py's business)."""
     _image(tmp_path / "Big Holes" / "a.png", 64, 64)
-    with pytest.raises(DatasetError, match="folder names must be valid class names"):
+    _image(tmp_path / "???" / "b.png", 64, 64)
+    with pytest.raises(DatasetError, match=r"folder names must give class names: class name '\?\?\?'"):
         scan_folders(tmp_path)
 
 

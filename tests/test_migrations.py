@@ -89,6 +89,7 @@ def test_upgrade_seeds_defect_classes_from_the_catalogue_file(database_url: str,
             "cause": c.cause,
             "automatic_inspection": c.automatic_inspection,
             "prevention": c.prevention,
+            "display_name": c.display_name,  # revision 0007: the name, for the paper's classes
         }
         for c in expected.classes
     ]
@@ -543,3 +544,39 @@ def test_db_command_without_a_database_names_the_setting(monkeypatch: pytest.Mon
 def test_db_command_check_fails_on_an_empty_database(empty_database_url: str) -> None:
     with pytest.raises(SchemaError, match="steel-worker db upgrade"):
         _db("--database-url", empty_database_url, "check")
+
+
+#: revision 0007: the views that show a class, and the column each gained
+DISPLAY_COLUMNS = {
+    "detections_with_cause": "class_display_name",
+    "strip_class_summary": "class_display_name",
+    "class_trend_hourly": "class_display_name",
+    "class_trend_shift": "class_display_name",
+    "alerts_with_cause": "class_display_name",
+    "top_causes": "class_display_names",
+}
+
+
+def test_revision_0007_adds_display_names_to_the_classes_and_their_views_and_downgrade_removes_them(
+    database_url: str, engine: sa.Engine
+) -> None:
+    """Existing classes get their name as display name; each class view gains its display column as
+    the last one (the others stay where analysts' queries expect them); the downgrade drops both,
+    keeps the analysts' SELECT on the re-made views, and the upgrade after it matches tables.py."""
+    inspector = sa.inspect(engine)
+    for view, column in DISPLAY_COLUMNS.items():
+        assert [c["name"] for c in inspector.get_columns(view)][-1] == column, view
+    with engine.connect() as conn:
+        assert (
+            conn.execute(sa.text("SELECT count(*) FROM defect_classes WHERE display_name <> name")).scalar()
+            == 0
+        )
+        assert conn.execute(sa.text("SELECT classes, class_display_names FROM top_causes LIMIT 1")).one()[1]
+    migrate.downgrade(database_url, "0006")
+    inspector = sa.inspect(engine)
+    assert "display_name" not in {c["name"] for c in inspector.get_columns("defect_classes")}
+    for view, column in DISPLAY_COLUMNS.items():
+        assert column not in {c["name"] for c in inspector.get_columns(view)}, view
+        assert _privileges(engine, ANALYST_ROLE).get(view) == {"SELECT"}, view
+    migrate.upgrade(database_url)
+    migrate.check(database_url)

@@ -233,7 +233,12 @@ def upgrade() -> None:
         "ix_alerts_unpublished", "alerts", ["created_at"], postgresql_where=sa.text("published_at IS NULL")
     )
 
-    op.bulk_insert(defect_classes, [asdict(c) for c in load_catalogue().classes])
+    # The columns of this revision only: later revisions add fields (display_name, 0007).
+    columns = {column.name for column in defect_classes.columns}
+    op.bulk_insert(
+        defect_classes,
+        [{k: v for k, v in asdict(c).items() if k in columns} for c in load_catalogue().classes],
+    )
 
     op.execute(DETECTIONS_WITH_CAUSE)
     op.execute(

@@ -106,7 +106,8 @@ def format_alert(record: AlertRecord) -> str:
         f"  {record.position_start_m:.2f}–{record.position_end_m:.2f} m  {record.detection_count} detections"
         f"  raised {record.created_at.isoformat(timespec='seconds')}"
     )
-    what = f"    {record.class_name}"
+    shown = record.class_display_name or record.class_name
+    what = f"    {shown}" + (f" ({record.class_name})" if shown != record.class_name else "")
     if record.roll:
         what += f": roll mark of {record.roll}, every {record.pitch_m:.3f} m"
     cause = f"    cause: {record.cause}\n    prevention: {record.prevention}"

@@ -133,7 +133,7 @@ def database_catalogue(conn: sa.Connection) -> Catalogue:
     classes do not make a valid catalogue."""
     rows = conn.execute(
         sa.text(
-            "SELECT id, name, features, type, cause, automatic_inspection, prevention"
+            "SELECT id, name, features, type, cause, automatic_inspection, prevention, display_name"
             " FROM defect_classes ORDER BY id"
         )
     ).mappings()

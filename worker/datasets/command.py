@@ -36,9 +36,19 @@ Formats:
              when its mask covers >= --min-pixels pixels of it (default {DEFAULT_MIN_PIXELS}: 0.1 % of
              a 256-px tile, drops slivers cut off by a tile edge, keeps any whole small spot). Images
              without rows are defect-free. ClassIds map to catalogue names with --class-map.
-  folders    SOURCE/<class>/*.png|jpg..., one folder per class, plus an optional folder of
-             defect-free images (--clean-folder, default `clean` if present). Without --catalogue
-             the paper's catalogue is used if it names every folder, else one built from the names.
+  folders    SOURCE/<class>/*.png|jpg|jpeg|bmp|tif|tiff, one folder per class, plus an optional
+             folder of defect-free images (--clean-folder, default `clean` if present). Colour,
+             16-bit, mixed sizes and mixed formats are fine (read as 8-bit grey). Folder names may
+             be the plant's own ("Rolled-in Scale", "Écaillage"): each becomes a class name by the
+             slug rule below and stays the class's display name (reports, alerts, the console).
+             Without --catalogue the paper's catalogue is used if it names every folder's slug,
+             else one is built from the folder names; with one, every folder must match a class
+             by name, slug or display name.
+             A data set that comes split, SOURCE/train/, SOURCE/valid/ (or val/, validation/) and
+             SOURCE/test/, each holding class folders, needs --keep-split: the tile set keeps that
+             split (DIR/split.json), `train` trains and validates on it and `evaluate` tests on its
+             test part. Without --keep-split such a layout is refused, so that train/ and test/
+             are never taken for classes; to ignore the split, import one part at a time.
   voc        Pascal VOC: SOURCE/images/ + SOURCE/annotations/*.xml (the NEU-DET layout); an
              image's classes are its boxes' <name>s. Without --catalogue, one is built from the
              class names found (sorted).
@@ -53,6 +63,15 @@ Formats:
 
 Images whose shorter side is below the tile (folders, voc) are resized up, aspect kept, so that
 side equals the tile: NEU-DET's 200×200 images become single 256×256 tiles.
+
+Slug rule (folder name → class name): a name that already is a class name (a-z first, then a-z,
+0-9, '_', '-'; at most 64 characters) is kept; otherwise Unicode NFKD, accents dropped, case
+folded, every run of other characters → '_', '_'/'-' trimmed at both ends, "c_" before a leading
+digit, cut to 64 characters. "Rolled-in Scale" → rolled-in_scale, "pitted surface" →
+pitted_surface, "Écaillage" → ecaillage, "3 mm holes" → c_3_mm_holes. A name with no letter or
+digit left ("..", "???", most non-Latin scripts) is refused: rename the folder or pass a
+--catalogue whose display name is the folder name. Two folders with the same slug ("Pitted
+Surface" and "pitted_surface") are refused, naming both.
 """
 
 _EPILOG = """\
@@ -62,6 +81,7 @@ examples:
       --class-map 1=holes,3=scratches,4=rolling --min-pixels 64
   steel-worker dataset --format voc --source ../shared/data/neu-det --out data/neu
   steel-worker dataset --format folders --source plant-images/ --clean-folder ok --out data/plant
+  steel-worker dataset --format folders --source kaggle-set/ --keep-split --out data/kaggle
   steel-worker dataset --format reviews --database-url postgresql://analyst@db/defects --out data/reviewed
 """
 
@@ -113,6 +133,12 @@ def register(subparsers: Any) -> None:
         metavar="NAME",
         help="sub-folder of defect-free images (default: `clean` when it exists)",
     )
+    fold.add_argument(
+        "--keep-split",
+        action="store_true",
+        help="SOURCE holds train/, valid/ (or val/, validation/) and test/, each with class folders:"
+        " keep that split for train and evaluate (default: refuse such a layout)",
+    )
     syn = parser.add_argument_group("synthetic")
     syn.add_argument("--frames", type=int, default=100, help="frames to generate (default: %(default)s)")
     syn.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
@@ -146,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--min-pixels must be at least 1, received {args.min_pixels}")
     if args.format not in {"synthetic", "reviews"} and args.source is None:
         raise ConfigError(f"--source is required for --format {args.format}")
+    if args.keep_split and args.format != "folders":
+        raise ConfigError(f"--keep-split applies to --format folders only, received --format {args.format}")
     progress = not args.no_progress
     catalogue = load_catalogue(args.catalogue) if args.catalogue is not None else None
     if args.format == "reviews":
@@ -163,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
         )
     elif args.format == "folders":
-        folder_set = scan_folders(args.source, catalogue, args.clean_folder)
+        folder_set = scan_folders(args.source, catalogue, args.clean_folder, keep_split=args.keep_split)
         catalogue = folder_set.catalogue
         tiles = iter_folder_tiles(folder_set, tile=args.tile, progress=progress)
     elif args.format == "voc":

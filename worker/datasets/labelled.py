@@ -17,7 +17,7 @@ import numpy as np
 
 from worker.core.catalogue import Catalogue
 from worker.core.errors import ConfigError, DatasetError
-from worker.core.tileset import CATALOGUE_FILE, LABELS_FILE, TILES_DIR, TileSetWriter
+from worker.core.tileset import CATALOGUE_FILE, LABELS_FILE, SPLIT_FILE, SPLIT_PARTS, TILES_DIR, TileSetWriter
 from worker.core.tiling import TileWindow
 
 DEFAULT_TILE = 256
@@ -34,13 +34,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 @dataclass(frozen=True)
 class LabelledTile:
-    """One tile ready to be written: 8-bit grey pixels, its source image, its origin, its classes."""
+    """One tile ready to be written: 8-bit grey pixels, its source image, its origin, its classes,
+    and the split part its data set put it in (None: no given split)."""
 
     image: np.ndarray
     source: str
     x: int
     y: int
     labels: frozenset[str]
+    part: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,16 +55,26 @@ class ImportSummary:
     tiles: int
     class_counts: dict[str, int] = field(default_factory=dict)
     combination_counts: dict[tuple[str, ...], int] = field(default_factory=dict)
+    part_counts: dict[str, int] = field(default_factory=dict)
+    """Tiles per part of a given split (empty when the data set came without one)."""
 
     def table(self) -> str:
         """A plain-text table: tiles per class, then tiles per label combination (most common first)."""
         lines = [f"{self.tiles} tiles from {self.frames} images in {self.out_dir}", ""]
         width = max([len("class"), *(len(n) for n in self.catalogue.names)])
-        lines.append(f"{'class':<{width}}  {'tiles':>7}  {'share':>6}")
+        shown = self.catalogue.display_names
+        named = any(shown[n] != n for n in self.catalogue.names)
+        lines.append(f"{'class':<{width}}  {'tiles':>7}  {'share':>6}" + ("  display name" if named else ""))
         for name in self.catalogue.names:
             count = self.class_counts.get(name, 0)
-            lines.append(f"{name:<{width}}  {count:>7}  {_share(count, self.tiles):>6}")
+            line = f"{name:<{width}}  {count:>7}  {_share(count, self.tiles):>6}"
+            lines.append(f"{line}  {shown[name]}" if named else line)
         lines.append("")
+        if self.part_counts:
+            lines.append(f"{'given split':<11}  {'tiles':>7}  {'share':>6}")
+            for part, count in self.part_counts.items():
+                lines.append(f"{part:<11}  {count:>7}  {_share(count, self.tiles):>6}")
+            lines.append("")
         combos = sorted(self.combination_counts.items(), key=lambda kv: (-kv[1], kv[0]))
         names = ["+".join(combo) if combo else "(clean)" for combo, _ in combos]
         width = max([len("labels"), *(len(n) for n in names)])
@@ -130,8 +142,8 @@ def list_images(folder: Path) -> list[Path]:
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     """Refuse a non-empty `out_dir` unless `overwrite`; with it, remove a previous tile set there.
 
-    Only the tile set's own entries (labels.csv, catalogue.json, tiles/) are removed; anything else
-    in the folder is left alone.
+    Only the tile set's own entries (labels.csv, catalogue.json, split.json, tiles/) are removed;
+    anything else in the folder is left alone.
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir}: expected a directory, found a file")
@@ -140,7 +152,7 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
             raise ConfigError(
                 f"--out {out_dir} is not empty; choose an empty or new directory, or pass --overwrite"
             )
-        for name in (LABELS_FILE, CATALOGUE_FILE):
+        for name in (LABELS_FILE, CATALOGUE_FILE, SPLIT_FILE):
             (out_dir / name).unlink(missing_ok=True)
         shutil.rmtree(out_dir / TILES_DIR, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,19 +172,23 @@ def write_tileset(
     prepare_out_dir(out, overwrite)
     class_counts: Counter[str] = Counter()
     combos: Counter[tuple[str, ...]] = Counter()
+    parts: Counter[str] = Counter()
     sources: set[str] = set()
     order = {name: i for i, name in enumerate(catalogue.names)}
     try:
         with TileSetWriter(out, catalogue) as writer:
             for t in tiles:
-                writer.add(t.image, t.source, t.x, t.y, set(t.labels))
+                writer.add(t.image, t.source, t.x, t.y, set(t.labels), part=t.part)
                 sources.add(t.source)
+                if t.part is not None:
+                    parts[t.part] += 1
                 class_counts.update(t.labels)
                 combos[tuple(sorted(t.labels, key=lambda n: order.get(n, len(order))))] += 1
             count = len(writer)
     except BaseException:
         # Leave --out as it was found: no half-written tiles to trip over on the next run.
         shutil.rmtree(out / TILES_DIR, ignore_errors=True)
+        (out / SPLIT_FILE).unlink(missing_ok=True)
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         raise
@@ -183,6 +199,7 @@ def write_tileset(
         tiles=count,
         class_counts={name: class_counts.get(name, 0) for name in catalogue.names},
         combination_counts=dict(combos),
+        part_counts={part: parts[part] for part in SPLIT_PARTS} if parts else {},
     )
 
 

@@ -240,7 +240,8 @@ def _evaluate_model(  # noqa: PLR0917 (the command's arguments, in order)
 
     # The artefact's description and the data are checked before the network is built (seconds).
     meta = read_model_meta(model_dir)
-    names = tuple(Catalogue.from_dict(meta["catalogue"], source=f"{model_dir}/model.json").names)
+    model_catalogue = Catalogue.from_dict(meta["catalogue"], source=f"{model_dir}/model.json")
+    names = model_catalogue.names
     overrides = parse_thresholds(thresholds_text, names)
     if data_dir is not None:
         tileset = read_tileset(data_dir)
@@ -292,6 +293,7 @@ def _evaluate_model(  # noqa: PLR0917 (the command's arguments, in order)
             "tta": tta,
         },
         source=f"model {model_dir} on {part} of tile set {data_dir}",
+        display_names=model_catalogue.display_names,
     )
 
 

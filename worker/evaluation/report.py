@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +61,15 @@ def evaluate_scores(  # noqa: PLR0917  (the positional order is the interface tr
     *,
     source: str = "scores given in memory",
     step: float = 0.05,
+    display_names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Judge `scores` (N, C) against `labels` (N, C) at per-class `thresholds`; write the report files
     into `out_dir` (created if needed) and return the report.json content.
 
     `extra` keys are added to report.json at the top level (they may not replace the report's own
-    keys); `history_csv`, when it exists, adds the training curves figure.
+    keys); `history_csv`, when it exists, adds the training curves figure. `display_names` (machine
+    name → the name people read, e.g. the catalogue's) label the figures and report.md; report.json
+    stays keyed by machine name and gains `display_names` when one differs from its name.
     """
     names = list(catalogue_names)
     labels = np.asarray(labels)
@@ -75,6 +78,8 @@ def evaluate_scores(  # noqa: PLR0917  (the positional order is the interface tr
     if len(names) != len(per_class):
         raise ValueError(f"catalogue_names: expected {len(per_class)} names, received {len(names)}")
     chosen = np.array([m.threshold for m in per_class])
+    shown = {n: (display_names or {}).get(n) or n for n in names}
+    labelled = [shown[n] for n in names]  # what the figures print
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -95,6 +100,7 @@ def evaluate_scores(  # noqa: PLR0917  (the positional order is the interface tr
         "macro_f1": float(np.mean([m.f1 for m in per_class])),
         "macro_auc": float(np.mean(aucs)) if aucs else None,
         "positives": {n: int(v) for n, v in zip(names, labels.sum(axis=0), strict=True)},
+        **({"display_names": shown} if any(shown[n] != n for n in names) else {}),
         "fixed_thresholds": fixed,
         "sweep_best_on_these_data": {
             "note": "thresholds chosen on the evaluated data themselves: optimistic, for comparison only",
@@ -106,13 +112,13 @@ def evaluate_scores(  # noqa: PLR0917  (the positional order is the interface tr
     }
 
     figures: dict[str, str] = {}
-    plots.plot_roc(labels, scores, names, out / FIGURES["roc"])
+    plots.plot_roc(labels, scores, labelled, out / FIGURES["roc"])
     figures["roc"] = FIGURES["roc"]
     settings = [("fixed", np.full(len(names), t)) for t in FIXED_THRESHOLDS]
     settings.append(("chosen", chosen))
-    plots.plot_confusion_matrices(labels, scores, names, settings, out / FIGURES["confusion_matrices"])
+    plots.plot_confusion_matrices(labels, scores, labelled, settings, out / FIGURES["confusion_matrices"])
     figures["confusion_matrices"] = FIGURES["confusion_matrices"]
-    plots.plot_threshold_sweep(sweep, names, chosen, out / FIGURES["threshold_sweep"])
+    plots.plot_threshold_sweep(sweep, labelled, chosen, out / FIGURES["threshold_sweep"])
     figures["threshold_sweep"] = FIGURES["threshold_sweep"]
     single = single_label_metrics(labels, scores)
     if single is not None:
@@ -125,7 +131,7 @@ def evaluate_scores(  # noqa: PLR0917  (the positional order is the interface tr
         (out / CLASS_CONFUSION_JSON).write_text(
             json.dumps(report["single_label"]["confusion"], indent=2) + "\n", encoding="utf-8"
         )
-        plots.plot_class_confusion(single.confusion, names, out / FIGURES["class_confusion"])
+        plots.plot_class_confusion(single.confusion, labelled, out / FIGURES["class_confusion"])
         figures["class_confusion"] = FIGURES["class_confusion"]
     if history_csv is not None and Path(history_csv).is_file():
         drawn = plots.plot_training_curves(Path(history_csv), out / FIGURES["training_curves"])
@@ -145,7 +151,15 @@ def evaluate_scores(  # noqa: PLR0917  (the positional order is the interface tr
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    """report.md: a summary, the per-class table, the fixed-threshold counts, figure links."""
+    """report.md: a summary, the per-class table, the fixed-threshold counts, figure links. A class
+    is shown by its display name, with its machine name beside it where they differ."""
+    display = report.get("display_names", {})
+
+    def label(name: str) -> str:
+        shown = display.get(name, name)
+        text = name if shown == name else f"{shown} (`{name}`)"
+        return text.replace("|", "\\|")
+
     lines = ["# Evaluation report", ""]
     lines.append(f"- Source: {report['source']}")
     lines.append(f"- Images (tiles): {report['n_images']}")
@@ -177,7 +191,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for name, m in report["classes"].items():
         auc = "undefined" if m["auc"] is None else f"{m['auc']:.4f}"
         lines.append(
-            f"| {name} | {report['positives'][name]} | {m['threshold']:.2f} | {m['tp']} | {m['fp']} | "
+            f"| {label(name)} | {report['positives'][name]} | {m['threshold']:.2f} | {m['tp']} | {m['fp']} | "
             f"{m['tn']} | {m['fn']} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | "
             f"{m['accuracy']:.4f} | {auc} |"
         )
@@ -189,7 +203,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         for at in report["fixed_thresholds"].values():
             c = at["classes"][name]
             cells.append(f"{c['tp']}/{c['fp']}/{c['tn']}/{c['fn']}, {c['f1']:.3f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
     accuracies = " | ".join(f"{at['binary_accuracy']:.4f}" for at in report["fixed_thresholds"].values())
     lines.append(f"| *binary accuracy* | {accuracies} |")
     best = report["sweep_best_on_these_data"]
@@ -204,7 +218,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for name, m in report["classes"].items():
         lines.append(
-            f"| {name} | {m['threshold']:.2f} | {best['f1'][name]:.2f} | {best['errors'][name]:.2f} |"
+            f"| {label(name)} | {m['threshold']:.2f} | {best['f1'][name]:.2f} | {best['errors'][name]:.2f} |"
         )
     titles = {
         "training_curves": "Training curves",

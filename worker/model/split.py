@@ -1,11 +1,14 @@
-"""The deterministic train/validation/test split, persisted in the model directory.
+"""The train/validation/test split, persisted in the model directory.
 
-20 % of the tiles go to test, then 20 % of the rest to validation, each split stratified by label
-combination (e.g. "holes+scratches", "clean") with scikit-learn's `train_test_split`.
+A tile set that came with a split (its `split.json`, written by `dataset --format folders
+--keep-split`) is used as it is: the model's split.json lists the same tiles per part, with
+`"given": true`. Otherwise the split is made here, deterministically: 20 % of the tiles go to
+test, then 20 % of the rest to validation, each split stratified by label combination (e.g.
+"holes+scratches", "clean") with scikit-learn's `train_test_split`.
 Combinations too rare to be divided (fewer than `MIN_STRATUM` tiles) are merged into one
 "rare" stratum; if even that cannot be divided, into the most common combination. The split is
 saved as MODEL_DIR/split.json:
-    {"data_dir": "/abs/path/to/tileset", "seed": 0,
+    {"data_dir": "/abs/path/to/tileset", "seed": 0, "given": false,
      "train": [tile paths], "validation": [...], "test": [...]}
 where tile paths are as written in the tile set's labels.csv (relative to `data_dir`).
 """
@@ -20,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from worker.core.errors import DatasetError
-from worker.core.tileset import TileSet
+from worker.core.tileset import SPLIT_PARTS, TileSet
 
 SPLIT_FILE = "split.json"
-PARTS = ("train", "validation", "test")
+PARTS = SPLIT_PARTS
 TEST_FRACTION = 0.2
 VALIDATION_FRACTION = 0.2
 MIN_STRATUM = 4  # a stratum needs a few members to appear on both sides of two successive splits
@@ -32,13 +35,15 @@ _RARE = "rare"
 
 @dataclass(frozen=True)
 class Split:
-    """Tile paths per part; the parts are disjoint and together cover the tile set."""
+    """Tile paths per part; the parts are disjoint and together cover the tile set. `given`: the
+    parts are the tile set's own (its data set came split), not made with `seed`."""
 
     data_dir: str
     seed: int
     train: tuple[str, ...]
     validation: tuple[str, ...]
     test: tuple[str, ...]
+    given: bool = False
 
     def part(self, name: str) -> tuple[str, ...]:
         if name not in PARTS:
@@ -61,6 +66,7 @@ class Split:
         return {
             "data_dir": self.data_dir,
             "seed": self.seed,
+            "given": self.given,
             "train": list(self.train),
             "validation": list(self.validation),
             "test": list(self.test),
@@ -175,12 +181,28 @@ def load_split(model_dir: str | Path) -> Split:
         if overlap:
             raise DatasetError(f"{path}: tile {sorted(overlap)[0]} appears in more than one part")
         seen.update(parts[name])
-    return Split(data_dir=data["data_dir"], seed=int(data.get("seed", 0)), **parts)
+    return Split(
+        data_dir=data["data_dir"], seed=int(data.get("seed", 0)), given=data.get("given") is True, **parts
+    )
+
+
+def given_split(tileset: TileSet, seed: int = 0) -> Split | None:
+    """The split the tile set came with (its split.json), as a `Split`; None when it has none."""
+    if tileset.given_split is None:
+        return None
+    return Split(
+        data_dir=str(Path(tileset.root).resolve()),
+        seed=seed,
+        given=True,
+        **{part: tuple(tileset.given_split[part]) for part in PARTS},
+    )
 
 
 def load_or_make_split(tileset: TileSet, model_dir: str | Path, seed: int = 0) -> Split:
-    """The split persisted in `model_dir` if there is one (it must be of this tile set), else a new
-    one, saved. A model directory keeps one split for its whole life (resume, evaluate)."""
+    """The split persisted in `model_dir` if there is one (it must be of this tile set, and equal its
+    given split if it has one), else the tile set's given split or a new random one, saved. A model
+    directory keeps one split for its whole life (resume, evaluate)."""
+    given = given_split(tileset, seed)
     path = Path(model_dir) / SPLIT_FILE
     if path.is_file():
         split = load_split(model_dir)
@@ -192,7 +214,12 @@ def load_or_make_split(tileset: TileSet, model_dir: str | Path, seed: int = 0) -
             )
         for name in PARTS:
             split.subset(tileset, name)  # every tile must still be there
+        if given is not None and any(set(split.part(n)) != set(given.part(n)) for n in PARTS):
+            raise DatasetError(
+                f"{path} differs from the split the tile set {data_dir} came with ({SPLIT_FILE} there);"
+                " use a new model directory"
+            )
         return split
-    split = make_split(tileset, seed=seed)
+    split = given if given is not None else make_split(tileset, seed=seed)
     save_split(split, model_dir)
     return split

@@ -436,6 +436,7 @@ def train(config: TrainingConfig) -> TrainingResult:
         **config.to_dict(),
         "epochs_done": state["epoch"],
         "tiles": {"train": len(train_set), "validation": len(val_set), "test": len(split.test)},
+        "split": "given by the tile set" if split.given else f"random, seed {split.seed}",
         "keras_backend": keras.backend.backend(),
         "seconds": round(time.monotonic() - started, 1),
     }

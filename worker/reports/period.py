@@ -62,11 +62,22 @@ def write_period_report(
         causes_csv=folder / f"{stem}-top-causes.csv",
     )
     draw_class_counts(data, report.chart, timezone)
-    write_csv(report.counts_csv, data.counts, ("bucket", "class_name", "detections", "frames"))
+    write_csv(
+        report.counts_csv, data.counts, ("bucket", "class_name", "detections", "frames", "class_display_name")
+    )
     write_csv(
         report.causes_csv,
         data.causes,
-        ("cause", "prevention", "classes", "detections", "share_percent", "strips", "alerts"),
+        (
+            "cause",
+            "prevention",
+            "classes",
+            "detections",
+            "share_percent",
+            "strips",
+            "alerts",
+            "class_display_names",
+        ),
     )
     report.markdown.write_text(_markdown(data, report, timezone), encoding="utf-8")
     return report
@@ -87,6 +98,7 @@ def draw_class_counts(data: PeriodData, path: Path, timezone: str) -> None:
     rows = [{**row, "bucket": wall(row["bucket"])} for row in data.counts]
     buckets = sorted({row["bucket"] for row in rows})
     classes = list(dict.fromkeys(row["class_name"] for row in rows))
+    shown = {row["class_name"]: row.get("class_display_name") or row["class_name"] for row in rows}
     frames = {row["bucket"]: row["frames"] for row in rows}
     step = STEPS[data.bucket]
     figure, ax = plt.subplots(figsize=(12, 5))
@@ -112,7 +124,7 @@ def draw_class_counts(data: PeriodData, path: Path, timezone: str) -> None:
                 ys.append(math.nan)
             xs.append(b + step / 2)
             ys.append(counts.get(b, 0))
-        ax.plot(xs, ys, marker="o", label=name)
+        ax.plot(xs, ys, marker="o", label=shown[name])
     ax.set_ylabel(f"detections per {data.bucket}")
     ax.set_xlabel(f"{data.bucket} ({timezone})")
     ax.legend(loc="best", fontsize=9, framealpha=0.9)
@@ -129,9 +141,10 @@ def draw_class_counts(data: PeriodData, path: Path, timezone: str) -> None:
 
 
 def _markdown(data: PeriodData, report: PeriodReport, timezone: str) -> str:
-    totals: dict[str, int] = {}
+    totals: dict[str, int] = {}  # by display name, in catalogue order
     for row in data.counts:
-        totals[row["class_name"]] = totals.get(row["class_name"], 0) + int(row["detections"])
+        shown = row.get("class_display_name") or row["class_name"]
+        totals[shown] = totals.get(shown, 0) + int(row["detections"])
     return "\n".join(
         [
             f"# Defects from {data.since.isoformat()} until {data.until.isoformat()}\n",
@@ -147,7 +160,7 @@ def _markdown(data: PeriodData, report: PeriodReport, timezone: str) -> str:
                 data.causes,
                 {
                     "cause": "cause",
-                    "classes": "classes",
+                    "class_display_names": "classes",
                     "detections": "detections",
                     "share_percent": "share (%)",
                     "strips": "strips",

@@ -61,14 +61,15 @@ def strip_data(conn: sa.Connection, strip_id: str) -> StripData:
     classes = _rows(
         conn,
         "SELECT class_name, detections, per_100m, first_position_m, last_position_m, mean_confidence,"
-        " max_confidence, cause, prevention FROM strip_class_summary WHERE strip_id = :s"
+        " max_confidence, cause, prevention, class_display_name FROM strip_class_summary WHERE strip_id = :s"
         " ORDER BY detections DESC, class_id",
         s=strip_id,
     )
     detections = _rows(
         conn,
         "SELECT detection_id, frame_id, surface, camera, class_name, confidence, along_m, across_mm,"
-        " along_start_m, along_end_m, captured_at FROM detections_with_cause WHERE strip_id = :s"
+        " along_start_m, along_end_m, captured_at, class_display_name FROM detections_with_cause"
+        " WHERE strip_id = :s"
         " ORDER BY along_m, detection_id",
         s=strip_id,
     )
@@ -76,7 +77,7 @@ def strip_data(conn: sa.Connection, strip_id: str) -> StripData:
         conn,
         "SELECT v.alert_id, v.created_at, v.rule, v.rule_kind, v.severity, v.surface, v.class_name,"
         " v.roll, v.pitch_m, v.position_start_m, v.position_end_m, v.detection_count, v.cause,"
-        " v.prevention, v.acknowledged_by, v.acknowledged_at,"
+        " v.prevention, v.acknowledged_by, v.acknowledged_at, v.class_display_name,"
         " a.details -> 'mark_positions_m' AS mark_positions_m"
         " FROM alerts_with_cause AS v JOIN alerts AS a ON a.id = v.alert_id"
         " WHERE v.strip_id = :s ORDER BY v.position_start_m, v.alert_id",
@@ -133,7 +134,8 @@ def period_data(conn: sa.Connection, since: datetime, until: datetime, bucket: s
             FROM detections AS d JOIN frames AS f ON f.frame_id = d.frame_id
             WHERE f.captured_at >= :since AND f.captured_at < :until GROUP BY 1, 2
         )
-        SELECT b.bucket, c.name AS class_name, coalesce(x.detections, 0) AS detections, b.frames
+        SELECT b.bucket, c.name AS class_name, coalesce(x.detections, 0) AS detections, b.frames,
+               c.display_name AS class_display_name
         FROM buckets AS b CROSS JOIN defect_classes AS c
         LEFT JOIN found AS x ON x.bucket = b.bucket AND x.class_id = c.id
         ORDER BY b.bucket, c.id
@@ -148,7 +150,7 @@ def period_data(conn: sa.Connection, since: datetime, until: datetime, bucket: s
             FROM detections AS d JOIN frames AS f ON f.frame_id = d.frame_id
             WHERE f.captured_at >= :since AND f.captured_at < :until
         ), per_class AS (
-            SELECT c.id, c.name, c.cause, c.prevention, count(h.id) AS detections,
+            SELECT c.id, c.name, c.display_name, c.cause, c.prevention, count(h.id) AS detections,
                    count(DISTINCT h.strip_id) AS strips
             FROM defect_classes AS c LEFT JOIN hits AS h ON h.class_id = c.id
             GROUP BY c.id
@@ -162,7 +164,8 @@ def period_data(conn: sa.Connection, since: datetime, until: datetime, bucket: s
                sum(p.detections)::bigint AS detections,
                round(100.0 * sum(p.detections) / nullif(sum(sum(p.detections)) OVER (), 0), 1)
                    AS share_percent,
-               sum(p.strips)::bigint AS strips, coalesce(sum(r.alerts), 0)::bigint AS alerts
+               sum(p.strips)::bigint AS strips, coalesce(sum(r.alerts), 0)::bigint AS alerts,
+               string_agg(p.display_name, ', ' ORDER BY p.id) AS class_display_names
         FROM per_class AS p LEFT JOIN raised AS r ON r.class_id = p.id
         GROUP BY p.cause, p.prevention
         ORDER BY detections DESC, p.cause

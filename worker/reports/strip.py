@@ -33,6 +33,7 @@ DETECTION_COLUMNS = (
     "along_start_m",
     "along_end_m",
     "captured_at",
+    "class_display_name",
 )
 CLASS_COLUMNS = (
     "class_name",
@@ -44,6 +45,7 @@ CLASS_COLUMNS = (
     "max_confidence",
     "cause",
     "prevention",
+    "class_display_name",
 )
 ALERT_COLUMNS = (
     "alert_id",
@@ -62,6 +64,7 @@ ALERT_COLUMNS = (
     "prevention",
     "acknowledged_by",
     "acknowledged_at",
+    "class_display_name",
 )
 
 
@@ -120,6 +123,7 @@ def draw_defect_map(data: StripData, path: Path) -> None:
         len(surfaces), 1, figsize=(14, 2.2 + 2.6 * len(surfaces)), sharex=True, squeeze=False
     )
     classes = sorted({d["class_name"] for d in data.detections})
+    shown = {d["class_name"]: d.get("class_display_name") or d["class_name"] for d in data.detections}
     colours = plt.get_cmap("tab10")
     style = {name: (MARKERS[i % len(MARKERS)], colours(i % 10)) for i, name in enumerate(classes)}
     for ax, surface in zip(axes[:, 0], surfaces, strict=True):
@@ -162,7 +166,13 @@ def draw_defect_map(data: StripData, path: Path) -> None:
     axes[-1, 0].set_xlabel("position along the strip (m)")
     handles: list[Any] = [
         plt.Line2D(
-            [], [], marker=style[n][0], color=style[n][1], linestyle="", markeredgecolor="black", label=n
+            [],
+            [],
+            marker=style[n][0],
+            color=style[n][1],
+            linestyle="",
+            markeredgecolor="black",
+            label=shown[n],
         )
         for n in classes
     ]
@@ -207,7 +217,7 @@ def _markdown(data: StripData, report: StripReport) -> str:
         markdown_table(
             data.classes,
             {
-                "class_name": "class",
+                "class_display_name": "class",
                 "detections": "detections",
                 "per_100m": "per 100 m",
                 "first_position_m": "first (m)",
@@ -224,7 +234,7 @@ def _markdown(data: StripData, report: StripReport) -> str:
                 "alert_id": "id",
                 "severity": "severity",
                 "rule": "rule",
-                "class_name": "class",
+                "class_display_name": "class",
                 "range": "range (m)",
                 "detection_count": "count",
                 "roll": "roll",

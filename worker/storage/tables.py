@@ -61,6 +61,12 @@ defect_classes = sa.Table(
     sa.Column("cause", sa.Text, nullable=False, server_default=""),
     sa.Column("automatic_inspection", sa.Text, nullable=False, server_default=""),
     sa.Column("prevention", sa.Text, nullable=False, server_default=""),
+    sa.Column(
+        "display_name",
+        sa.Text,
+        nullable=False,
+        comment="the class as people name it (reports, alerts, console); name is the machine name",
+    ),
     comment="The defect catalogue: each class with its cause and preventive action",
 )
 

@@ -70,7 +70,8 @@ class StorageWriter:
     # -- catalogue and model -------------------------------------------------------------------
 
     def ensure_catalogue(self, catalogue: Catalogue) -> None:
-        """Insert the catalogue's classes, or update their text fields (cause, prevention, …).
+        """Insert the catalogue's classes, or update their text fields (cause, prevention, …) and
+        display names.
 
         Class ids are permanent: CatalogueError if an id is stored under another name, or a name
         under another id (a plant's own classes need ids of their own).
@@ -94,7 +95,7 @@ class StorageWriter:
                         f" has it under id {stored_ids[c.name]}"
                     )
             statement = insert(defect_classes)
-            text_fields = ("features", "type", "cause", "automatic_inspection", "prevention")
+            text_fields = ("features", "type", "cause", "automatic_inspection", "prevention", "display_name")
             conn.execute(
                 statement.on_conflict_do_update(
                     index_elements=[defect_classes.c.id],
