@@ -37,7 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optimizer": "adam",
         "learning_rate": 0.001,
         "batch_size": 32,
-        "epochs": 24,
+        "epochs": 20,
         "lr_schedule": "cosine",
         "warmup_steps": 36,
         "batchnorm_momentum": 0.9,
