@@ -30,7 +30,13 @@ from worker.camera.plan import RollMark, SimulationPlan
 from worker.core.errors import ConfigError, InfrastructureError
 from worker.core.thresholds import ClassThresholds
 from worker.demo.live import LiveView, summary_lines
-from worker.demo.model import CACHE_DIR_ENV, DemoRecipe, demo_model_dir, prepare_demo_model
+from worker.demo.model import (
+    CACHE_DIR_ENV,
+    DEMO_KNOWN_LIMITS,
+    DemoRecipe,
+    demo_model_dir,
+    prepare_demo_model,
+)
 from worker.demo.quality import GroundTruth, measure_quality, read_detected, tile_truth
 from worker.demo.rules import demo_rules_file, roll_pitch
 from worker.demo.run import DemoOptions, StreamRun, run_demo, stream_through_worker
@@ -452,6 +458,8 @@ def test_prepare_demo_model_builds_a_tiny_recipe_once(cache_dir: Path) -> None:
     assert not (prepared.path / "checkpoints").exists() and not (prepared.path / "tiles").exists()
     meta = json.loads((prepared.path / "model.json").read_text())
     assert meta["input_size"] == 32 and meta["training"]["optimizer"] == recipe.optimizer
+    card = (prepared.path / "MODEL_CARD.md").read_text()
+    assert f"- {DEMO_KNOWN_LIMITS}" in card  # the card warns that the demo model is synthetic-only
     again = prepare_demo_model(recipe, progress=False, log=messages.append)
     assert not again.built and again.version == prepared.version
 

@@ -13,7 +13,7 @@ from frames import grey_image
 from worker.core.catalogue import load_catalogue
 from worker.core.errors import ModelError
 from worker.model.artefact import Classifier, create_untrained_artefact, load_classifier
-from worker.model.explain import LAST_STAGE, class_maps, grid_maps, overlay
+from worker.model.explain import LAST_STAGE, class_maps, grid_maps, heat_map_png, overlay
 from worker.model.preprocessing import preprocess_tiles
 
 
@@ -84,3 +84,14 @@ def test_feature_models_are_kept_for_the_last_two_networks_only(
         class_maps(other, tiles, "holes")
     kept = [network for network, _ in explain._feature_models]
     assert len(kept) == 2 and kept[0] is others[1].model and kept[1] is others[2].model
+
+
+def test_a_stored_crop_s_heat_map_is_the_overlay_of_its_class_map_as_png(classifier: Classifier) -> None:
+    """`heat_map_png` (what the console serves for a detection's crop) is `overlay(class_maps)`."""
+    import cv2  # noqa: PLC0415
+
+    crop = grey_image(180, 240, seed=3)
+    png = heat_map_png(classifier, crop, "scratches")
+    decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    expected = overlay(crop, class_maps(classifier, crop[None], "scratches")[0])
+    np.testing.assert_array_equal(decoded, expected)

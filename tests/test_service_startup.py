@@ -81,6 +81,22 @@ def test_connecting_as_a_superuser_is_warned_about_and_as_a_worker_login_it_is_n
     assert bool(warned) == as_superuser
 
 
+def test_start_up_logs_the_model_s_card_in_one_line_and_a_model_without_a_card_starts(
+    broker, make_topic, worker_database_url: str, model_dir: Path, classifier: Classifier
+) -> None:
+    """One `worker.model` line: version, classes, input size, validation and test summaries, known
+    limits, the card's path (the shared test artefact has no card, as artefacts older than cards)."""
+    topics = make_topics(make_topic)
+    settings = worker_settings(broker.bootstrap_servers, worker_database_url, model_dir, topics)
+    with capture_logs() as logs, open_worker(settings, classifier=classifier):
+        pass
+    (line,) = [e for e in logs if e["event"] == "worker.model"]
+    assert line["version"] == classifier.version and line["classes"] == list(classifier.catalogue.names)
+    assert line["input_size"] == classifier.input_size and isinstance(line["schema"], str)
+    assert (line["validation"], line["test"], line["card"]) == (None, None, None)
+    assert line["known_limits"] == ["untrained: random weights, for tests only"]
+
+
 @pytest.mark.parametrize("value", ["write:x", "publish:"])
 def test_a_malformed_failpoint_is_refused(value: str) -> None:
     if value.endswith(":"):

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "worker.model.train_command",  # train
     "worker.evaluation.command",  # evaluate
     "worker.model.predict_command",  # predict
+    "worker.model.explain_command",  # explain
     "worker.storage.command",  # db
     "worker.streaming.run_command",  # run
     "worker.camera.command",  # simulate
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Steel strip surface inspection. Build tile sets from labelled images (dataset), train "
             "the focal-loss ResNet50 classifier (train), judge it (evaluate), classify images "
-            "(predict). Run `steel-worker COMMAND --help` for each command's options."
+            "(predict), show where on a tile it saw each class (explain). Run `steel-worker COMMAND "
+            "--help` for each command's options."
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -14,12 +14,9 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
 from worker.core.evidence import decode
 from worker.model.artefact import META_FILE, load_classifier, read_model_meta
-from worker.model.explain import class_maps, overlay
+from worker.model.explain import heat_map_png
 
 MAX_LOADED = 2
 
@@ -57,13 +54,7 @@ class Explainer:
                 "heat maps need the models: start the console with --models DIR (CONSOLE_MODELS_DIR)"
             )
         with self._lock:  # one load and one forward pass at a time: the model is not free to share
-            classifier = self._classifier(version)
-            pixels = decode(crop)
-            heat = class_maps(classifier, pixels[None], class_name)[0]
-        ok, encoded = cv2.imencode(".png", overlay(pixels, heat))
-        if not ok:  # OpenCV encodes any uint8 image: a bug if reached
-            raise ValueError("could not encode the heat map")
-        return np.asarray(encoded).tobytes()
+            return heat_map_png(self._classifier(version), decode(crop), class_name)
 
     def _classifier(self, version: str) -> Any:
         if version in self._loaded:

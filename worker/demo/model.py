@@ -43,6 +43,11 @@ RECIPE_FORMAT = 1
 #: 2-core development machine they made a 64-px ResNet50 training step (batch 32) 3.2× faster:
 #: 0.71 instead of 2.30 s (docs/demo-model.md). Read once, when TensorFlow loads.
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+#: Written into the demo model's card (docs/classifier.md, "Severstal frames, judged by the demo model").
+DEMO_KNOWN_LIMITS = (
+    "trained on the project's synthetic strips only; at chance on real Severstal frames (frame AUC"
+    " 0.53–0.63, docs/classifier.md): for the demo and the worker's plumbing, not for real steel"
+)
 
 
 @dataclass(frozen=True)
@@ -223,5 +228,6 @@ def _train(recipe: DemoRecipe, tiles: Path, out: Path, *, progress: bool) -> Any
         lr_patience=recipe.epochs,  # a fixed schedule: no plateau steps or early stop in so few epochs
         stop_patience=recipe.epochs,
         verbose=None if progress else 2,  # None: one progress bar on a terminal
+        known_limits=DEMO_KNOWN_LIMITS,
     )
     return train(config)

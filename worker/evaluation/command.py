@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,9 @@ scores CSV: a header with label_<class> and score_<class> for every class (other
 ignored); labels 0 or 1, scores in [0, 1]. A prediction is a defect when score >= threshold.
 Writes into --out: report.json, report.md, sweep.csv, roc.png, confusion_matrices.png,
 threshold_sweep.png, and with --model also scores.csv and training_curves.png (from history.csv).
+With --model on its own test split at its own thresholds (no --data, no --thresholds), the test
+metrics and confusion counts also go into MODEL_DIR/MODEL_CARD.md, section "Test split" (replaced
+on each such run; card.json keeps them for the worker's start-up line).
 """
 
 
@@ -112,7 +116,26 @@ def run(args: argparse.Namespace) -> int:
     else:
         report = _evaluate_model(args.model, args.data, args.thresholds, args.out, args.batch_size, args.tta)
     _print_summary(report, args.out)
+    if args.model is not None:
+        _update_model_card(args, report)
     return 0
+
+
+def _update_model_card(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """The model's own test split, at its own thresholds, is what its card's "Test split" section
+    says; another tile set or other thresholds are not the model's card's business."""
+    from worker.model.card import record_test_split  # noqa: PLC0415
+
+    if args.data is not None or args.thresholds is not None:
+        why = "--data: another tile set" if args.data is not None else "--thresholds: not the model's own"
+        print(f"model card not updated ({why}; it holds the persisted test split at the model's thresholds)")
+        return
+    try:
+        card = record_test_split(args.model, report, args.out)
+    except OSError as exc:  # a read-only artefact: the report is written, the card stays as it was
+        print(f"warning: model card not updated: {exc}", file=sys.stderr)
+        return
+    print(f'model card: {card} (section "Test split")')
 
 
 def read_scores_csv(path: str | Path) -> ScoreTable:

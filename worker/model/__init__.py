@@ -2,8 +2,18 @@
 
 Public: `artefact` (save and load a model), `preprocessing` (the one pre-processing step),
 `training` and `split` (the recipe and its persisted split), `explain` (Grad-CAM heat maps),
-`train_command`, `predict_command`.
+`card` (the model card), `train_command`, `predict_command`, `explain_command`.
 Inference goes through `worker.inference`.
 """
 
-__all__ = ["artefact", "explain", "predict_command", "preprocessing", "split", "train_command", "training"]
+__all__ = [
+    "artefact",
+    "card",
+    "explain",
+    "explain_command",
+    "predict_command",
+    "preprocessing",
+    "split",
+    "train_command",
+    "training",
+]

@@ -5,6 +5,7 @@
                        input_size, n_classes, preprocessing, catalogue (full), thresholds (by class
                        name), training settings, validation metrics, keras version and backend
     split.json, history.csv, checkpoints/   written by `train` beside them (not needed to load)
+    MODEL_CARD.md, card.json   the model card (`worker.model.card`; not needed to load)
 
 `load_classifier` checks every field and the weights' hash before it builds anything: a missing,
 corrupt or changed file is a ModelError that names the file and what was expected.

@@ -28,7 +28,10 @@ examples:
 MODEL_DIR afterwards: model.weights.h5 + model.json (the artefact: catalogue, thresholds chosen on the
 validation split, input size, backbone, metrics, version = sha256 of the weights), split.json (the
 persisted 20 % test / 20 % validation split), history.csv (per-epoch loss, tp/fp/tn/fn, precision,
-recall, AUC, train and val_), checkpoints/ (last epoch, best weights, state for --resume).
+recall, AUC, train and val_), checkpoints/ (last epoch, best weights, state for --resume), and
+MODEL_CARD.md: the data (tiles per class in each part), the recipe, the time and machine, the
+validation metrics, the thresholds and how they were chosen, the known limits (--known-limits);
+`steel-worker evaluate --model MODEL_DIR` adds the test split's metrics to it.
 """
 
 
@@ -223,6 +226,13 @@ def register(subparsers: Any) -> None:
         help="per class on the validation split, sweep 0…1 by 0.05: maximise F1, maximise F2 (recall "
         "weighted twice: fewer missed defects, more false alarms) or minimise errors",
     )
+    g = p.add_argument_group("model card")
+    g.add_argument(
+        "--known-limits",
+        metavar="TEXT",
+        help="what users of the model must know it cannot do, written into MODEL_CARD.md (e.g. 'trained "
+        "on line 2 only; no images of oiled strip')",
+    )
     p.set_defaults(func=run)
 
 
@@ -301,6 +311,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         resume=args.resume,
         jit_compile=args.jit_compile,
         workers=args.workers,
+        known_limits=args.known_limits,
     )
 
 

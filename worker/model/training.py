@@ -15,6 +15,7 @@ MODEL_DIR during and after training:
     checkpoints/best.weights.h5   weights of the epoch with the lowest validation loss
     checkpoints/state.json        epochs done, best val_loss, plateau/early-stop counters
     model.weights.h5, model.json  the artefact (worker.model.artefact), written at the end
+    MODEL_CARD.md         the model card (worker.model.card): data, recipe, machine, metrics, limits
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class TrainingConfig:
     workers: int = 2
     verbose: int | None = None  # Keras fit verbosity; None: our one progress bar on a terminal, else 2
     preset: str | None = None  # the `train --preset` the settings started from (a record only)
+    known_limits: str | None = None  # what the model card should warn of (e.g. "synthetic data only")
 
     def __post_init__(self) -> None:
         checks = [
@@ -432,6 +434,8 @@ def train(config: TrainingConfig) -> TrainingResult:
         model.load_weights(str(files.best))
     _, thresholds, metrics = _validation_report(model, config, val_set)
     metrics = {"best_epoch": state.get("best_epoch"), "best_val_loss": state.get("best_val_loss"), **metrics}
+    from worker.model.card import machine_info, split_counts, write_card  # noqa: PLC0415
+
     training = {
         **config.to_dict(),
         "epochs_done": state["epoch"],
@@ -439,10 +443,13 @@ def train(config: TrainingConfig) -> TrainingResult:
         "split": "given by the tile set" if split.given else f"random, seed {split.seed}",
         "keras_backend": keras.backend.backend(),
         "seconds": round(time.monotonic() - started, 1),
+        "tiles_per_class": split_counts(tileset, split),
+        "machine": machine_info(),
     }
     version = save_artefact(
         files.out, model, catalogue, config.input_size, config.backbone, thresholds, training, metrics
     )
+    write_card(files.out)  # MODEL_CARD.md, from the model.json just written
     return TrainingResult(
         model_dir=files.out,
         version=version,

@@ -39,6 +39,7 @@ from worker.core import contracts
 from worker.core.errors import ConfigError, InfrastructureError
 from worker.core.evidence import EvidencePolicy
 from worker.inference import Inferencer
+from worker.model import card
 from worker.model.artefact import Classifier, load_classifier
 from worker.storage.engine import create_engine
 from worker.storage.schema_check import assert_schema_current
@@ -169,7 +170,7 @@ def open_worker(
             thresholds=model.thresholds,
             metrics=model.metrics,
         )
-        log.info("worker.model", version=model.version, classes=list(model.catalogue.names), schema=revision)
+        log_model(model, revision)
         metrics = Metrics()
         alerts = (
             None
@@ -238,6 +239,13 @@ def open_worker(
             open_probe=lambda: KafkaConsumer(**kafka, **fetch_sizes, enable_auto_commit=False),
             after_step=after_step,
         )
+
+
+def log_model(model: Classifier, schema: str) -> None:
+    """One line at start-up: the model's card in brief (version, classes, input size, validation
+    and test summaries, known limits; `worker.model.card.headline`) and the database schema. An
+    artefact without a card (older than cards) logs what its model.json holds."""
+    log.info("worker.model", **card.headline(model.meta, model.model_dir), schema=schema)
 
 
 def evidence_policy(settings: Settings) -> EvidencePolicy | None:
