@@ -370,6 +370,7 @@ def test_overwrite_removes_a_previous_tile_sets_split(tmp_path: Path) -> None:
 # -- end to end: dataset → train → evaluate → the database -----------------------------------------
 
 
+@pytest.mark.slow  # a real ResNet50 trained and evaluated: minutes on 2 cores (make test-slow)
 def test_plant_folders_with_a_split_go_through_train_and_evaluate_into_the_database(
     tmp_path: Path, engine: sa.Engine
 ) -> None:

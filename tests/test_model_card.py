@@ -32,6 +32,8 @@ from worker.model.card import (
 from worker.model.split import Split, load_split, save_split
 from worker.model.training import TrainingConfig, TrainingResult, train
 
+pytestmark = pytest.mark.slow  # real ResNet50 training and three evaluations: minutes on 2 cores
+
 LIMITS = "trained on drawn shapes only; never seen a real strip"
 
 
