@@ -111,7 +111,9 @@ def table(rows: list[dict[str, Any]], tta: list[str]) -> str:
             fmt(r["epochs"]),
             fmt(r["minutes"], 1),
         ]
-        cells += [fmt(r.get(f"top1_tta_{t}")) for t in tta] + ["{:.1f} / {:.1f}".format(*r["load"])]
+        cells += [fmt(r.get(f"top1_tta_{t}")) for t in tta] + [
+            " / ".join(fmt(v, 1) if v == v else "–" for v in r["load"])
+        ]  # NaN: a kept run
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -32,9 +32,11 @@ from worker.model.card import (
 from worker.model.split import Split, load_split, save_split
 from worker.model.training import TrainingConfig, TrainingResult, train
 
-pytestmark = pytest.mark.slow  # real ResNet50 training and three evaluations: minutes on 2 cores
-
 LIMITS = "trained on drawn shapes only; never seen a real strip"
+
+
+#: Tests on a real training run and real evaluations: minutes on 2 cores, so `make test-slow`.
+SLOW = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +74,7 @@ def _row(text: str, first_cell: str) -> list[str]:
     raise AssertionError(f"no row {first_cell!r}")
 
 
+@SLOW
 def test_train_writes_a_card_with_tiles_per_class_in_each_part_of_the_split(trained) -> None:  # type: ignore[no-untyped-def]
     config, _ = trained
     text = _card(config.out_dir)
@@ -91,6 +94,7 @@ def test_train_writes_a_card_with_tiles_per_class_in_each_part_of_the_split(trai
     assert "stratified by label combination, seed 4" in text
 
 
+@SLOW
 def test_the_card_states_the_recipe_the_machine_and_the_time(trained) -> None:  # type: ignore[no-untyped-def]
     config, _ = trained
     text = _card(config.out_dir)
@@ -116,6 +120,7 @@ def test_the_card_states_the_recipe_the_machine_and_the_time(trained) -> None:  
     assert "- Time: " in text and "- GPU: " in text
 
 
+@SLOW
 def test_the_card_lists_thresholds_how_they_were_chosen_and_validation_metrics(trained) -> None:  # type: ignore[no-untyped-def]
     config, result = trained
     text = _card(config.out_dir)
@@ -139,6 +144,7 @@ def test_the_card_lists_thresholds_how_they_were_chosen_and_validation_metrics(t
     assert text.count(TEST_BEGIN) == 1 and "Not evaluated yet" in text
 
 
+@SLOW
 def test_evaluate_on_the_own_test_split_puts_one_test_section_in_the_card(
     trained,  # type: ignore[no-untyped-def]
     tmp_path: Path,
@@ -172,6 +178,7 @@ def test_evaluate_on_the_own_test_split_puts_one_test_section_in_the_card(
     assert _card(config.out_dir) == twice
 
 
+@SLOW
 def test_headline_and_the_worker_s_start_up_line_carry_the_card(trained) -> None:  # type: ignore[no-untyped-def]
     from worker.streaming.service import log_model  # noqa: PLC0415
 
@@ -189,6 +196,7 @@ def test_headline_and_the_worker_s_start_up_line_carry_the_card(trained) -> None
         assert line["test"] is not None and line["test"]["tiles"] == len(load_split(config.out_dir).test)
 
 
+@SLOW
 def test_an_artefact_without_a_card_loads_logs_and_gets_one_from_evaluate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
