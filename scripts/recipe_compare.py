@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -112,7 +113,7 @@ def table(rows: list[dict[str, Any]], tta: list[str]) -> str:
             fmt(r["minutes"], 1),
         ]
         cells += [fmt(r.get(f"top1_tta_{t}")) for t in tta] + [
-            " / ".join(fmt(v, 1) if v == v else "–" for v in r["load"])
+            " / ".join("–" if math.isnan(v) else fmt(v, 1) for v in r["load"])
         ]  # NaN: a kept run
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
