@@ -425,6 +425,7 @@ def test_recipe_digest_is_stable_and_follows_every_field() -> None:
     assert len(DemoRecipe().digest()) == 12
     assert DemoRecipe(epochs=3).digest() != DemoRecipe().digest()
     assert DemoRecipe(input_size=96).digest() != DemoRecipe().digest()
+    assert DemoRecipe(oversample=not DemoRecipe().oversample).digest() != DemoRecipe().digest()
 
 
 @pytest.fixture
@@ -458,6 +459,7 @@ def test_prepare_demo_model_builds_a_tiny_recipe_once(cache_dir: Path) -> None:
     assert not (prepared.path / "checkpoints").exists() and not (prepared.path / "tiles").exists()
     meta = json.loads((prepared.path / "model.json").read_text())
     assert meta["input_size"] == 32 and meta["training"]["optimizer"] == recipe.optimizer
+    assert meta["training"]["oversample"] is recipe.oversample  # the recipe reaches the training
     card = (prepared.path / "MODEL_CARD.md").read_text()
     assert f"- {DEMO_KNOWN_LIMITS}" in card  # the card warns that the demo model is synthetic-only
     again = prepare_demo_model(recipe, progress=False, log=messages.append)
