@@ -1,6 +1,7 @@
 """The `cpu-scratch` preset learns real steel: a NEU-DET subset, trained through the CLI, judged on
-its persisted test split. Slow (about 10 minutes on 2 cores) and needs the data: `make test-slow`
-with STEEL_DATA_DIR pointing at a folder holding `neu-det/images/` (../shared/data here)."""
+its persisted test split. Slow (93 s on a 2-core machine with AVX-512, minutes without) and needs
+the data: `make test-slow` with STEEL_DATA_DIR pointing at a folder holding `neu-det/images/`
+(../shared/data here)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def _neu_subset(tmp_path: Path) -> Path:
     data_dir = os.environ.get("STEEL_DATA_DIR")
     if not data_dir:
         pytest.skip("STEEL_DATA_DIR is not set")
-    images = Path(data_dir) / "neu-det" / "images"
+    images = Path(data_dir).resolve() / "neu-det" / "images"  # links need an absolute target
     if not images.is_dir():
         pytest.skip(f"{images} is not there")
     source = tmp_path / "neu-folders"
