@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "worker.evaluation.command",  # evaluate
     "worker.model.predict_command",  # predict
     "worker.model.explain_command",  # explain
+    "worker.model.export_command",  # export
     "worker.storage.command",  # db
     "worker.streaming.run_command",  # run
     "worker.camera.command",  # simulate
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Steel strip surface inspection. Build tile sets from labelled images (dataset), train "
             "the focal-loss ResNet50 classifier (train), judge it (evaluate), classify images "
-            "(predict), show where on a tile it saw each class (explain). Run `steel-worker COMMAND "
+            "(predict), show where on a tile it saw each class (explain), export it for OpenVINO "
+            "(export). Run `steel-worker COMMAND "
             "--help` for each command's options."
         ),
     )

@@ -164,13 +164,17 @@ class Inferencer:
         min_overlap: int = 0,
         batch_size: int | None = None,
         tta: str = "none",
+        runtime: str = "tensorflow",
     ) -> Inferencer:
         """The artefact in `model_dir` (ModelError when missing, corrupt or changed), with this tiling;
         `batch_size`: tiles per forward pass of the network (default: the artefact's); `tta`: one
-        of TTA_MODES."""
-        from worker.model.artefact import DEFAULT_PREDICT_BATCH, load_classifier  # noqa: PLC0415  (Keras)
+        of TTA_MODES; `runtime`: one of `worker.model.runtimes.RUNTIMES` (the forward pass's)."""
+        from worker.model.artefact import DEFAULT_PREDICT_BATCH  # noqa: PLC0415  (Keras)
+        from worker.model.runtimes import load_runtime_classifier  # noqa: PLC0415
 
-        classifier = load_classifier(model_dir, batch_size=batch_size or DEFAULT_PREDICT_BATCH)
+        classifier = load_runtime_classifier(
+            model_dir, runtime, batch_size=batch_size or DEFAULT_PREDICT_BATCH
+        )
         return cls(classifier, tile_size, min_overlap, tta)
 
     def pre_process(self, image: np.ndarray) -> TiledImage:

@@ -2,7 +2,8 @@
 
 Public: `artefact` (save and load a model), `preprocessing` (the one pre-processing step),
 `training` and `split` (the recipe and its persisted split), `explain` (Grad-CAM heat maps),
-`card` (the model card), `train_command`, `predict_command`, `explain_command`.
+`card` (the model card), `runtimes` (OpenVINO export and the runtime a model runs on),
+`train_command`, `predict_command`, `explain_command`, `export_command`.
 Inference goes through `worker.inference`.
 """
 
@@ -11,8 +12,10 @@ __all__ = [
     "card",
     "explain",
     "explain_command",
+    "export_command",
     "predict_command",
     "preprocessing",
+    "runtimes",
     "split",
     "train_command",
     "training",

@@ -225,8 +225,8 @@ def read_model_meta(model_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_classifier(model_dir: str | Path, batch_size: int = DEFAULT_PREDICT_BATCH) -> Classifier:
-    """Load an artefact for inference; ModelError if a file is missing, corrupt or was changed."""
+def read_artefact_header(model_dir: str | Path) -> tuple[dict[str, Any], Catalogue, ClassThresholds]:
+    """model.json checked (`read_model_meta`), with its catalogue and thresholds parsed."""
     root = Path(model_dir)
     meta = read_model_meta(root)
     path = root / META_FILE
@@ -235,6 +235,14 @@ def load_classifier(model_dir: str | Path, batch_size: int = DEFAULT_PREDICT_BAT
     except CatalogueError as exc:
         raise ModelError(str(exc)) from None
     thresholds = ClassThresholds.from_mapping(catalogue.names, meta["thresholds"], source=str(path))
+    return meta, catalogue, thresholds
+
+
+def load_classifier(model_dir: str | Path, batch_size: int = DEFAULT_PREDICT_BATCH) -> Classifier:
+    """Load an artefact for inference; ModelError if a file is missing, corrupt or was changed."""
+    root = Path(model_dir)
+    meta, catalogue, thresholds = read_artefact_header(root)
+    path = root / META_FILE
     weights = root / meta["weights_file"]
     if not weights.is_file():
         raise ModelError(f"{weights} is missing; expected the weights whose sha256 is {meta['version']}")

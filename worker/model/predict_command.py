@@ -44,6 +44,13 @@ def register(subparsers: Any) -> None:
         help="test-time augmentation: the mean of the scores over each tile's flips (4 views) or flips"
         " and 90° turns (8 views); slower by that factor (default: none)",
     )
+    p.add_argument(
+        "--runtime",
+        choices=("tensorflow", "openvino"),
+        default="tensorflow",
+        help="what runs the network: Keras (tensorflow) or the model's OpenVINO export, made by"
+        " `steel-worker export --runtime openvino` (default: tensorflow)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     p.set_defaults(func=run)
 
@@ -97,7 +104,12 @@ def run(args: argparse.Namespace) -> int:
     from worker.inference import Inferencer  # noqa: PLC0415
 
     inferencer = Inferencer.load_model(
-        args.model, tile_size=args.tile, min_overlap=args.overlap, batch_size=args.batch_size, tta=args.tta
+        args.model,
+        tile_size=args.tile,
+        min_overlap=args.overlap,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        runtime=args.runtime,
     )
     rows = predict_images(inferencer, list(args.images))
     names = inferencer.catalogue.names

@@ -40,7 +40,8 @@ from worker.core.errors import ConfigError, InfrastructureError
 from worker.core.evidence import EvidencePolicy
 from worker.inference import Inferencer
 from worker.model import card
-from worker.model.artefact import Classifier, load_classifier
+from worker.model.artefact import Classifier
+from worker.model.runtimes import load_runtime_classifier
 from worker.storage.engine import create_engine
 from worker.storage.schema_check import assert_schema_current
 from worker.storage.writer import StorageWriter
@@ -156,7 +157,7 @@ def open_worker(
         model = (
             classifier
             if classifier is not None
-            else load_classifier(settings.model_path, settings.batch_tiles)
+            else load_runtime_classifier(settings.model_path, settings.model_runtime, settings.batch_tiles)
         )
         inferencer = Inferencer(model, settings.tile_size, settings.tile_min_overlap, settings.model_tta)
         warm_up(inferencer, settings)

@@ -212,6 +212,14 @@ OPTIONS: tuple[Option, ...] = (
         "test-time augmentation: the mean of the scores over each tile's flips (4 views) or flips and"
         " 90° turns (8 views); the model's work grows by that factor",
     ),
+    Option(
+        "model_runtime",
+        "MODEL_RUNTIME",
+        _choice(("tensorflow", "openvino")),
+        "tensorflow",
+        "what runs the network: Keras (tensorflow) or the model's OpenVINO export (`steel-worker"
+        " export --runtime openvino`; needs the openvino extra)",
+    ),
     Option("frames_topic", "FRAMES_TOPIC", _text, "mill.frames", "topic the cameras publish frames to"),
     Option(
         "detections_topic",
@@ -447,6 +455,7 @@ class Settings:
     database_url: Secret
     model_path: Path
     model_tta: str
+    model_runtime: str
     frames_topic: str
     detections_topic: str
     alerts_topic: str
