@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Steel strip surface inspection. Build tile sets from labelled images (dataset), train "
             "the focal-loss ResNet50 classifier (train), judge it (evaluate), classify images "
-            "(predict), show where on a tile it saw each class (explain), export it for OpenVINO "
+            "(predict), show where on a tile it saw each class (explain), export it for OpenVINO or ONNX "
             "(export). Run `steel-worker COMMAND "
             "--help` for each command's options."
         ),

@@ -46,10 +46,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--runtime",
-        choices=("tensorflow", "openvino"),
+        choices=("tensorflow", "openvino", "onnxruntime"),
         default="tensorflow",
-        help="what runs the network: Keras (tensorflow) or the model's OpenVINO export, made by"
-        " `steel-worker export --runtime openvino` (default: tensorflow)",
+        help="what runs the network: Keras (tensorflow) or the model's export for OpenVINO or ONNX"
+        " Runtime, made by `steel-worker export --runtime ...` (default: tensorflow)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     p.set_defaults(func=run)

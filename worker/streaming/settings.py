@@ -215,10 +215,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "model_runtime",
         "MODEL_RUNTIME",
-        _choice(("tensorflow", "openvino")),
+        _choice(("tensorflow", "openvino", "onnxruntime")),
         "tensorflow",
-        "what runs the network: Keras (tensorflow) or the model's OpenVINO export (`steel-worker"
-        " export --runtime openvino`; needs the openvino extra)",
+        "what runs the network: Keras (tensorflow) or the model's export (`steel-worker export"
+        " --runtime openvino|onnxruntime`; needs the openvino or onnx extra)",
     ),
     Option("frames_topic", "FRAMES_TOPIC", _text, "mill.frames", "topic the cameras publish frames to"),
     Option(
