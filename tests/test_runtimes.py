@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import structlog
 from frames import grey_image, inbound
 from streaming_harness import (
     detection_rows,
@@ -252,7 +253,12 @@ def test_the_worker_runs_on_the_export(
         np.testing.assert_allclose(predicted.scores, keras_scores, atol=SCORE_TOLERANCE)
         for tile, class_index in zip(*np.nonzero(predicted.decisions), strict=True):
             expected.append((frame_id, int(tile), exported_model.catalogue.names[class_index]))
-    with running_worker(settings, None):  # type: ignore[arg-type]  (None: the service loads MODEL_PATH)
+    with (
+        structlog.testing.capture_logs() as logs,
+        running_worker(settings, None),  # type: ignore[arg-type]  (None: the service loads MODEL_PATH)
+    ):
         publish(broker.bootstrap_servers, topics.frames, list(messages.values()))
         wait_until(lambda: len(ledger(database_url)) == 6, 60, "6 ledger rows")
+    (line,) = [e for e in logs if e["event"] == "worker.model"]
+    assert (line["runtime"], line["version"]) == (runtime, keras_model.version)
     assert [(f, t, c) for f, t, c, _, _ in detection_rows(database_url)] == sorted(expected)

@@ -93,6 +93,7 @@ def test_start_up_logs_the_model_s_card_in_one_line_and_a_model_without_a_card_s
     (line,) = [e for e in logs if e["event"] == "worker.model"]
     assert line["version"] == classifier.version and line["classes"] == list(classifier.catalogue.names)
     assert line["input_size"] == classifier.input_size and isinstance(line["schema"], str)
+    assert line["runtime"] == "tensorflow"  # MODEL_RUNTIME's default
     assert (line["validation"], line["test"], line["card"]) == (None, None, None)
     assert line["known_limits"] == ["untrained: random weights, for tests only"]
 

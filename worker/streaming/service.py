@@ -171,7 +171,7 @@ def open_worker(
             thresholds=model.thresholds,
             metrics=model.metrics,
         )
-        log_model(model, revision)
+        log_model(model, revision, settings.model_runtime)
         metrics = Metrics()
         alerts = (
             None
@@ -242,11 +242,12 @@ def open_worker(
         )
 
 
-def log_model(model: Classifier, schema: str) -> None:
+def log_model(model: Classifier, schema: str, runtime: str = "tensorflow") -> None:
     """One line at start-up: the model's card in brief (version, classes, input size, validation
-    and test summaries, known limits; `worker.model.card.headline`) and the database schema. An
-    artefact without a card (older than cards) logs what its model.json holds."""
-    log.info("worker.model", **card.headline(model.meta, model.model_dir), schema=schema)
+    and test summaries, known limits; `worker.model.card.headline`), the runtime that runs it and
+    the database schema. An artefact without a card (older than cards) logs what its model.json
+    holds."""
+    log.info("worker.model", **card.headline(model.meta, model.model_dir), runtime=runtime, schema=schema)
 
 
 def evidence_policy(settings: Settings) -> EvidencePolicy | None:
