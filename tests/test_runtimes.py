@@ -41,6 +41,7 @@ from worker.model.runtimes import (
     load_runtime_classifier,
 )
 from worker.streaming import decode as d
+from worker.streaming.settings import load_settings
 
 pytest.importorskip("openvino", reason="the openvino extra is not installed")
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
@@ -165,6 +166,21 @@ def test_a_malformed_export_record_is_refused(exported: Path, files: Any) -> Non
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ModelError):
         load_runtime_classifier(exported, "openvino")
+
+
+def test_every_runtime_is_a_choice_of_the_setting_and_the_commands() -> None:
+    """The CLI and the settings spell the choices out (their `--help` imports no runtime code)."""
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "DATABASE_URL": "postgresql://u@h/db", "MODEL_PATH": "/m"}
+    for runtime in RUNTIMES:
+        assert load_settings({**env, "MODEL_RUNTIME": runtime}, {}).model_runtime == runtime
+        args = cli.build_parser().parse_args(["predict", "--model", "m", "--runtime", runtime, "x.png"])
+        assert args.runtime == runtime
+    for runtime in EXPORTS:
+        assert (
+            cli.build_parser().parse_args(["export", "--model", "m", "--runtime", runtime]).runtime == runtime
+        )
+    with pytest.raises(ConfigError, match="MODEL_RUNTIME"):
+        load_settings({**env, "MODEL_RUNTIME": "onnx"}, {})
 
 
 def test_an_unknown_runtime_is_refused_with_the_choices(artefact: Path) -> None:

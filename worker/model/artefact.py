@@ -153,6 +153,28 @@ class Classifier:
         self.meta = meta
         self.batch_size = batch_size
 
+    @classmethod
+    def from_header(
+        cls,
+        model: Any,
+        model_dir: Path,
+        header: tuple[dict[str, Any], Catalogue, ClassThresholds],
+        batch_size: int = DEFAULT_PREDICT_BATCH,
+    ) -> Classifier:
+        """A classifier of `model` (what `_forward` runs) with what `read_artefact_header` read."""
+        meta, catalogue, thresholds = header
+        return cls(
+            model=model,
+            model_dir=model_dir,
+            catalogue=catalogue,
+            thresholds=thresholds,
+            version=meta["version"],
+            input_size=meta["input_size"],
+            backbone=meta["backbone"],
+            meta=meta,
+            batch_size=batch_size,
+        )
+
     @property
     def metrics(self) -> dict[str, Any]:
         metrics: dict[str, Any] = self.meta.get("metrics", {})
@@ -260,17 +282,7 @@ def load_classifier(model_dir: str | Path, batch_size: int = DEFAULT_PREDICT_BAT
             f"{weights}: cannot be loaded into a {meta['backbone']} with {len(catalogue)} classes at input "
             f"{meta['input_size']}: {type(exc).__name__}: {str(exc)[:300]}"
         ) from exc
-    return Classifier(
-        model=model,
-        model_dir=root,
-        catalogue=catalogue,
-        thresholds=thresholds,
-        version=meta["version"],
-        input_size=meta["input_size"],
-        backbone=meta["backbone"],
-        meta=meta,
-        batch_size=batch_size,
-    )
+    return Classifier.from_header(model, root, (meta, catalogue, thresholds), batch_size)
 
 
 def create_untrained_artefact(  # noqa: PLR0917 (the positional order is the documented API)

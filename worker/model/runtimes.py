@@ -192,17 +192,7 @@ def load_runtime_classifier(
     form = EXPORTS[runtime]
     _import(form.packages[0], form)  # a missing runtime is named before the files are read
     root = Path(model_dir)
-    meta, catalogue, thresholds = read_artefact_header(root)
-    _checked_record(root, meta, form)
+    header = read_artefact_header(root)
+    _checked_record(root, header[0], form)
     model, kind = _open_runtime(form, root / form.paths[0])
-    return kind(
-        model=model,
-        model_dir=root,
-        catalogue=catalogue,
-        thresholds=thresholds,
-        version=meta["version"],
-        input_size=meta["input_size"],
-        backbone=meta["backbone"],
-        meta=meta,
-        batch_size=batch_size,
-    )
+    return kind.from_header(model, root, header, batch_size)
