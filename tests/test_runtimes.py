@@ -37,7 +37,6 @@ from worker.model.runtimes import (
     OnnxRuntimeClassifier,
     OpenVinoClassifier,
     export_model,
-    export_openvino,
     load_runtime_classifier,
 )
 from worker.streaming import decode as d
@@ -112,7 +111,7 @@ def test_the_export_scores_like_keras_and_is_recorded_with_its_hashes(master: Pa
 
 def test_exporting_again_replaces_the_export(exported: Path) -> None:
     (exported / OPENVINO_DIR / "stale.txt").write_text("from an earlier export")
-    export_openvino(exported)
+    export_model(exported, "openvino")
     assert sorted(p.name for p in (exported / OPENVINO_DIR).iterdir()) == ["model.bin", "model.xml"]
     load_runtime_classifier(exported, "openvino")
 
@@ -201,7 +200,7 @@ def test_without_openvino_installed_the_runtime_names_the_extra(
     with pytest.raises(ConfigError, match=r"pip install 'steel-worker\[openvino\]'"):
         load_runtime_classifier(exported, "openvino")
     with pytest.raises(ConfigError, match="openvino package is not installed"):
-        export_openvino(exported)
+        export_model(exported, "openvino")
     with pytest.raises(ConfigError, match=r"tf2onnx package is not installed.*steel-worker\[onnx\]"):
         export_model(exported, "onnxruntime")
 

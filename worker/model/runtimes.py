@@ -82,8 +82,9 @@ def _import(package: str, form: ExportFormat) -> Any:
 def export_model(model_dir: str | Path, runtime: str) -> dict[str, Any]:
     """Write `runtime`'s export (fp32) of the artefact's network into the artefact and record it in
     model.json; returns the record. The weights are checked first (`load_classifier`); the export is
-    written to a temporary folder and renamed into place, then model.json is replaced atomically,
-    so a crash leaves either the old state or an unrecorded folder that the loader refuses."""
+    written to a temporary folder and renamed into place, then model.json is replaced atomically;
+    a crash between the two leaves files that model.json does not record as they are, which the
+    loader refuses until the export is run again."""
     form = _export_format(runtime)
     modules = [_import(package, form) for package in form.packages]
     root = Path(model_dir)
@@ -119,11 +120,6 @@ def export_model(model_dir: str | Path, runtime: str) -> dict[str, Any]:
     tmp.write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     tmp.replace(meta_path)
     return record
-
-
-def export_openvino(model_dir: str | Path) -> dict[str, Any]:
-    """`export_model(model_dir, "openvino")`."""
-    return export_model(model_dir, "openvino")
 
 
 class OpenVinoClassifier(Classifier):
