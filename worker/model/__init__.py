@@ -2,12 +2,14 @@
 
 Public: `artefact` (save and load a model), `preprocessing` (the one pre-processing step),
 `training` and `split` (the recipe and its persisted split), `explain` (Grad-CAM heat maps),
-`card` (the model card), `runtimes` (OpenVINO export and the runtime a model runs on),
+`card` (the model card), `runtimes` (exports for OpenVINO and ONNX Runtime, fp32 and INT8, and the
+runtime a model runs on), `quantize` (INT8 calibration), `agreement` (an export against Keras),
 `train_command`, `predict_command`, `explain_command`, `export_command`.
 Inference goes through `worker.inference`.
 """
 
 __all__ = [
+    "agreement",
     "artefact",
     "card",
     "explain",
@@ -15,6 +17,7 @@ __all__ = [
     "export_command",
     "predict_command",
     "preprocessing",
+    "quantize",
     "runtimes",
     "split",
     "train_command",

@@ -128,7 +128,11 @@ class Classifier:
     `predict` takes uint8 grey tiles (N, H, W) of any one size, applies the artefact's
     pre-processing (resize to `input_size`, three channels, ResNet50 `preprocess_input`) and
     returns float32 (N, n_classes) probabilities in catalogue order, in batches of `batch_size`.
+    `runtime` names what runs the forward pass (`worker.model.runtimes.RUNTIMES`).
     """
+
+    runtime = "tensorflow"
+    auto_skipped: dict[str, str] | None = None  # MODEL_RUNTIME=auto: the runtimes passed over, and why
 
     def __init__(
         self,
@@ -193,6 +197,15 @@ class Classifier:
         out = np.empty((tiles.shape[0], len(self.catalogue)), dtype=np.float32)
         for start in range(0, tiles.shape[0], self.batch_size):
             batch = preprocess_tiles(tiles[start : start + self.batch_size], self.input_size)
+            out[start : start + batch.shape[0]] = self._forward(batch)
+        return out
+
+    def predict_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """Probabilities (N, n_classes) float32 for inputs already pre-processed ((N, S, S, 3) float32,
+        `preprocess_tiles`), in batches of `batch_size`: the forward pass alone."""
+        out = np.empty((inputs.shape[0], len(self.catalogue)), dtype=np.float32)
+        for start in range(0, inputs.shape[0], self.batch_size):
+            batch = np.ascontiguousarray(inputs[start : start + self.batch_size], dtype=np.float32)
             out[start : start + batch.shape[0]] = self._forward(batch)
         return out
 

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from worker.model.runtimes import AUTO, RUNTIMES
+
 EPILOG = """\
 examples:
   steel-worker predict --model models/neu frames/strip-0042.png
@@ -46,10 +48,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--runtime",
-        choices=("tensorflow", "openvino", "onnxruntime"),
+        choices=(*RUNTIMES, AUTO),
         default="tensorflow",
         help="what runs the network: Keras (tensorflow) or the model's export for OpenVINO or ONNX"
-        " Runtime, made by `steel-worker export --runtime ...` (default: tensorflow)",
+        " Runtime, fp32 or INT8, made by `steel-worker export --runtime ...`; auto: the fastest"
+        " export that loads (default: tensorflow)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     p.set_defaults(func=run)
@@ -117,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         document = {
             "model": str(args.model),
             "version": inferencer.version,
+            "runtime": getattr(inferencer.classifier, "runtime", "tensorflow"),
             "thresholds": inferencer.thresholds.by_name(),
             "tiles": rows,
         }

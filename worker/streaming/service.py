@@ -40,6 +40,7 @@ from worker.core.errors import ConfigError, InfrastructureError
 from worker.core.evidence import EvidencePolicy
 from worker.inference import Inferencer
 from worker.model import card
+from worker.model.agreement import AgreementLimits
 from worker.model.artefact import Classifier
 from worker.model.runtimes import load_runtime_classifier
 from worker.storage.engine import create_engine
@@ -157,7 +158,12 @@ def open_worker(
         model = (
             classifier
             if classifier is not None
-            else load_runtime_classifier(settings.model_path, settings.model_runtime, settings.batch_tiles)
+            else load_runtime_classifier(
+                settings.model_path,
+                settings.model_runtime,
+                settings.batch_tiles,
+                AgreementLimits(settings.model_agreement_max_f1_drop, settings.model_agreement_max_flips),
+            )
         )
         inferencer = Inferencer(model, settings.tile_size, settings.tile_min_overlap, settings.model_tta)
         warm_up(inferencer, settings)
@@ -242,12 +248,20 @@ def open_worker(
         )
 
 
-def log_model(model: Classifier, schema: str, runtime: str = "tensorflow") -> None:
+def log_model(model: Classifier, schema: str, requested: str = "tensorflow") -> None:
     """One line at start-up: the model's card in brief (version, classes, input size, validation
-    and test summaries, known limits; `worker.model.card.headline`), the runtime that runs it and
-    the database schema. An artefact without a card (older than cards) logs what its model.json
-    holds."""
-    log.info("worker.model", **card.headline(model.meta, model.model_dir), runtime=runtime, schema=schema)
+    and test summaries, known limits; `worker.model.card.headline`), the runtime that runs it (and,
+    for MODEL_RUNTIME=auto, each runtime passed over with the reason) and the database schema. An
+    artefact without a card (older than cards) logs what its model.json holds."""
+    skipped = {"runtime_skipped": model.auto_skipped} if model.auto_skipped is not None else {}
+    log.info(
+        "worker.model",
+        **card.headline(model.meta, model.model_dir),
+        runtime=model.runtime,
+        runtime_setting=requested,
+        **skipped,
+        schema=schema,
+    )
 
 
 def evidence_policy(settings: Settings) -> EvidencePolicy | None:

@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError
 
 from worker.alerts.config import DEFAULT_RULES_PATH
 from worker.core.errors import ConfigError
+from worker.model.runtimes import AUTO, RUNTIMES
 
 MASK = "**********"
 HEADER_ROOM_BYTES = 65_536  # room for a message's key and headers next to its value
@@ -66,6 +67,7 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MODEL_RUNTIMES = (*RUNTIMES, AUTO)  # MODEL_RUNTIME's choices
 ALERT_RULES_OFF = "none"  # ALERT_RULES=none (or --alert-rules none): no alert rules evaluated
 
 
@@ -215,10 +217,28 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "model_runtime",
         "MODEL_RUNTIME",
-        _choice(("tensorflow", "openvino", "onnxruntime")),
+        _choice(MODEL_RUNTIMES),
         "tensorflow",
         "what runs the network: Keras (tensorflow) or the model's export (`steel-worker export"
-        " --runtime openvino|onnxruntime`; needs the openvino or onnx extra)",
+        " --runtime openvino|onnxruntime [--int8]`; needs the openvino or onnx extra); auto: the"
+        " first that loads of openvino-int8, onnxruntime-int8, openvino, onnxruntime, tensorflow"
+        " (tensorflow on a GPU); the start-up line `worker.model` names the one chosen",
+    ),
+    Option(
+        "model_agreement_max_f1_drop",
+        "MODEL_AGREEMENT_MAX_F1_DROP",
+        _share,
+        0.01,
+        "an INT8 export is refused when its F1 on the model's test split is lower than Keras' by"
+        " more than this on any class (its agreement.json, written by `export`)",
+    ),
+    Option(
+        "model_agreement_max_flips",
+        "MODEL_AGREEMENT_MAX_FLIPS",
+        _share,
+        0.005,
+        "an INT8 export is refused when its decisions differ from Keras' on more than this share of"
+        " the test split's tiles for any class",
     ),
     Option("frames_topic", "FRAMES_TOPIC", _text, "mill.frames", "topic the cameras publish frames to"),
     Option(
@@ -456,6 +476,8 @@ class Settings:
     model_path: Path
     model_tta: str
     model_runtime: str
+    model_agreement_max_f1_drop: float
+    model_agreement_max_flips: float
     frames_topic: str
     detections_topic: str
     alerts_topic: str
