@@ -393,6 +393,7 @@ class Worker:
                     step = sink.name
                     sink.deliver(batch)
                     batch.done.add(sink.name)
+                    self._observe_latency(sink.name, batch)
                     self._after_step(sink.name)
                 step = "commit"
                 self._commit(batch)
@@ -508,6 +509,18 @@ class Worker:
                 m.tiles.inc(entry.result.tile_count)
                 for d in entry.result.detections:
                     m.detections.labels(class_name=d.class_name).inc()
+
+    def _observe_latency(self, step: str, batch: Batch) -> None:
+        """After the write (rows committed) and the publish (detections acknowledged): each frame's
+        time since it was captured, by the camera's captured_at and this machine's clock."""
+        histogram = {"write": self.metrics.capture_to_commit, "publish": self.metrics.capture_to_publish}.get(
+            step
+        )
+        if histogram is None:
+            return
+        now = datetime.now(UTC)
+        for result in batch.results():
+            histogram.observe(max(0.0, (now - result.meta.captured_at).total_seconds()))
 
     def _update_lag(self, committed: dict[TopicPartition, int]) -> None:
         for tp, offset in committed.items():

@@ -90,6 +90,9 @@ def message_context(source: KafkaCoordinates, frame_id: str | None = None) -> It
         yield
 
 
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300, 900)
+
+
 class Metrics:
     """The worker's Prometheus series, registered in `registry` (a fresh one by default)."""
 
@@ -158,6 +161,19 @@ class Metrics:
             "steel_worker_batch_frames",
             "Frames per micro-batch",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        # From the camera's clock (captured_at) to the worker's; a camera clock ahead counts as 0.
+        self.capture_to_commit = Histogram(
+            "steel_worker_capture_to_commit_seconds",
+            "From a frame's captured_at to its ledger row and detections committed in the database",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.capture_to_publish = Histogram(
+            "steel_worker_capture_to_publish_seconds",
+            "From a frame's captured_at to its detection message acknowledged by the broker",
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.consumer_lag = Gauge(
