@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-local
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test pytest test-slow soak lint fmt demo bench clean _install-local
+.PHONY: help venv test pytest test-slow soak lint fmt demo bench bench-loop clean _install-local
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,7 +65,10 @@ fmt: $(STAMP) ## format the code and apply ruff's safe fixes
 	$(BIN)/ruff format $(CODE)
 	$(BIN)/ruff check --fix $(CODE)
 
-bench: $(STAMP) ## throughput: bare model vs the worker end to end, rules on and off (BENCH_ARGS="--repeat 3")
+bench: $(STAMP) ## runtimes at 256 px: each bare and through the worker, batch sweep, latency (BENCH_ARGS="--input-size 64")
+	$(BIN)/python bench/runtimes.py $(BENCH_ARGS)
+
+bench-loop: $(STAMP) ## the worker loop's own cost at 64 px: bare model vs worker, rules on and off (BENCH_ARGS="--repeat 3")
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
 
 clean: ## remove the virtual environment and caches

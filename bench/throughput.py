@@ -82,6 +82,7 @@ class Frames:
 
     records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
     images: list[np.ndarray]  # (FRAME_ROWS, FRAME_COLUMNS) uint8 each, in order
+    metas: list[FrameMeta]  # each record's frame-meta header
 
     @property
     def tile_total(self) -> int:
@@ -112,7 +113,7 @@ def make_frames(tiles: int, strips: int, seed: int) -> Frames:
     frames back to back along it)."""
     generator = SyntheticFrameGenerator(seed, FRAME_ROWS, FRAME_COLUMNS)
     count = math.ceil(tiles / tile_count(FRAME_ROWS, FRAME_COLUMNS, DEFAULT_TILE))
-    records, images = [], []
+    records, images, metas = [], [], []
     for i in tqdm(range(count), desc="frames", unit="frame", leave=False):
         image = generator.next_frame().image
         strip, k = f"B-{i % strips:02d}", i // strips
@@ -132,7 +133,8 @@ def make_frames(tiles: int, strips: int, seed: int) -> Frames:
         assert ok
         records.append((strip.encode(), png.tobytes(), contracts.frame_headers(meta, contracts.PNG)))
         images.append(image)
-    return Frames(records, images)
+        metas.append(meta)
+    return Frames(records, images, metas)
 
 
 def bench_model(
@@ -175,13 +177,48 @@ def database_server() -> Iterator[str]:
         yield pg.url()
 
 
+def fresh_topics(broker: EmbeddedBroker) -> dict[str, str]:
+    """New frames, detections, alerts and dead-letter topics (one partition each) for one run."""
+    name = f"bench-{time.time_ns() % 10**12}"
+    topics = {
+        "frames": f"{name}-frames",
+        "detections": f"{name}-det",
+        "alerts": f"{name}-alerts",
+        "dlq": f"{name}-dlq",
+        "group": f"{name}-group",
+    }
+    create_topics(broker.bootstrap_servers, {topics[k]: 1 for k in ("frames", "detections", "alerts", "dlq")})
+    return topics
+
+
+def run_settings(
+    broker: EmbeddedBroker, url: str, classifier: Classifier, topics: dict[str, str], settings: dict[str, Any]
+) -> Settings:
+    """The worker's settings for one run on `topics` and the database at `url`."""
+    return load_settings(
+        {},
+        {
+            "bootstrap_servers": broker.bootstrap_servers,
+            "database_url": url,
+            "model_path": str(classifier.model_dir),
+            "frames_topic": topics["frames"],
+            "detections_topic": topics["detections"],
+            "alerts_topic": topics["alerts"],
+            "dlq_topic": topics["dlq"],
+            "consumer_group": topics["group"],
+            "metrics_host": "127.0.0.1",
+            "metrics_port": "0",
+            "session_timeout_ms": "6000",
+            **settings,
+        },
+    )
+
+
 def worker_run(
     broker: EmbeddedBroker, server_url: str, classifier: Classifier, frames: Frames, settings: dict[str, Any]
 ) -> WorkerRun:
     """(b)/(c): one worker over a fresh database and fresh topics, the frames published first."""
-    name = f"bench-{int(time.time() * 1000) % 10**9}"
-    topics = {"frames": f"{name}-frames", "detections": f"{name}-det", "alerts": f"{name}-alerts"}
-    create_topics(broker.bootstrap_servers, {**dict.fromkeys(topics.values(), 1), f"{name}-dlq": 1})
+    topics = fresh_topics(broker)
     producer = KafkaProducer(
         bootstrap_servers=broker.bootstrap_servers, acks="all", linger_ms=20, max_request_size=8_000_000
     )
@@ -194,23 +231,7 @@ def worker_run(
 
     with fresh_database(server_url, prefix="steel_bench") as url:
         migrate.upgrade(url)
-        config = load_settings(
-            {},
-            {
-                "bootstrap_servers": broker.bootstrap_servers,
-                "database_url": url,
-                "model_path": str(classifier.model_dir),
-                "frames_topic": topics["frames"],
-                "detections_topic": topics["detections"],
-                "alerts_topic": topics["alerts"],
-                "dlq_topic": f"{name}-dlq",
-                "consumer_group": f"{name}-group",
-                "metrics_host": "127.0.0.1",
-                "metrics_port": "0",
-                "session_timeout_ms": "6000",
-                **settings,
-            },
-        )
+        config = run_settings(broker, url, classifier, topics, settings)
         seconds, batches, model_seconds = _timed_worker(config, classifier, len(frames.records))
         engine = create_engine(url)
         try:
