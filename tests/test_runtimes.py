@@ -580,3 +580,52 @@ def test_the_worker_on_auto_runs_the_int8_export_and_says_so(
     (line,) = [e for e in logs if e["event"] == "worker.model"]
     assert (line["runtime"], line["runtime_setting"], line["runtime_skipped"]) == ("openvino-int8", AUTO, {})
     assert len(detection_rows(database_url)) == 3 * 3 * 3  # thresholds 0: every tile has every class
+
+
+def test_the_demo_exports_for_auto_and_says_what_the_worker_runs(
+    int8_master: dict[str, Any], tmp_path: Path
+) -> None:
+    """worker.demo.model.export_for_auto on a model whose split is at hand, then the demo's line."""
+    from worker.demo.model import export_for_auto  # noqa: PLC0415
+    from worker.demo.run import runtime_line  # noqa: PLC0415
+
+    model = tmp_path / "demo-model"
+    shutil.copytree(int8_master["model"], model)
+    meta = json.loads((model / "model.json").read_text())
+    meta.pop("exports")
+    (model / "model.json").write_text(json.dumps(meta))
+    assert runtime_line(model, AUTO).startswith(
+        "the worker runs the model on tensorflow (MODEL_RUNTIME=auto; passed over: openvino-int8, "
+        "onnxruntime-int8, openvino, onnxruntime"
+    )
+    said: list[str] = []
+    export_for_auto(model, said.append)
+    assert [line.split(" export", 1)[0] for line in said] == ["openvino-int8", "openvino"]
+    assert "against Keras on the 8 test tiles" in said[0] and "flipped on 0.0% of tiles" in said[0]
+    assert runtime_line(model, AUTO) == "the worker runs the model on openvino-int8 (MODEL_RUNTIME=auto)"
+    assert runtime_line(model, "onnxruntime") == "the worker runs the model on onnxruntime (MODEL_RUNTIME)"
+
+
+def test_the_demo_without_openvino_says_so(artefact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util  # noqa: PLC0415
+
+    from worker.demo.model import export_for_auto  # noqa: PLC0415
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    said: list[str] = []
+    export_for_auto(artefact, said.append)
+    assert said == [
+        "OpenVINO is not installed (pip install 'steel-worker[openvino]'): the worker runs the model on Keras"
+    ]
+    assert not (artefact / "openvino").exists()
+
+
+def test_the_demo_model_without_a_split_is_not_exported_in_int8(artefact: Path) -> None:
+    from worker.demo.model import export_for_auto  # noqa: PLC0415
+
+    said: list[str] = []
+    export_for_auto(artefact, said.append)
+    assert said[0].startswith("openvino-int8 export not made:") and "no split.json" in said[0]
+    assert said[1].startswith("openvino export in") and said[1].endswith(
+        "no test split to compare it with Keras on"
+    )

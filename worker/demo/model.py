@@ -13,7 +13,10 @@ artefact when one is there, else builds it:
    number of steps, BatchNorm momentum 0.9, TensorFlow's oneDNN kernels; docs/demo-model.md has
    the measurements);
 3. thresholds chosen on the validation split by `train` (maximum F2), artefact written,
-   checkpoints removed.
+   checkpoints removed;
+4. where the openvino extra is installed, the OpenVINO exports, fp32 and INT8 (calibrated on the
+   validation split, measured against Keras on the test split while the tiles are still at hand),
+   so that the demo's worker (MODEL_RUNTIME=auto) runs the fastest one inside the agreement limits.
 
 Everything is built in a `<dir>.partial-<pid>` folder and renamed into place at the end, so an
 interrupted preparation never leaves a folder that looks like a finished model.
@@ -158,6 +161,7 @@ def prepare_demo_model(
         result = _train(recipe, tiles, work / "model", progress=progress)
         model = work / "model"
         shutil.rmtree(model / "checkpoints", ignore_errors=True)  # hundreds of MB of optimizer state
+        export_for_auto(model, log)
         shutil.rmtree(tiles, ignore_errors=True)
         if final.exists():  # prepared meanwhile by another run: keep that one
             shutil.rmtree(work, ignore_errors=True)
@@ -173,6 +177,46 @@ def prepare_demo_model(
     seconds = time.monotonic() - started
     log(f"demo model ready in {seconds / 60:.1f} min (version {result.version[:12]})")
     return PreparedModel(final, result.version, True, seconds, result.metrics)
+
+
+#: The exports the demo makes, in the order `auto` prefers them (worker.model.runtimes.AUTO_ORDER).
+DEMO_EXPORTS = ("openvino-int8", "openvino")
+
+
+def export_for_auto(model: Path, log: Any) -> None:
+    """The OpenVINO exports of a freshly trained model whose split's tiles are still at hand, when
+    the openvino extra is installed. One line each: its time and agreement with Keras, or why it
+    was not made; the demo goes on either way (on Keras at worst)."""
+    import contextlib  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    from worker.core.errors import DatasetError  # noqa: PLC0415
+    from worker.model.runtimes import export_model  # noqa: PLC0415
+
+    if importlib.util.find_spec("openvino") is None:
+        log(
+            "OpenVINO is not installed (pip install 'steel-worker[openvino]'): the worker runs the model"
+            " on Keras"
+        )
+        return
+    for runtime in DEMO_EXPORTS:
+        started = time.monotonic()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # NNCF's progress bars: the line below says it
+                record = export_model(model, runtime)
+        except (ConfigError, ModelError, DatasetError) as exc:
+            log(f"{runtime} export not made: {exc}")
+            continue
+        agreement = record.get("agreement")
+        compared = (
+            f"against Keras on the {agreement['tiles']} test tiles: largest |score difference|"
+            f" {agreement['max_abs_difference']:.3f}, decisions flipped on {agreement['max_flip_share']:.1%}"
+            " of tiles for the worst class"
+            if agreement
+            else "no test split to compare it with Keras on"
+        )
+        log(f"{runtime} export in {time.monotonic() - started:.0f} s; {compared}")
 
 
 def _class_text(counts: dict[str, int]) -> str:

@@ -148,6 +148,7 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
         model_path = _demo_model(options, say)
         env = worker_environment(os.environ, bootstrap, worker_db_url, model_path, rules_file)
         settings = load_settings(env)
+        say(runtime_line(model_path, settings.model_runtime))
         _create_topics(bootstrap, settings)
         worker = WorkerProcess(env, out_dir / "worker.log")
         stack.callback(worker.stop)
@@ -245,6 +246,20 @@ def _worker_login(db_url: str, say: Callable[[str], None]) -> str:
         .set(username=DEMO_WORKER_LOGIN, password=password)
         .render_as_string(hide_password=False)
     )
+
+
+def runtime_line(model_path: Path, setting: str) -> str:
+    """What runs the network in the demo's worker: MODEL_RUNTIME, and for auto what it chooses here
+    (`auto_choice`, the worker's own rule) and the exports it passed over."""
+    from worker.model.runtimes import AUTO, auto_choice  # noqa: PLC0415
+
+    if setting != AUTO:
+        return f"the worker runs the model on {setting} (MODEL_RUNTIME)"
+    runtime, skipped = auto_choice(model_path)
+    passed = (
+        f"; passed over: {', '.join(skipped)} (worker.log, line worker.model, says why)" if skipped else ""
+    )
+    return f"the worker runs the model on {runtime} (MODEL_RUNTIME=auto{passed})"
 
 
 def _demo_model(options: DemoOptions, say: Callable[[str], None]) -> Path:

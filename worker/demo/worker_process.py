@@ -19,6 +19,7 @@ from worker.core.errors import InfrastructureError
 
 #: Worker settings the demo sets unless the environment already does (see docs/streaming-worker.md).
 WORKER_DEFAULTS: Mapping[str, str] = {
+    "MODEL_RUNTIME": "auto",  # the fastest export inside the agreement limits, else Keras
     "METRICS_HOST": "127.0.0.1",
     "METRICS_PORT": "0",  # a free port: never clashes with a worker already running here
     "LOG_FORMAT": "json",

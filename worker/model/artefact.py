@@ -132,6 +132,7 @@ class Classifier:
     """
 
     runtime = "tensorflow"
+    precision = "fp32"  # what the forward pass computes in: fp32, fp16 (mixed, Keras on a GPU) or int8
     auto_skipped: dict[str, str] | None = None  # MODEL_RUNTIME=auto: the runtimes passed over, and why
 
     def __init__(
@@ -273,8 +274,16 @@ def read_artefact_header(model_dir: str | Path) -> tuple[dict[str, Any], Catalog
     return meta, catalogue, thresholds
 
 
-def load_classifier(model_dir: str | Path, batch_size: int = DEFAULT_PREDICT_BATCH) -> Classifier:
-    """Load an artefact for inference; ModelError if a file is missing, corrupt or was changed."""
+def load_classifier(
+    model_dir: str | Path,
+    batch_size: int = DEFAULT_PREDICT_BATCH,
+    *,
+    precision: str = "float32",
+    jit_compile: bool | None = None,
+) -> Classifier:
+    """Load an artefact for inference; ModelError if a file is missing, corrupt or was changed.
+    `precision` float16 builds the network under Keras' mixed_float16 policy (float32 weights and
+    outputs); `jit_compile` True/False sets XLA for the forward pass (None: Keras' own choice)."""
     root = Path(model_dir)
     meta, catalogue, thresholds = read_artefact_header(root)
     path = root / META_FILE
@@ -287,7 +296,7 @@ def load_classifier(model_dir: str | Path, batch_size: int = DEFAULT_PREDICT_BAT
             f"{weights}: sha256 {actual} does not match the version {meta['version']} in {path}; "
             "the weights were changed after the model was saved"
         )
-    model = build_classifier(len(catalogue), meta["input_size"], meta["backbone"])
+    model = _build(len(catalogue), meta["input_size"], meta["backbone"], precision)
     try:
         model.load_weights(str(weights))
     except Exception as exc:  # h5py/Keras raise several types for a corrupt or foreign file
@@ -295,7 +304,27 @@ def load_classifier(model_dir: str | Path, batch_size: int = DEFAULT_PREDICT_BAT
             f"{weights}: cannot be loaded into a {meta['backbone']} with {len(catalogue)} classes at input "
             f"{meta['input_size']}: {type(exc).__name__}: {str(exc)[:300]}"
         ) from exc
-    return Classifier.from_header(model, root, (meta, catalogue, thresholds), batch_size)
+    if jit_compile is not None:
+        model.jit_compile = jit_compile
+    classifier = Classifier.from_header(model, root, (meta, catalogue, thresholds), batch_size)
+    classifier.precision = "fp16" if precision == "float16" else "fp32"
+    return classifier
+
+
+def _build(n_classes: int, input_size: int, backbone: str, precision: str) -> keras.Model:
+    """The network, its layers computing in `precision` (float32, or float16 with float32 weights)."""
+    if precision not in ("float32", "float16"):
+        raise ValueError(f"precision: expected float32 or float16, received {precision!r}")
+    if precision == "float32":
+        return build_classifier(n_classes, input_size, backbone)
+    import keras  # noqa: PLC0415
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        return build_classifier(n_classes, input_size, backbone)
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def create_untrained_artefact(  # noqa: PLR0917 (the positional order is the documented API)

@@ -9,6 +9,7 @@ tile set, through the one pre-processing step (`preprocess_tiles`), so tiles of 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, calibration: np.ndarray) ->
     import nncf  # noqa: PLC0415
     import openvino as ov  # noqa: PLC0415
 
+    nncf.set_log_level(logging.WARNING)  # its progress bars stay; its INFO lines go
     model = ov.Core().read_model(str(fp32_xml))
     items = [calibration[i : i + 1] for i in range(len(calibration))]
     quantized = nncf.quantize(

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from worker.core.errors import ConfigError, DatasetError, ModelError
+from worker.model.acceleration import Acceleration
 from worker.model.agreement import (
     AGREEMENT_FILE,
     AgreementLimits,
@@ -304,6 +305,8 @@ def _exported_classifier(
     root: Path,
     header: tuple[dict[str, Any], Any, Any],
     batch_size: int,
+    *,
+    acceleration: Acceleration | None = None,
 ) -> Classifier:
     engine = _import(form.packages[0], form)
     classifier: Classifier
@@ -313,9 +316,11 @@ def _exported_classifier(
         compiled = engine.Core().compile_model(str(model_file), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         classifier = OpenVinoClassifier.from_header(compiled, root, header, batch_size)
     else:
-        session = engine.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+        providers = (acceleration or Acceleration()).providers(list(engine.get_available_providers()))
+        session = engine.InferenceSession(str(model_file), providers=providers)
         classifier = OnnxRuntimeClassifier.from_header(session, root, header, batch_size)
     classifier.runtime = form.runtime
+    classifier.precision = form.precision
     return classifier
 
 
@@ -324,40 +329,63 @@ def load_runtime_classifier(
     runtime: str = "tensorflow",
     batch_size: int = DEFAULT_PREDICT_BATCH,
     limits: AgreementLimits | None = None,
+    acceleration: Acceleration | None = None,
 ) -> Classifier:
     """The artefact as a `Classifier` whose forward pass runs on `runtime` (one of RUNTIMES, or
-    AUTO); INT8 exports are held to `limits` (default AgreementLimits())."""
+    AUTO); INT8 exports are held to `limits` (default AgreementLimits()); `acceleration` says how
+    Keras and ONNX Runtime use a GPU (default: `auto` for each, `worker.model.acceleration`)."""
     limits = limits or AgreementLimits()
+    acceleration = acceleration or Acceleration()
     if runtime == AUTO:
-        return _load_auto(model_dir, batch_size, limits)
+        return _load_auto(model_dir, batch_size, limits, acceleration)
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime: expected one of {', '.join((*RUNTIMES, AUTO))}, received {runtime!r}")
     if runtime == "tensorflow":
-        return load_classifier(model_dir, batch_size)
+        precision = acceleration.tensorflow_precision(gpu_present())
+        return load_classifier(
+            model_dir, batch_size, precision=precision, jit_compile=acceleration.jit_compile()
+        )
     form = EXPORTS[runtime]
     _import(form.packages[0], form)  # a missing runtime is named before the files are read
     root = Path(model_dir)
     header = read_artefact_header(root)
     _checked_record(root, header[0], form, limits)
-    return _exported_classifier(form, root / form.paths[0], root, header, batch_size)
+    return _exported_classifier(
+        form, root / form.paths[0], root, header, batch_size, acceleration=acceleration
+    )
 
 
-def _load_auto(model_dir: str | Path, batch_size: int, limits: AgreementLimits) -> Classifier:
-    """The first runtime of AUTO_ORDER that loads (Keras alone on a GPU); `auto_skipped` on the
-    classifier says why each one before it did not."""
+def _load_auto(
+    model_dir: str | Path, batch_size: int, limits: AgreementLimits, acceleration: Acceleration
+) -> Classifier:
+    """The runtime `auto_choice` names, loaded; `auto_skipped` on it says what was passed over."""
+    runtime, skipped = auto_choice(model_dir, limits)
+    classifier = load_runtime_classifier(model_dir, runtime, batch_size, limits, acceleration)
+    classifier.auto_skipped = skipped
+    return classifier
+
+
+def auto_choice(model_dir: str | Path, limits: AgreementLimits | None = None) -> tuple[str, dict[str, str]]:
+    """What MODEL_RUNTIME=auto runs for the artefact on this machine, decided without loading a
+    network: on a GPU, tensorflow; else the first runtime of AUTO_ORDER whose package imports and
+    whose export is recorded, unchanged, made from the current weights and (INT8) inside `limits`
+    at the current thresholds. Also, for each runtime passed over, why."""
+    limits = limits or AgreementLimits()
+    if gpu_present():
+        return "tensorflow", {}
+    root = Path(model_dir)
+    meta = read_artefact_header(root)[0]
     skipped: dict[str, str] = {}
-    order = ("tensorflow",) if gpu_present() else AUTO_ORDER
-    for runtime in order[:-1]:
+    for runtime in AUTO_ORDER[:-1]:
+        form = EXPORTS[runtime]
         try:
-            classifier = load_runtime_classifier(model_dir, runtime, batch_size, limits)
+            _import(form.packages[0], form)
+            _checked_record(root, meta, form, limits)
         except (ConfigError, ModelError) as exc:
             skipped[runtime] = str(exc)
             continue
-        classifier.auto_skipped = skipped
-        return classifier
-    classifier = load_runtime_classifier(model_dir, order[-1], batch_size, limits)
-    classifier.auto_skipped = skipped
-    return classifier
+        return runtime, skipped
+    return AUTO_ORDER[-1], skipped
 
 
 def gpu_present() -> bool:

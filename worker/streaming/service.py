@@ -40,6 +40,7 @@ from worker.core.errors import ConfigError, InfrastructureError
 from worker.core.evidence import EvidencePolicy
 from worker.inference import Inferencer
 from worker.model import card
+from worker.model.acceleration import Acceleration
 from worker.model.agreement import AgreementLimits
 from worker.model.artefact import Classifier
 from worker.model.runtimes import load_runtime_classifier
@@ -163,6 +164,7 @@ def open_worker(
                 settings.model_runtime,
                 settings.batch_tiles,
                 AgreementLimits(settings.model_agreement_max_f1_drop, settings.model_agreement_max_flips),
+                Acceleration(settings.model_precision, settings.model_xla, settings.onnx_providers),
             )
         )
         inferencer = Inferencer(model, settings.tile_size, settings.tile_min_overlap, settings.model_tta)
@@ -258,6 +260,7 @@ def log_model(model: Classifier, schema: str, requested: str = "tensorflow") -> 
         "worker.model",
         **card.headline(model.meta, model.model_dir),
         runtime=model.runtime,
+        precision=model.precision,
         runtime_setting=requested,
         **skipped,
         schema=schema,

@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError
 
 from worker.alerts.config import DEFAULT_RULES_PATH
 from worker.core.errors import ConfigError
+from worker.model.acceleration import parse_providers
 from worker.model.runtimes import AUTO, RUNTIMES
 
 MASK = "**********"
@@ -117,6 +118,16 @@ def _choice(choices: tuple[str, ...], upper: bool = False) -> Callable[[str], st
         return value
 
     return parse
+
+
+def _onnx_providers(text: str) -> str:
+    value = text.strip().lower()
+    if value != "auto":
+        try:
+            parse_providers(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("ONNX_PROVIDERS: ")) from None
+    return value
 
 
 def _switch(text: str) -> bool:
@@ -223,6 +234,29 @@ OPTIONS: tuple[Option, ...] = (
         " --runtime openvino|onnxruntime [--int8]`; needs the openvino or onnx extra); auto: the"
         " first that loads of openvino-int8, onnxruntime-int8, openvino, onnxruntime, tensorflow"
         " (tensorflow on a GPU); the start-up line `worker.model` names the one chosen",
+    ),
+    Option(
+        "model_precision",
+        "MODEL_PRECISION",
+        _choice(("auto", "float32", "float16")),
+        "auto",
+        "Keras' compute precision: float16 is mixed precision (float32 weights and scores); auto:"
+        " float16 when a GPU is present, float32 on a CPU",
+    ),
+    Option(
+        "model_xla",
+        "MODEL_XLA",
+        _choice(("auto", "on", "off")),
+        "auto",
+        "XLA compilation of Keras' forward pass; auto: Keras' choice, on with a GPU, off on a CPU",
+    ),
+    Option(
+        "onnx_providers",
+        "ONNX_PROVIDERS",
+        _onnx_providers,
+        "auto",
+        "ONNX Runtime's execution providers in order, from tensorrt, cuda, cpu (e.g. cuda,cpu); auto:"
+        " TensorRT and CUDA where the installed onnxruntime offers them, then the CPU",
     ),
     Option(
         "model_agreement_max_f1_drop",
@@ -476,6 +510,9 @@ class Settings:
     model_path: Path
     model_tta: str
     model_runtime: str
+    model_precision: str
+    model_xla: str
+    onnx_providers: str
     model_agreement_max_f1_drop: float
     model_agreement_max_flips: float
     frames_topic: str
