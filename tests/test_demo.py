@@ -503,6 +503,7 @@ def test_run_demo_end_to_end_with_a_given_model(
     assert not q.meets_targets
     assert result.defect_map.is_file() and result.defect_map.stat().st_size > 10_000
     assert "== summary" in text and "defect map of strip" in text and "clean tiles flagged" in text
+    assert "latency from capture" in text and "capture → rows committed:" in text
     # the demo's worker runs MODEL_RUNTIME=auto: on this model without exports, Keras
     assert "the worker runs the model on tensorflow (MODEL_RUNTIME=auto; passed over: openvino-int8" in text
 

@@ -173,12 +173,15 @@ def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoResult:
         )
         live = options.live if options.live is not None else stream.isatty()
         streamed = stream_through_worker(run, stream, live)
+        latency = _latency(worker.log_path)  # from the worker's /metrics, while it still serves them
         code = worker.stop()
         if code != 0:
             say(f"warning: the worker exited with status {code}; see {worker.log_path}")
         result = _finish(
             run, streamed, model_path=model_path, out_dir=out_dir, worker_exit_code=code, say=say
         )
+        for line in latency:
+            say(line)
         say(f"demo finished in {(time.monotonic() - started) / 60:.1f} min; outputs in {out_dir}")
         if options.console:
             _serve_console(db_url, options.console_port, model_path, say)
@@ -246,6 +249,21 @@ def _worker_login(db_url: str, say: Callable[[str], None]) -> str:
         .set(username=DEMO_WORKER_LOGIN, password=password)
         .render_as_string(hide_password=False)
     )
+
+
+def _latency(log_path: Path) -> list[str]:
+    """The summary's latency lines (`worker.demo.latency`); one line saying why when they cannot be read."""
+    from worker.demo.latency import latency_lines, metrics_url  # noqa: PLC0415
+
+    url = metrics_url(log_path)
+    if url is None:
+        return [f"latency from capture: the worker's metrics address is not in {log_path}"]
+    try:
+        lines = latency_lines(url)
+    except OSError as exc:
+        return [f"latency from capture: {url} did not answer ({exc})"]
+    head = "latency from capture (camera clock → this machine's; from the worker's histograms, per bucket):"
+    return [head, *lines] if lines else []
 
 
 def runtime_line(model_path: Path, setting: str) -> str:
