@@ -113,22 +113,6 @@ def test_on_a_gpu_auto_loads_keras_in_float16(model_dir: Path, monkeypatch: pyte
     )
 
 
-def test_onnx_runtime_sessions_get_the_chosen_providers(model_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
-    artefact = tmp_path / "model"
-    shutil.copytree(model_dir, artefact)
-    runtimes.export_model(artefact, "onnxruntime")
-    session = load_runtime_classifier(
-        artefact, "onnxruntime", acceleration=Acceleration(onnx_providers="cpu")
-    ).model
-    assert session.get_providers() == [CPU]
-    import onnxruntime  # noqa: PLC0415
-
-    if CUDA not in onnxruntime.get_available_providers():
-        with pytest.raises(ConfigError, match="CUDAExecutionProvider not offered"):
-            load_runtime_classifier(artefact, "onnxruntime", acceleration=Acceleration(onnx_providers="cuda"))
-
-
 def test_the_gpu_script_says_clearly_when_there_is_no_gpu(tmp_path: Path) -> None:
     """bench/gpu.sh on a machine without nvidia-smi (PATH without it) exits 2 with what to do."""
     if shutil.which("nvidia-smi"):

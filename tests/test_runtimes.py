@@ -582,6 +582,7 @@ def test_the_worker_on_auto_runs_the_int8_export_and_says_so(
     assert len(detection_rows(database_url)) == 3 * 3 * 3  # thresholds 0: every tile has every class
 
 
+@pytest.mark.slow  # two exports (20 s); the demo's own end-to-end test checks its runtime line too
 def test_the_demo_exports_for_auto_and_says_what_the_worker_runs(
     int8_master: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -620,6 +621,7 @@ def test_the_demo_without_openvino_says_so(artefact: Path, monkeypatch: pytest.M
     assert not (artefact / "openvino").exists()
 
 
+@pytest.mark.slow  # an export (8 s)
 def test_the_demo_model_without_a_split_is_not_exported_in_int8(artefact: Path) -> None:
     from worker.demo.model import export_for_auto  # noqa: PLC0415
 
@@ -629,3 +631,17 @@ def test_the_demo_model_without_a_split_is_not_exported_in_int8(artefact: Path) 
     assert said[1].startswith("openvino export in") and said[1].endswith(
         "no test split to compare it with Keras on"
     )
+
+
+def test_onnx_runtime_sessions_get_the_chosen_providers(exported: Path) -> None:
+    """ONNX_PROVIDERS reaches the session; a GPU provider that is not offered is refused."""
+    import onnxruntime  # noqa: PLC0415
+
+    from worker.model.acceleration import Acceleration  # noqa: PLC0415
+
+    cpu_only = Acceleration(onnx_providers="cpu")
+    session = load_runtime_classifier(exported, "onnxruntime", acceleration=cpu_only).model
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(ConfigError, match="CUDAExecutionProvider not offered"):
+            load_runtime_classifier(exported, "onnxruntime", acceleration=Acceleration(onnx_providers="cuda"))
