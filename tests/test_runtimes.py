@@ -397,7 +397,12 @@ def test_an_int8_export_is_calibrated_measured_and_recorded(
     assert int8_model.runtime == runtime and isinstance(int8_model, KINDS[runtime.removesuffix("-int8")])
     keras_model = load_runtime_classifier(model, "tensorflow")
     judged = part_inputs(model, keras_model.catalogue.names, keras_model.input_size, "test")
-    difference = np.abs(int8_model.predict_inputs(judged.inputs) - keras_model.predict_inputs(judged.inputs))
+    int8_scores, keras_scores = judged.scores(int8_model, keras_model)
+    assert np.array_equal(int8_scores, int8_model.predict_inputs(judged.inputs()))  # batches = all at once
+    chunks = list(judged.batches(3))
+    assert [len(c) for c in chunks] == [3, 3, 2]
+    np.testing.assert_array_equal(np.concatenate(chunks), judged.inputs())
+    difference = np.abs(int8_scores - keras_scores)
     report = json.loads((model / folder / "agreement.json").read_text())
     assert report["tiles"] == 8 and report["source"]["part"] == "test"
     assert report["max_abs_difference"] == pytest.approx(float(difference.max()), abs=1e-6)

@@ -4,12 +4,14 @@
 per channel) turn an fp32 export into an INT8 one, with activation ranges calibrated on network
 inputs from `part_inputs` — by default the model's own validation split (`split.json`), at most
 CALIBRATION_TILES of them. `part_inputs` reads a part of the model's split, or every tile of another
-tile set, through the one pre-processing step (`preprocess_tiles`), so tiles of mixed sizes work.
+tile set, through the one pre-processing step (`preprocess_tiles`), so tiles of mixed sizes work,
+a batch at a time.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,20 +19,46 @@ from typing import Any
 import numpy as np
 
 from worker.core.errors import DatasetError
-from worker.core.tileset import read_tile, read_tileset
+from worker.core.tileset import TileSet, read_tile, read_tileset
 from worker.model.preprocessing import preprocess_tiles
 from worker.model.split import load_split
 
+INPUT_BATCH = 128  # tiles read and pre-processed at a time (100 MB at 256 px)
 CALIBRATION_TILES = 300  # NNCF's default subset size; more adds minutes, not accuracy (NNCF docs)
 
 
 @dataclass(frozen=True)
-class LabelledInputs:
-    """Network inputs (N, S, S, 3) float32 and their 0/1 labels (N, C) in the model's class order."""
+class LabelledTiles:
+    """Tiles of a tile set, read and pre-processed when asked for (a test split of thousands of
+    256-px tiles would take gigabytes as one array), with their 0/1 labels (N, C) in the model's
+    class order."""
 
-    inputs: np.ndarray
+    tileset: TileSet
+    rows: np.ndarray
+    input_size: int
     labels: np.ndarray
     source: dict[str, Any]  # where the tiles came from: tile set, part, count
+
+    def batches(self, size: int = INPUT_BATCH) -> Iterator[np.ndarray]:
+        """Network inputs (≤ size, S, S, 3) float32, in order."""
+        for start in range(0, len(self.rows), size):
+            chunk = self.rows[start : start + size]
+            out = np.empty((len(chunk), self.input_size, self.input_size, 3), dtype=np.float32)
+            for i, row in enumerate(chunk):
+                out[i] = preprocess_tiles(read_tile(self.tileset.path(row))[None], self.input_size)[0]
+            yield out
+
+    def inputs(self) -> np.ndarray:
+        """Every tile's network input at once (for the calibration set: at most CALIBRATION_TILES)."""
+        return np.concatenate(list(self.batches()))
+
+    def scores(self, *classifiers: Any) -> list[np.ndarray]:
+        """Each classifier's scores (N, C) on these tiles, reading every tile once."""
+        parts: list[list[np.ndarray]] = [[] for _ in classifiers]
+        for batch in self.batches():
+            for part, classifier in zip(parts, classifiers, strict=True):
+                part.append(classifier.predict_inputs(batch))
+        return [np.concatenate(part) for part in parts]
 
 
 def part_inputs(
@@ -41,9 +69,9 @@ def part_inputs(
     *,
     data_dir: Path | None = None,
     limit: int | None = None,
-) -> LabelledInputs:
+) -> LabelledTiles:
     """The tiles of `part` of the model's split (or every tile of `data_dir` when given), evenly
-    thinned to at most `limit`, as network inputs with labels; DatasetError says what is missing."""
+    thinned to at most `limit`, with labels; DatasetError says what is missing."""
     if data_dir is not None:
         tileset, described = read_tileset(data_dir), {"tile_set": str(data_dir), "part": "all tiles"}
     else:
@@ -56,12 +84,12 @@ def part_inputs(
     if len(tileset) == 0:
         raise DatasetError(f"tile set {tileset.root}: no tiles in the {described['part']} part")
     rows = _even(len(tileset), limit)
-    inputs = np.empty((len(rows), input_size, input_size, 3), dtype=np.float32)
-    for i, row in enumerate(rows):
-        inputs[i] = preprocess_tiles(read_tile(tileset.path(row))[None], input_size)[0]
+    missing = [str(tileset.path(row)) for row in rows if not tileset.path(row).is_file()]
+    if missing:
+        raise DatasetError(f"tile set {tileset.root}: {len(missing)} tiles are missing, e.g. {missing[0]}")
     columns = np.array([tileset.catalogue.index(n) for n in names], dtype=int)
     labels = tileset.labels[np.ix_(rows, columns)]
-    return LabelledInputs(inputs, labels, {**described, "tiles": len(rows)})
+    return LabelledTiles(tileset, rows, input_size, labels, {**described, "tiles": len(rows)})
 
 
 def _even(count: int, limit: int | None) -> np.ndarray:

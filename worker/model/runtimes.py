@@ -164,7 +164,7 @@ def export_model(
             fp32 = work / "fp32" / form.files[0]
             keras_classifier.model.export(str(fp32), format=form.keras_format, verbose=False)
             quantize = quantize_openvino if form.engine == "openvino" else quantize_onnx
-            quantize(fp32, network, calibration.inputs)
+            quantize(fp32, network, calibration.inputs())
             shutil.rmtree(fp32.parent)
         missing = [name for name in form.files if not (work / name).is_file()]
         if missing:
@@ -172,9 +172,10 @@ def export_model(
         report = None
         if judged is not None:
             exported = _exported_classifier(form, network, root, header, keras_classifier.batch_size)
+            reference, scores = judged.scores(keras_classifier, exported)
             report = measure_agreement(
-                keras_classifier.predict_inputs(judged.inputs),
-                exported.predict_inputs(judged.inputs),
+                reference,
+                scores,
                 judged.labels,
                 keras_classifier.thresholds.array,
                 names,
