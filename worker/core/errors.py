@@ -47,6 +47,17 @@ class RefusalError(SchemaError):
         self.reason, self.stage, self.detail = reason, stage, detail
 
 
+class SchemaDriftError(SchemaError):
+    """The database refused a write for a column or constraint that this worker's schema does not
+    have: it was migrated while the worker runs (systemic: no frame is to blame)."""
+
+
+class SystemicFaultError(SteelWorkerError):
+    """A step's error that would have set frames aside is not theirs: a synthetic frame fails the
+    same way, or the last frames set aside all failed alike with nothing delivered in between.
+    The step is retried, never skipped (`worker.core.failures`: systemic)."""
+
+
 class DeliveryError(SteelWorkerError):
     """Output messages of a batch were not acknowledged by the broker in time (transient)."""
 

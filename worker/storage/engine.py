@@ -36,6 +36,10 @@ def normalize_url(url: str) -> str:
 
 
 def create_engine(url: str, **options: Any) -> sa.Engine:
-    """An engine for `url` (see `normalize_url`), with connections checked before use."""
+    """An engine for `url` (see `normalize_url`), with connections checked before use and the
+    server's faults sorted where they are raised (`worker.storage.faults`: a read-only server
+    drops the pool; a column or constraint this code does not know is `SchemaDriftError`)."""
+    from worker.storage.faults import watch_faults  # noqa: PLC0415  (faults imports the tables)
+
     options.setdefault("pool_pre_ping", True)
-    return sa.create_engine(normalize_url(url), **options)
+    return watch_faults(sa.create_engine(normalize_url(url), **options))

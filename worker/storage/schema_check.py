@@ -46,3 +46,14 @@ def assert_schema_current(engine: sa.Engine) -> str:
     raise SchemaError(
         f"database schema is at revision {current}, this worker needs {needed}: run `steel-worker db upgrade`"
     )
+
+
+def schema_diagnosis(engine: sa.Engine) -> str | None:
+    """None while the database's schema is this code's; else what `assert_schema_current` says
+    (the worker checks again on each retry of a systemic fault: a migration applied while it
+    runs shows up here by its revision)."""
+    try:
+        assert_schema_current(engine)
+    except SchemaError as error:
+        return str(error)
+    return None

@@ -24,9 +24,10 @@ commits offsets past it. Nothing is half-written: the transaction commits all ro
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,7 +35,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from worker.core.catalogue import Catalogue
 from worker.core.errors import CatalogueError, ModelError, SchemaError
-from worker.core.records import Detection, FrameResult, KafkaCoordinates, TileImage
+from worker.core.records import Detection, FrameMeta, FrameResult, KafkaCoordinates, TileImage
 from worker.core.thresholds import ClassThresholds
 from worker.storage.tables import defect_classes, detections, frames, models, tile_images
 
@@ -185,43 +186,8 @@ class StorageWriter:
                 collisions[result.source] = first.source
         if not unique:
             return WriteOutcome()
-        frame_rows = [_frame_row(r) for r in unique.values()]
         with self._engine.begin() as conn:
-            class_ids = self._class_ids_for(
-                conn, {d.class_name for r in unique.values() for d in r.detections}
-            )
-            inserted = set(
-                conn.execute(
-                    insert(frames)
-                    .on_conflict_do_nothing(index_elements=[frames.c.frame_id])
-                    .returning(frames.c.frame_id),
-                    frame_rows,
-                ).scalars()
-            )
-            new_ids = tuple(f for f in unique if f in inserted)
-            existing_ids = tuple(f for f in unique if f not in inserted)
-            ids: dict[str, dict[tuple[int, str], int]] = {f: {} for f in new_ids}
-            detection_rows = [_detection_row(d, class_ids) for f in new_ids for d in unique[f].detections]
-            columns = (detections.c.id, detections.c.frame_id, detections.c.tile_index, detections.c.class_id)
-            if detection_rows:
-                stored = conn.execute(
-                    insert(detections)
-                    .on_conflict_do_nothing(
-                        index_elements=[
-                            detections.c.frame_id,
-                            detections.c.tile_index,
-                            detections.c.class_id,
-                        ]
-                    )
-                    .returning(*columns),
-                    detection_rows,
-                )
-                for row in stored:
-                    ids[row.frame_id][(row.tile_index, self._class_names[row.class_id])] = row.id
-            image_rows = [_image_row(image) for f in new_ids for image in unique[f].evidence]
-            if image_rows:
-                conn.execute(insert(tile_images), image_rows)
-            as_stored = {f: _with_record_ids(unique[f], ids[f]) for f in new_ids}
+            new_ids, existing_ids, as_stored = self._insert(conn, unique)
             redelivered: set[str] = set()
             if existing_ids:
                 stored_frames = self._stored_results(conn, [unique[f] for f in existing_ids])
@@ -239,6 +205,65 @@ class StorageWriter:
             redelivered=frozenset(redelivered),
             collisions=collisions,
         )
+
+    def _insert(
+        self, conn: sa.Connection, unique: Mapping[str, FrameResult]
+    ) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, FrameResult]]:
+        """Insert the ledger rows, the new frames' detections and crops: (new ids, ids already in
+        the ledger, frame id → the new frame as stored, with its detections' row ids)."""
+        frame_rows = [_frame_row(r) for r in unique.values()]
+        class_ids = self._class_ids_for(conn, {d.class_name for r in unique.values() for d in r.detections})
+        inserted = set(
+            conn.execute(
+                insert(frames)
+                .on_conflict_do_nothing(index_elements=[frames.c.frame_id])
+                .returning(frames.c.frame_id),
+                frame_rows,
+            ).scalars()
+        )
+        new_ids = tuple(f for f in unique if f in inserted)
+        existing_ids = tuple(f for f in unique if f not in inserted)
+        ids: dict[str, dict[tuple[int, str], int]] = {f: {} for f in new_ids}
+        detection_rows = [_detection_row(d, class_ids) for f in new_ids for d in unique[f].detections]
+        columns = (detections.c.id, detections.c.frame_id, detections.c.tile_index, detections.c.class_id)
+        if detection_rows:
+            stored = conn.execute(
+                insert(detections)
+                .on_conflict_do_nothing(
+                    index_elements=[detections.c.frame_id, detections.c.tile_index, detections.c.class_id]
+                )
+                .returning(*columns),
+                detection_rows,
+            )
+            for row in stored:
+                ids[row.frame_id][(row.tile_index, self._class_names[row.class_id])] = row.id
+        image_rows = [_image_row(image) for f in new_ids for image in unique[f].evidence]
+        if image_rows:
+            conn.execute(insert(tile_images), image_rows)
+        return new_ids, existing_ids, {f: _with_record_ids(unique[f], ids[f]) for f in new_ids}
+
+    def check_writable(self, model_version: str) -> None:
+        """Write a synthetic frame — one detection, one crop, made by this code under `model_version`
+        (a registered model) — exactly as `write_results` writes frames, then roll it back.
+
+        Returns when the database takes a known-good frame; raises what the write raised otherwise
+        (a read-only server, a schema migrated under the worker, a revoked privilege, a fault of
+        this code that every frame meets). Leaves no row behind (only sequence values are used).
+        The worker calls it before blaming a frame for a write that failed (`LedgerSink`).
+        """
+        canary = _canary(model_version, self._any_class_name())
+        with self._engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                self._insert(conn, {canary.meta.frame_id: canary})
+            finally:
+                transaction.rollback()
+
+    def _any_class_name(self) -> str | None:
+        if not self._class_ids:
+            with self._engine.connect() as conn:
+                self._reload_classes(conn)
+        return min(self._class_ids, key=self._class_ids.__getitem__) if self._class_ids else None
 
     def _stored_results(
         self, conn: sa.Connection, incoming: Sequence[FrameResult]
@@ -396,3 +421,58 @@ def _detection_row(detection: Detection, class_ids: Mapping[str, int]) -> dict[s
         "y": int(detection.y),
         "size": int(detection.size),
     }
+
+
+#: The frame id prefix of `check_writable`'s synthetic frame (never committed).
+CANARY_FRAME_PREFIX = "steel-worker-canary-"
+
+
+def _canary(model_version: str, class_name: str | None) -> FrameResult:
+    """A synthetic frame of one 256-px tile with one detection of `class_name` and its crop."""
+    frame_id = f"{CANARY_FRAME_PREFIX}{uuid.uuid4().hex}"
+    now = datetime.now(UTC)
+    meta = FrameMeta(
+        frame_id=frame_id,
+        line="canary",
+        camera="canary",
+        surface="top",
+        strip_id=frame_id,
+        captured_at=now,
+        position_m=0.0,
+        mm_per_px_along=1.0,
+        mm_per_px_across=1.0,
+        edge_offset_mm=0.0,
+        width=256,
+        height=256,
+    )
+    found = (
+        ()
+        if class_name is None
+        else (
+            Detection(
+                frame_id=frame_id,
+                tile_index=0,
+                class_name=class_name,
+                confidence=0.5,
+                threshold=0.5,
+                along_m=0.128,
+                across_mm=128.0,
+                along_start_m=0.0,
+                along_end_m=0.256,
+                x=0,
+                y=0,
+                size=256,
+            ),
+        )
+    )
+    crop = TileImage(frame_id, 0, 0, 0, 256, 1, 1, "image/jpeg", b"\xff\xd8\xff\xd9")
+    return FrameResult(
+        meta=meta,
+        source=KafkaCoordinates("steel-worker-canary", 0, 0),
+        model_version=model_version,
+        tile_count=1,
+        detections=found,
+        processed_at=now,
+        message_sha256="0" * 64,
+        evidence=(crop,),
+    )

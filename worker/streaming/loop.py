@@ -71,6 +71,7 @@ from worker.streaming.batch import Batch, Entry
 from worker.streaming.classify import FrameClassifier, TiledFrame, tile_frame
 from worker.streaming.dead_letter import DeadLetterPublisher
 from worker.streaming.decode import Decoder, InboundMessage, Rejected
+from worker.streaming.isolation import IsolationGuard
 from worker.streaming.observability import (
     RUNNING,
     STOPPED,
@@ -115,7 +116,9 @@ class Worker:
     `open_probe()` makes a group-less consumer like `consumer` (`transport.RecordReader` reads a
     partition with it to find a record that cannot be read). `after_step(name)` is called after
     each delivery step and each commit succeeded (the test suite's crash points use it: see
-    `service.failpoint`).
+    `service.failpoint`). `diagnose()` is called on each retry of a systemic fault and says what
+    is wrong with the set-up, if anything it checks is (the database schema's revision): shown in
+    /readyz and the log.
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class Worker:
         alerts: AlertStage | None = None,
         open_probe: Callable[[], Consumer] | None = None,
         after_step: Callable[[str], None] | None = None,
+        diagnose: Callable[[], str | None] | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
@@ -144,14 +148,17 @@ class Worker:
         self.dead_letters = DeadLetterPublisher(
             producer, settings.dlq_topic, settings.worker_id, settings.max_message_bytes
         )
+        guard = IsolationGuard(settings.systemic_after_isolated)
+        ledger = LedgerSink(writer, metrics, guard)
         output = OutputSink(
-            producer, settings.detections_topic, self.dead_letters, classifier.catalogue, metrics
+            producer, settings.detections_topic, self.dead_letters, classifier.catalogue, metrics, guard=guard
         )
         self.sinks: list[Sink] = (
-            [LedgerSink(writer, metrics), AlertRulesSink(alerts), output, AlertsOutboxSink(alerts, producer)]
+            [ledger, AlertRulesSink(alerts), output, AlertsOutboxSink(alerts, producer)]
             if alerts is not None
-            else [LedgerSink(writer, metrics), output]
+            else [ledger, output]
         )
+        self._diagnose = diagnose or (lambda: None)
         self._after_step = after_step or (lambda name: None)
         self.reader = RecordReader(consumer, open_probe or _no_probe)
         self._queue: deque[Entry] = deque()
@@ -445,7 +452,8 @@ class Worker:
         )
         text = shown(describe(error))
         self.metrics.retries.labels(step=step).inc()
-        self.health.failing(step, text, batch.failing_since, systemic=kind != TRANSIENT)
+        diagnosis = self._diagnosis() if kind == SYSTEMIC else None
+        self.health.failing(step, text, batch.failing_since, systemic=kind != TRANSIENT, diagnosis=diagnosis)
         if kind == TRANSIENT:
             log.warning("batch.retry", step=step, attempt=attempt, delay_ms=delay_ms, error=text)
         else:  # no frame could be blamed: a fault of the set-up (or of this code) that needs people
@@ -456,6 +464,7 @@ class Worker:
                 delay_ms=delay_ms,
                 error=text,
                 kind=kind,
+                diagnosis=diagnosis,
                 note="not a transient outage: fix the cause; the batch is retried until then"
                 if kind == SYSTEMIC
                 else "an unexpected error no sink could pin on one frame; the batch is retried",
@@ -478,6 +487,13 @@ class Worker:
         while (left := deadline - time.monotonic()) > 0:
             self._poll(int(min(left * 1000, self.settings.poll_timeout_ms)) or 1)
         return True
+
+    def _diagnosis(self) -> str | None:
+        """What `diagnose` finds (a failing check is itself the diagnosis)."""
+        try:
+            return self._diagnose()
+        except Exception as error:
+            return f"the set-up could not be checked: {shown(describe(error))}"
 
     def _pause_all(self) -> None:
         assigned = set(self.consumer.assignment())

@@ -223,13 +223,21 @@ class Health:
                 self._state = state
             self._detail.update(detail)
 
-    def failing(self, step: str, error: str, since: float, *, systemic: bool) -> None:
+    def failing(
+        self, step: str, error: str, since: float, *, systemic: bool, diagnosis: str | None = None
+    ) -> None:
         """A delivery step failed (and will be retried); `since`: monotonic time of the batch's
-        first failure."""
+        first failure; `diagnosis`: what a check of the set-up found (the schema's revision)."""
         with self._lock:
             self._last_tick = time.monotonic()
             self._state = RETRYING
-            self._failing = {"step": step, "error": error, "since": since, "systemic": systemic}
+            self._failing = {
+                "step": step,
+                "error": error,
+                "since": since,
+                "systemic": systemic,
+                "diagnosis": diagnosis,
+            }
 
     def recovered(self) -> None:
         """The failing batch was delivered."""
@@ -255,6 +263,8 @@ class Health:
                 "error": self._failing["error"],
                 "needs_attention": self._failing["systemic"],
             }
+            if self._failing["diagnosis"]:
+                body["failing"]["diagnosis"] = self._failing["diagnosis"]
             if failing_for > self.stuck_after_s:
                 body["state"] = STUCK
         if age > self.stall_after_s and self._state not in (STOPPED, STARTING):

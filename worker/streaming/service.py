@@ -45,7 +45,7 @@ from worker.model.agreement import AgreementLimits
 from worker.model.artefact import Classifier
 from worker.model.runtimes import load_runtime_classifier
 from worker.storage.engine import create_engine
-from worker.storage.schema_check import assert_schema_current
+from worker.storage.schema_check import assert_schema_current, schema_diagnosis
 from worker.storage.writer import StorageWriter
 from worker.streaming import codecs
 from worker.streaming.classify import FrameClassifier
@@ -247,6 +247,7 @@ def open_worker(
             alerts=alerts,
             open_probe=lambda: KafkaConsumer(**kafka, **fetch_sizes, enable_auto_commit=False),
             after_step=after_step,
+            diagnose=lambda: schema_diagnosis(engine),
         )
 
 

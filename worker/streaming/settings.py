@@ -431,6 +431,15 @@ OPTIONS: tuple[Option, ...] = (
         "retry_backoff_max_ms", "RETRY_BACKOFF_MAX_MS", _positive_int, 10_000, "longest wait between retries"
     ),
     Option(
+        "systemic_after_isolated",
+        "SYSTEMIC_AFTER_ISOLATED",
+        _positive_int,
+        3,
+        "a step whose frames fail alike this many times in a row, with nothing delivered in between,"
+        " stops dead-lettering them and retries as for an outage (at most this many minus one are"
+        " dead-lettered first; 1: never set a frame aside)",
+    ),
+    Option(
         "stuck_after_s",
         "STUCK_AFTER_S",
         _positive_int,
@@ -544,6 +553,7 @@ class Settings:
     max_poll_interval_ms: int
     retry_backoff_ms: int
     retry_backoff_max_ms: int
+    systemic_after_isolated: int
     stuck_after_s: int
     db_statement_timeout_ms: int
     db_lock_timeout_ms: int

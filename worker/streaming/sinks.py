@@ -11,8 +11,10 @@ on their entry, alerts are marked published). Each step raises only for faults t
 frame's (`failures.classify`: transient or systemic), and sets a frame aside itself when the fault
 is that frame's: the ledger bisects its batch to find the frame the database refuses, the output
 step dead-letters a frame whose detection message the broker refuses, the alert rules isolate a
-failing rule per strip. A frame set aside becomes a refusal with the reason of its step
-(`unstorable`, `undeliverable`, `duplicate-frame-id`) and is dead-lettered in the same batch.
+failing rule per strip. Before blaming frames, the ledger and the output step rule out a fault
+that every frame meets (`worker.streaming.isolation`): then they raise `SystemicFaultError`.
+A frame set aside becomes a refusal with the reason of its step (`unstorable`, `undeliverable`,
+`duplicate-frame-id`) and is dead-lettered in the same batch.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import structlog
 from worker.core import contracts
 from worker.core.catalogue import Catalogue
 from worker.core.clients import Producer
-from worker.core.errors import DeliveryError
+from worker.core.errors import DeliveryError, SystemicFaultError
 from worker.core.failures import DATA, classify, describe
 from worker.core.records import FrameResult
 from worker.core.refusals import (
@@ -39,6 +41,7 @@ from worker.core.refusals import (
 from worker.streaming.batch import Batch, Entry
 from worker.streaming.dead_letter import DeadLetterPublisher
 from worker.streaming.decode import Rejected
+from worker.streaming.isolation import IsolationGuard
 from worker.streaming.observability import Metrics, message_context
 
 if TYPE_CHECKING:
@@ -48,6 +51,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("worker.streaming")
 
 PUBLISH_TIMEOUT_S = 35.0  # a little over the producer's delivery timeout (see service.py)
+#: SYSTEMIC_AFTER_ISOLATED's default: the third frame in a row failing alike makes the fault systemic.
+DEFAULT_SYSTEMIC_AFTER = 3
 DETAIL_CHARS = 1500
 
 
@@ -64,6 +69,8 @@ class ResultWriter(Protocol):
 
     def write_results(self, results: Sequence[FrameResult]) -> WriteOutcome: ...
 
+    def check_writable(self, model_version: str) -> None: ...
+
 
 def _set_aside(entry: Entry, reason: str, stage: str, detail: str, *, metrics: Metrics, step: str) -> None:
     """Turn a frame into a refusal that the output step dead-letters; logged and counted."""
@@ -79,35 +86,70 @@ class LedgerSink:
     """The step `write`: the frames of the batch and their detections (see `StorageWriter.write_results`).
 
     A redelivered frame publishes what is stored; a frame whose id another stored frame holds is
-    refused (`duplicate-frame-id`); a frame the database refuses alone is set aside (`unstorable`).
+    refused (`duplicate-frame-id`); a frame the database refuses alone is set aside (`unstorable`)
+    — but only once a synthetic frame written and rolled back (`ResultWriter.check_writable`)
+    shows that the database takes good frames, and only while the `IsolationGuard` sees no run of
+    frames failing alike: otherwise the error is the set-up's, not the frames'
+    (`SystemicFaultError`, retried, nothing dead-lettered).
     """
 
     name = "write"
 
-    def __init__(self, writer: ResultWriter, metrics: Metrics) -> None:
+    def __init__(self, writer: ResultWriter, metrics: Metrics, guard: IsolationGuard | None = None) -> None:
         self.writer = writer
         self.metrics = metrics
+        self.guard = guard if guard is not None else IsolationGuard(DEFAULT_SYSTEMIC_AFTER)
 
     def deliver(self, batch: Batch) -> None:
-        self._write([e for e in batch.entries if e.result is not None])
-
-    def _write(self, entries: list[Entry]) -> None:
+        entries = [e for e in batch.entries if e.result is not None]
         if not entries:
             return
+        refused: list[tuple[Entry, BaseException]] = []
+        written = self._write(entries, refused, checked=[False])
+        if not refused:
+            if written:
+                self.guard.delivered(self.name)
+            return
+        self.guard.judge(self.name, [error for _, error in refused], delivered=written)
+        for entry, error in refused:
+            detail = f"the database refused this frame: {describe(error)}"
+            _set_aside(entry, UNSTORABLE, STORE, detail, metrics=self.metrics, step=self.name)
+
+    def _write(
+        self, entries: list[Entry], refused: list[tuple[Entry, BaseException]], checked: list[bool]
+    ) -> bool:
+        """Write `entries`, bisecting on a data error; the frames refused alone go to `refused`.
+        True when the database took at least one frame. `checked[0]`: the database already took
+        the synthetic frame during this delivery."""
         try:
             outcome = self.writer.write_results([e.result for e in entries if e.result is not None])
         except Exception as error:
             if classify(error) != DATA:
                 raise
+            if not checked[0]:
+                self._check_writable(entries, error)
+                checked[0] = True
             if len(entries) == 1:
-                detail = f"the database refused this frame: {describe(error)}"
-                _set_aside(entries[0], UNSTORABLE, STORE, detail, metrics=self.metrics, step=self.name)
-                return
+                refused.append((entries[0], error))
+                return False
             middle = len(entries) // 2
-            self._write(entries[:middle])
-            self._write(entries[middle:])
-            return
+            first = self._write(entries[:middle], refused, checked)
+            return self._write(entries[middle:], refused, checked) or first
         self._apply(entries, outcome)
+        return bool(outcome.stored)
+
+    def _check_writable(self, entries: list[Entry], error: BaseException) -> None:
+        """Raise when the database refuses a synthetic frame too: then `error` is no frame's fault."""
+        model_version = next(e.result.model_version for e in entries if e.result is not None)
+        try:
+            self.writer.check_writable(model_version)
+        except Exception as canary:
+            if classify(canary) != DATA:
+                raise
+            raise SystemicFaultError(
+                f"the database refuses a synthetic frame too ({describe(canary)}): not a frame's fault;"
+                f" the batch failed with {describe(error)}"
+            ) from canary
 
     def _apply(self, entries: list[Entry], outcome: WriteOutcome) -> None:
         for entry in entries:
@@ -157,7 +199,9 @@ class OutputSink:
     acknowledgement checked; entries acknowledged are marked and not sent again on a retry.
 
     A detection message the broker refuses for good (too large, invalid) makes its frame a dead
-    letter (`undeliverable`; the frame stays in the database). A dead letter refused for good is
+    letter (`undeliverable`; the frame stays in the database) — unless the `IsolationGuard` sees
+    frames refused alike with none acknowledged in between (a topic limit lowered for everyone):
+    then the step fails as systemic and is retried. A dead letter refused for good is
     sent again without key, value and original headers (`dlq-*` headers only); if even that is
     refused, it is logged with its coordinates and counted, and given up: a dead letter must
     never hold its partition. Transient and systemic faults fail the step (retried).
@@ -172,17 +216,26 @@ class OutputSink:
         dead_letters: DeadLetterPublisher,
         catalogue: Catalogue,
         metrics: Metrics,
+        *,
+        guard: IsolationGuard | None = None,
     ) -> None:
         self.producer = producer
         self.detections_topic = detections_topic
         self.dead_letters = dead_letters
         self.catalogue = catalogue
         self.metrics = metrics
+        self.guard = guard if guard is not None else IsolationGuard(DEFAULT_SYSTEMIC_AFTER)
 
     def deliver(self, batch: Batch) -> None:
         minimal: set[Entry] = set()  # entries whose dead letter goes out without key, value and headers
         while pending := [e for e in batch.entries if not e.published]:
             refused = self._send_round(pending, minimal)
+            frames_acknowledged = any(e.published and not e.refused for e in pending)
+            frames_refused = [error for entry, error in refused if not entry.refused]
+            if frames_refused:
+                self.guard.judge(self.name, frames_refused, delivered=frames_acknowledged)
+            elif frames_acknowledged:
+                self.guard.delivered(self.name)
             if not refused:
                 return
             for entry, error in refused:
