@@ -19,6 +19,7 @@ from worker.core import contracts
 from worker.core import refusals as r
 from worker.core.records import DecodedFrame
 from worker.streaming import decode as d
+from worker.streaming.decode_pool import Decoder
 
 LIMITS = d.DecodeLimits(max_frame_bytes=2_000_000, max_frame_pixels=1_000_000)
 
@@ -228,7 +229,7 @@ def test_decoder_pool_keeps_input_order() -> None:
         )
         for i, im in enumerate(images)
     ]
-    with d.Decoder(LIMITS, threads=3) as decoder:
+    with Decoder(LIMITS, workers=3) as decoder:
         results = decoder.decode_all(messages)
     assert [r.source.offset for r in results] == list(range(6))
     assert isinstance(results[3], d.Rejected)

@@ -33,6 +33,8 @@ IMAGE_TOO_LARGE = "image-too-large"
 TOO_MANY_TILES = "too-many-tiles"
 CORRUPT_IMAGE = "corrupt-image"
 CONTENT_TYPE_MISMATCH = "content-type-mismatch"
+IMAGE_TOO_COSTLY = "image-too-costly"  # its structure would cost more to decode than allowed (scans, chunks)
+DECODE_TIMEOUT = "decode-timeout"  # the decoder did not finish within DECODE_TIMEOUT_MS
 DECODER_ERROR = "decoder-error"  # the decoder failed in a way it does not know: a bug, never expected
 DUPLICATE_FRAME_ID = "duplicate-frame-id"
 UNSTORABLE = "unstorable"
@@ -53,6 +55,8 @@ REASONS = (
     TOO_MANY_TILES,
     CORRUPT_IMAGE,
     CONTENT_TYPE_MISMATCH,
+    IMAGE_TOO_COSTLY,
+    DECODE_TIMEOUT,
     DECODER_ERROR,
     DUPLICATE_FRAME_ID,
     UNSTORABLE,

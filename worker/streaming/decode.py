@@ -13,25 +13,29 @@ are those of `worker.core.refusals`. Checks, in order:
               gets the same detail (no existence oracle) and nothing of the file is echoed
     decode:   image header dimensions read *before* decoding (PNG IHDR, JPEG SOF) and refused above
               MAX_FRAME_PIXELS (decompression bombs) or above MAX_FRAME_TILES tiles (a thin image
-              padded into thousands of tiles), container complete (PNG IEND, JPEG EOI), content
-              matches its content-type, OpenCV decodes it to the declared size
+              padded into thousands of tiles), container complete (PNG IEND, JPEG EOI), the
+              container's structure within what real cameras write (at most MAX_JPEG_SCANS scans
+              — libjpeg walks every block of the image once per scan, so a progressive JPEG whose
+              scan repeats tens of thousands of times takes minutes and libjpeg only warns — and
+              at most MAX_IMAGE_SEGMENTS JPEG segments or PNG chunks), content matches its
+              content-type, OpenCV decodes it to the declared size
 
 Details never echo payload bytes, and values from the message appear only through `shown()`
 (bounded, escaped). A failure the decoder does not foresee is still a refusal (`decoder-error`,
 logged with its traceback as a bug to fix); the tests fuzz the decoder to keep that reason unused.
 
-OpenCV releases the GIL while decoding, so `Decoder.decode_all` spreads messages over a thread pool.
+`decode_message` runs in the decoder's worker processes (`worker.streaming.decode_pool`), each
+frame within DECODE_TIMEOUT_MS: a cost this module does not foresee still cannot stall the line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import struct
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -50,6 +54,7 @@ from worker.core.refusals import (
     DECODER_ERROR,
     EMPTY_PAYLOAD,
     FETCH,
+    IMAGE_TOO_COSTLY,
     IMAGE_TOO_LARGE,
     IMAGE_UNAVAILABLE,
     INVALID_METADATA,
@@ -73,6 +78,14 @@ JPEG_SOI = b"\xff\xd8"
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); not DHT C4, JPG C8, DAC CC.
 _JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+_JPEG_SOS, _JPEG_EOI = 0xDA, 0xD9
+#: The next marker, as libjpeg finds it: 0xFF (after any fill bytes) and a byte that is neither a
+#: stuffed zero nor a restart marker. libjpeg skips whatever lies before it with a warning.
+_JPEG_NEXT_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
+#: A real progressive JPEG has about ten scans (libjpeg's default script: 6 for grey, 10 for colour).
+DEFAULT_MAX_JPEG_SCANS = 64
+#: PNG encoders write image data in chunks of 8 KiB or more: a 16 MiB PNG has about 2 000 chunks.
+DEFAULT_MAX_IMAGE_SEGMENTS = 8192
 
 
 @dataclass(frozen=True)
@@ -110,7 +123,8 @@ class Rejected:
 @dataclass(frozen=True)
 class DecodeLimits:
     """Guards against abuse: payload bytes, image pixels, tiles per frame (at `tile_size` with
-    `tile_min_overlap`), and the claim check (off while `claim_check_root` is None)."""
+    `tile_min_overlap`), the claim check (off while `claim_check_root` is None), and the
+    container's structure (JPEG scans, JPEG segments or PNG chunks)."""
 
     max_frame_bytes: int
     max_frame_pixels: int
@@ -119,6 +133,8 @@ class DecodeLimits:
     tile_min_overlap: int = 0
     claim_check_root: Path | None = None
     claim_check_timeout_s: float = 5.0
+    max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
+    max_image_segments: int = DEFAULT_MAX_IMAGE_SEGMENTS
 
 
 def image_dimensions(data: bytes, content_type: str) -> tuple[int, int]:
@@ -189,6 +205,58 @@ def _check_complete(data: bytes, content_type: str) -> None:
             raise RefusalError(CORRUPT_IMAGE, DECODE, "PNG without its IEND chunk at the end (truncated)")
     elif b"\xff\xd9" not in data[-64:]:
         raise RefusalError(CORRUPT_IMAGE, DECODE, "JPEG without its end-of-image marker (truncated)")
+
+
+def _check_structure(data: bytes, content_type: str, limits: DecodeLimits) -> None:
+    """Count what makes a decoder work more than once per pixel, before it starts: JPEG scans and
+    segments, found the way libjpeg finds markers (`_JPEG_NEXT_MARKER`), or PNG chunks."""
+    if content_type == contracts.PNG:
+        _check_png_chunks(data, limits)
+    else:
+        _check_jpeg_scans(data, limits)
+
+
+def _too_costly(what: str, count: int, limit: int, setting: str) -> RefusalError:
+    return RefusalError(
+        IMAGE_TOO_COSTLY,
+        DECODE,
+        f"the image has {count} {what} or more, limit {limit} ({setting}): decoding it would cost"
+        " many times what an image of its size costs",
+    )
+
+
+def _check_jpeg_scans(data: bytes, limits: DecodeLimits) -> None:
+    scans = segments = 0
+    position = 2
+    while (found := _JPEG_NEXT_MARKER.search(data, position)) is not None:
+        marker = found.group(1)[0]
+        start = found.end()  # just past the marker byte
+        if marker == _JPEG_EOI:
+            return
+        segments += 1
+        if segments > limits.max_image_segments:
+            raise _too_costly("segments", segments, limits.max_image_segments, "MAX_IMAGE_SEGMENTS")
+        if marker in _JPEG_STANDALONE or start + 2 > len(data):
+            position = start
+            continue
+        (length,) = struct.unpack(">H", data[start : start + 2])
+        position = start + max(length, 2)  # past the segment header: a scan's data follows it
+        if marker == _JPEG_SOS:
+            scans += 1
+            if scans > limits.max_jpeg_scans:
+                raise _too_costly("scans", scans, limits.max_jpeg_scans, "MAX_JPEG_SCANS")
+
+
+def _check_png_chunks(data: bytes, limits: DecodeLimits) -> None:
+    position, chunks = 8, 0
+    while position + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        chunks += 1
+        if chunks > limits.max_image_segments:
+            raise _too_costly("chunks", chunks, limits.max_image_segments, "MAX_IMAGE_SEGMENTS")
+        if data[position + 4 : position + 8] == b"IEND":
+            return
+        position += 12 + length
 
 
 def _claim_check_path(uri: str, root: Path) -> Path:
@@ -313,6 +381,7 @@ def _decode_pixels(data: bytes, content_type: str, meta: FrameMeta, limits: Deco
     width, height = image_dimensions(data, content_type)
     _check_size(width, height, limits)
     _check_complete(data, content_type)
+    _check_structure(data, content_type, limits)
     image = cv2.imdecode(
         np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION
     )
@@ -387,28 +456,3 @@ def message_sha256(message: InboundMessage) -> str:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
-
-
-class Decoder:
-    """Decodes batches of messages on a thread pool; results come back in input order.
-
-    Use as a context manager (or call `close()`): the pool's threads end on exit.
-    """
-
-    def __init__(self, limits: DecodeLimits, threads: int) -> None:
-        self.limits = limits
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
-
-    def decode_all(self, messages: Sequence[InboundMessage]) -> list[DecodedFrame | Rejected]:
-        if len(messages) <= 1:
-            return [decode_message(m, self.limits) for m in messages]
-        return list(self._pool.map(lambda m: decode_message(m, self.limits), messages))
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-    def __enter__(self) -> Decoder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

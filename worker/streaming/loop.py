@@ -70,7 +70,8 @@ from worker.core.refusals import DECODE, DECODER_ERROR, TRANSPORT, UNREADABLE_RE
 from worker.streaming.batch import Batch, Entry
 from worker.streaming.classify import FrameClassifier, TiledFrame, tile_frame
 from worker.streaming.dead_letter import DeadLetterPublisher
-from worker.streaming.decode import Decoder, InboundMessage, Rejected
+from worker.streaming.decode import InboundMessage, Rejected
+from worker.streaming.decode_pool import Decoder
 from worker.streaming.isolation import IsolationGuard
 from worker.streaming.observability import (
     RUNNING,
@@ -167,6 +168,7 @@ class Worker:
         self._model_thread: ThreadPoolExecutor | None = None
         self._revocations = Revocations()
         self._paused: set[TopicPartition] = set()
+        self._held: set[TopicPartition] = set()  # paused while a poll's frames decode (`_keep_group`)
         self._retrying = False
         self._poll_failures = 0
         self._poll_failing_since: float | None = None
@@ -245,12 +247,42 @@ class Worker:
                 self.metrics.skipped_records.inc()
         messages = [_inbound(r) for r in records if TopicPartition(r.topic, r.partition) not in rewound]
         if messages:
-            for message, outcome in zip(messages, self.decoder.decode_all(messages), strict=True):
+            try:
+                outcomes = self.decoder.decode_all(messages, keep_alive=self._keep_group)
+            finally:
+                self._release_held()
+            for message, outcome in zip(messages, outcomes, strict=True):
                 entry = Entry(message, self._tile_or_refusal(message, outcome), now)
                 if not entry.refused:
                     entry.release_value()
                 self._queue.append(entry)
         self.health.tick(queued=len(self._queue))
+
+    def _keep_group(self) -> None:
+        """While a poll's frames take long to decode: poll with every partition paused, so that the
+        group keeps this worker (KAFKA_MAX_POLL_INTERVAL_MS) and nothing new is fetched. Records a
+        rebalance lets through are not lost: their partition is moved back to the first of them."""
+        fetching = set(self.consumer.assignment()) - self._paused - self.reader.suspects - self._held
+        if fetching:
+            self.consumer.pause(*fetching)
+            self._held |= fetching
+        try:
+            returned = self.consumer.poll(timeout_ms=0)
+        except Exception as error:  # the next real poll meets it again, and reports it
+            log.warning("poll.keep_alive_failed", error=shown(describe(error)))
+            return
+        for tp, records in returned.items():
+            if records:
+                self.consumer.seek(tp, min(r.offset for r in records))
+        self.health.tick()
+
+    def _release_held(self) -> None:
+        """Resume what `_keep_group` paused (unless a retry or the record reader holds it now)."""
+        if self._held:
+            resume = (self._held & set(self.consumer.assignment())) - self._paused - self.reader.suspects
+            if resume:
+                self.consumer.resume(*resume)
+            self._held = set()
 
     def _poll_failed(self, error: BaseException) -> None:
         """A poll raised for a reason that is no record's (authorisation, a client fault): logged,

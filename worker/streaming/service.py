@@ -49,7 +49,8 @@ from worker.storage.schema_check import assert_schema_current, schema_diagnosis
 from worker.storage.writer import StorageWriter
 from worker.streaming import codecs
 from worker.streaming.classify import FrameClassifier
-from worker.streaming.decode import DecodeLimits, Decoder
+from worker.streaming.decode import DecodeLimits
+from worker.streaming.decode_pool import Decoder
 from worker.streaming.loop import Worker
 from worker.streaming.observability import Health, Metrics, ObservabilityServer
 from worker.streaming.settings import Settings, masked_database_url
@@ -201,7 +202,15 @@ def open_worker(
             ObservabilityServer(settings.metrics_host, settings.metrics_port, metrics, health)
         )
         log.info("worker.metrics", url=f"http://{settings.metrics_host}:{server.port}/metrics")
-        decoder = stack.enter_context(Decoder(decode_limits(settings), settings.decode_threads))
+        decoder = stack.enter_context(
+            Decoder(
+                decode_limits(settings),
+                settings.decode_workers,
+                settings.decode_timeout_ms / 1000,
+                log_format=settings.log_format,
+                log_level=settings.log_level,
+            )
+        )
         kafka = settings.kafka_options()
         try:
             producer = KafkaProducer(
@@ -289,6 +298,8 @@ def decode_limits(settings: Settings) -> DecodeLimits:
         tile_min_overlap=settings.tile_min_overlap,
         claim_check_root=settings.claim_check_root,
         claim_check_timeout_s=settings.claim_check_timeout_ms / 1000,
+        max_jpeg_scans=settings.max_jpeg_scans,
+        max_image_segments=settings.max_image_segments,
     )
 
 

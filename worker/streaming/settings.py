@@ -24,6 +24,8 @@ from worker.alerts.config import DEFAULT_RULES_PATH
 from worker.core.errors import ConfigError
 from worker.model.acceleration import parse_providers
 from worker.model.runtimes import AUTO, RUNTIMES
+from worker.streaming.decode import DEFAULT_MAX_IMAGE_SEGMENTS, DEFAULT_MAX_JPEG_SCANS
+from worker.streaming.decode_pool import DEFAULT_TIMEOUT_S as DEFAULT_DECODE_TIMEOUT_S
 
 MASK = "**********"
 HEADER_ROOM_BYTES = 65_536  # room for a message's key and headers next to its value
@@ -344,7 +346,37 @@ OPTIONS: tuple[Option, ...] = (
         0.005,
         "share of clean tiles (no detection) whose crop is stored too, for quality control (0-1)",
     ),
-    Option("decode_threads", "DECODE_THREADS", _positive_int, 2, "threads decoding images"),
+    Option(
+        "decode_workers",
+        "DECODE_WORKERS",
+        _positive_int,
+        2,
+        "processes decoding images (each decodes one frame at a time)",
+    ),
+    Option(
+        "decode_timeout_ms",
+        "DECODE_TIMEOUT_MS",
+        _positive_int,
+        int(DEFAULT_DECODE_TIMEOUT_S * 1000),
+        "longest time one frame may take to decode; a frame over it is dead-lettered (decode-timeout)"
+        " and its decoder process replaced",
+    ),
+    Option(
+        "max_jpeg_scans",
+        "MAX_JPEG_SCANS",
+        _positive_int,
+        DEFAULT_MAX_JPEG_SCANS,
+        "refuse JPEGs with more scans, before decoding (image-too-costly): libjpeg walks the whole image"
+        " once per scan; real progressive JPEGs have about ten",
+    ),
+    Option(
+        "max_image_segments",
+        "MAX_IMAGE_SEGMENTS",
+        _positive_int,
+        DEFAULT_MAX_IMAGE_SEGMENTS,
+        "refuse JPEGs with more marker segments and PNGs with more chunks, before decoding"
+        " (image-too-costly)",
+    ),
     Option(
         "max_frame_bytes",
         "MAX_FRAME_BYTES",
@@ -538,7 +570,10 @@ class Settings:
     evidence_jpeg_quality: int
     evidence_max_side: int
     evidence_clean_sample: float
-    decode_threads: int
+    decode_workers: int
+    decode_timeout_ms: int
+    max_jpeg_scans: int
+    max_image_segments: int
     max_frame_bytes: int
     max_frame_pixels: int
     max_frame_tiles: int
