@@ -57,12 +57,12 @@ def writer(engine: sa.Engine) -> StorageWriter:
 
 def _entries(results: list[Any]) -> list[Entry]:
     """Entries as the loop holds them after the model: a tiled frame (pixels not needed here) and
-    its result; the message's value already released."""
+    its result; the message keeps its value (1 234 bytes here) for the dead-letter topic."""
     entries = []
     for result in results:
         frame = DecodedFrame(meta=result.meta, source=result.source, image=None)  # type: ignore[arg-type]
-        message = inbound(None, [], offset=result.source.offset, key=result.meta.strip_id.encode())
-        message = replace(message, source=result.source, released_value_bytes=1234)
+        message = inbound(b"\x07" * 1234, [], offset=result.source.offset, key=result.meta.strip_id.encode())
+        message = replace(message, source=result.source)
         entries.append(Entry(message, TiledFrame(frame, (), None), 0.0, result=result))  # type: ignore[arg-type]
     return entries
 
@@ -161,7 +161,7 @@ def test_a_detection_message_the_broker_refuses_makes_its_frame_a_dead_letter_an
     (letter,) = read_topic(broker.bootstrap_servers, dlq, at_least=1)
     headers = dict(letter.headers)
     assert headers["dlq-reason"] == b"undeliverable" and headers["dlq-stage"] == b"publish"
-    assert headers["dlq-value-omitted"] == b"1234"  # the frame's bytes were released after decoding
+    assert headers["dlq-value-omitted"] == b"1234"  # the frame's bytes would not fit under this limit
     assert metrics.value("steel_worker_undeliverable_total", {"kind": "detection"}) == 1
 
 

@@ -257,9 +257,15 @@ def test_a_redelivered_frame_returns_what_is_stored_even_when_the_model_now_says
 @pytest.mark.parametrize(
     ("change", "what"),
     [
-        (lambda r: replace(r, source=KafkaCoordinates("mill.frames", 2, 777)), "other coordinates"),
+        (
+            lambda r: replace(r, source=KafkaCoordinates("mill.frames", 2, 777), message_sha256="cd" * 32),
+            "other coordinates, other content",
+        ),
         (lambda r: replace(r, message_sha256="cd" * 32), "same coordinates, other content"),
-        (lambda r: replace(r, source=KafkaCoordinates("other.topic", 2, 5)), "other topic"),
+        (
+            lambda r: replace(r, source=KafkaCoordinates("mill.frames", 2, 777), message_sha256=None),
+            "other coordinates, content unknown",
+        ),
     ],
 )
 def test_another_message_under_a_stored_frame_id_is_a_collision_and_writes_nothing(
@@ -273,6 +279,24 @@ def test_another_message_under_a_stored_frame_id_is_a_collision_and_writes_nothi
     assert outcome.redelivered == frozenset() and list(outcome.stored) == ["S1-f0006"]
     assert outcome.new_frame_ids == ("S1-f0006",)
     assert _count(engine, "frames") == 2 and _count(engine, "detections") == 1
+
+
+def test_the_same_message_at_other_coordinates_is_a_redelivery_not_a_collision(
+    writer: StorageWriter, engine: sa.Engine
+) -> None:
+    """A frame replayed from the dead-letter topic (`steel-worker dlq replay`) arrives at new
+    coordinates with the same bytes: it publishes what is stored and writes nothing; twice in one
+    batch, the second copy gets what the first stored."""
+    first = replace(_result(5, [(2, "holes", 0.91)]), message_sha256="ab" * 32)
+    writer.write_results([first])
+    replayed = replace(first, source=KafkaCoordinates("mill.frames", 2, 777), detections=())
+    outcome = writer.write_results([replayed])
+    assert outcome.collisions == {} and outcome.redelivered == {"S1-f0005"}
+    assert outcome.stored["S1-f0005"].detections[0].class_name == "holes"
+    new = replace(_result(6, [(1, "rolling", 0.8)]), message_sha256="cd" * 32)
+    twice = writer.write_results([new, replace(new, source=KafkaCoordinates("mill.frames", 0, 99))])
+    assert twice.collisions == {} and twice.new_frame_ids == ("S1-f0006",)
+    assert _count(engine, "frames") == 2 and _count(engine, "detections") == 2
 
 
 def test_a_row_written_before_hashes_were_kept_is_matched_by_its_coordinates(

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "worker.model.export_command",  # export
     "worker.storage.command",  # db
     "worker.streaming.run_command",  # run
+    "worker.streaming.dlq_command",  # dlq
     "worker.camera.command",  # simulate
     "worker.alerts.command",  # alerts
     "worker.reports.command",  # report

@@ -7,9 +7,11 @@ frames' crops (`tile_images`: only a frame the ledger took in this call writes i
 is written once). A frame id
 already in the ledger writes nothing and raises nothing; the outcome tells the two cases apart:
 
-- a redelivery (the stored row has the same Kafka coordinates and, where it was recorded, the same
-  message sha256: the same record read again after a crash or rebalance): `redelivered` holds what
-  is stored, so that the worker publishes exactly what the database holds;
+- a redelivery (the stored row has the same message sha256 — the same frame-meta and image bytes —
+  whether the record was read again after a crash or a rebalance, or replayed from the dead-letter
+  topic to other coordinates; rows older than revision 0003 have no sha256 and match by their
+  Kafka coordinates): `redelivered` holds what is stored, so that the worker publishes exactly
+  what the database holds;
 - a collision (another message under an id already stored, or given twice in one call):
   `collisions` names it, and nothing of it is written; the worker dead-letters it.
 
@@ -25,7 +27,7 @@ commits offsets past it. Nothing is half-written: the transaction commits all ro
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -175,14 +177,15 @@ class StorageWriter:
     def write_results(self, results: Sequence[FrameResult]) -> WriteOutcome:
         """Write the ledger rows and detections of `results` in one transaction; see the module doc.
 
-        A frame id given twice in one call is written once (the first occurrence counts; the
-        others are collisions).
+        A frame id given twice in one call is written once: the first occurrence counts; another
+        message is a collision, the same message again (a replay beside its original) gets what
+        the first stored.
         """
         unique: dict[str, FrameResult] = {}
         collisions: dict[KafkaCoordinates, KafkaCoordinates] = {}
         for result in results:
             first = unique.setdefault(result.meta.frame_id, result)
-            if first is not result:
+            if first is not result and not _same_message(first, result):
                 collisions[result.source] = first.source
         if not unique:
             return WriteOutcome()
@@ -269,8 +272,8 @@ class StorageWriter:
         self, conn: sa.Connection, incoming: Sequence[FrameResult]
     ) -> dict[str, tuple[KafkaCoordinates, FrameResult | None]]:
         """For each incoming frame whose id is stored: where the stored frame came from, and, when
-        the incoming message is that same record (same coordinates; same sha256 where recorded),
-        the stored result under the incoming metadata; None for a collision."""
+        the incoming message is that same message (same sha256; same coordinates where no sha256
+        was recorded), the stored result under the incoming metadata; None for a collision."""
         by_id = {r.meta.frame_id: r for r in incoming}
         rows = conn.execute(sa.select(frames).where(frames.c.frame_id.in_(list(by_id)))).all()
         found: dict[str, tuple[KafkaCoordinates, FrameResult | None]] = {}
@@ -278,9 +281,10 @@ class StorageWriter:
         for row in rows:
             held_at = KafkaCoordinates(row.kafka_topic, row.kafka_partition, row.kafka_offset)
             result = by_id[row.frame_id]
-            same = held_at == result.source and (
-                row.message_sha256 is None or row.message_sha256 == result.message_sha256
-            )
+            if row.message_sha256 is not None and result.message_sha256 is not None:
+                same = row.message_sha256 == result.message_sha256  # the same message, wherever read
+            else:
+                same = held_at == result.source  # rows older than revision 0003: by coordinates
             found[row.frame_id] = (held_at, None)
             if same:
                 same_record[row.frame_id] = row
@@ -327,6 +331,13 @@ class StorageWriter:
                 f" {sorted(self._class_ids)}); store the model's catalogue with ensure_catalogue"
             )
         return self._class_ids
+
+
+def _same_message(first: FrameResult, other: FrameResult) -> bool:
+    """The same message read twice: the same sha256, or the same coordinates where one has none."""
+    if first.message_sha256 is not None and other.message_sha256 is not None:
+        return first.message_sha256 == other.message_sha256
+    return first.source == other.source
 
 
 def _aware(value: datetime, what: str) -> datetime:
@@ -476,3 +487,19 @@ def _canary(model_version: str, class_name: str | None) -> FrameResult:
         message_sha256="0" * 64,
         evidence=(crop,),
     )
+
+
+def stored_message_hashes(engine: sa.Engine, frame_ids: Collection[str]) -> dict[str, str | None]:
+    """For each of `frame_ids` that the ledger holds: the message sha256 stored with it (None for
+    rows older than revision 0003). Read in chunks of 1 000 ids, one statement each."""
+    ids = sorted(frame_ids)
+    found: dict[str, str | None] = {}
+    with engine.connect() as conn:
+        for start in range(0, len(ids), 1000):
+            rows = conn.execute(
+                sa.select(frames.c.frame_id, frames.c.message_sha256).where(
+                    frames.c.frame_id.in_(ids[start : start + 1000])
+                )
+            )
+            found.update({row.frame_id: row.message_sha256 for row in rows})
+    return found

@@ -3,14 +3,14 @@ micro-batch of entries with the record of how far its delivery got.
 
 An entry starts as a tiled frame or a refusal (`Rejected`); a step of the delivery may turn a
 frame into a refusal (isolated: the database or the broker refused it alone) and give it the
-result to publish. The raw bytes of a frame are released once it is decoded (`release_value`):
-only refusals keep theirs, for the dead-letter topic.
+result to publish. Every entry keeps its message's bytes until its batch is delivered: a frame set
+aside by a delivery step is dead-lettered whole, so that `steel-worker dlq replay` can send it back.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from kafka import TopicPartition
 
@@ -51,11 +51,6 @@ class Entry:
         """Turn this entry into a refusal (isolated by a delivery step): no result to publish."""
         self.outcome = rejected
         self.result = None
-
-    def release_value(self) -> None:
-        """Forget the message's bytes (a decoded frame needs them no more); the size is kept."""
-        if self.message.value is not None:
-            self.message = replace(self.message, value=None, released_value_bytes=len(self.message.value))
 
 
 @dataclass

@@ -4,8 +4,8 @@ The dead letter keeps the original key, value and headers (so it can be inspecte
 it was), less any `dlq-*` headers a previous trip left, plus the `dlq-*` headers of
 `schemas/dead-letter-headers.v1.json`. A dead letter must always be producible, or the loop would
 retry it forever, so what does not fit is left out, in this order, each with a header giving its
-size: the value (`dlq-value-omitted`; also when the loop released the value of a decoded frame —
-replay it from `dlq-source-*`), the original headers (`dlq-headers-omitted`), the key
+size: the value (`dlq-value-omitted`: replay it from `dlq-source-*` while the topic keeps it), the
+original headers (`dlq-headers-omitted`), the key
 (`dlq-key-omitted`). `minimal=True` leaves all three out (after the broker refused the dead letter).
 A dead letter with neither key nor value gets an empty value (clients refuse a record without both).
 Every header value is valid UTF-8 and bounded: the detail is cut to MAX_DETAIL characters.
@@ -70,8 +70,6 @@ def dead_letter(
     ]
     key, value = message.key, message.value
     original = [(k, v) for k, v in message.headers if not k.lower().startswith(DLQ_PREFIX)]
-    if value is None and message.released_value_bytes is not None:
-        added.append((VALUE_OMITTED_HEADER, str(message.released_value_bytes).encode()))
 
     def too_large() -> bool:
         total = len(key or b"") + len(value or b"") + _size(original) + _size(added)

@@ -97,7 +97,6 @@ class InboundMessage:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     timestamp_ms: int | None = None
-    released_value_bytes: int | None = None  # the value's size once the loop released it
 
     def header(self, name: str) -> bytes | None:
         """The last value of header `name` (case-insensitive), or None."""

@@ -34,10 +34,12 @@ from multiprocessing.process import BaseProcess
 
 import structlog
 
-from worker.core.records import DecodedFrame
+from worker.core import contracts
+from worker.core.records import DecodedFrame, FrameMeta
 from worker.core.refusals import DECODE, DECODE_TIMEOUT, DECODER_ERROR
 from worker.streaming.decode import DecodeLimits, InboundMessage, Rejected, decode_message
 from worker.streaming.observability import configure_logging
+from worker.streaming.validation import parse_frame_meta
 
 log = structlog.get_logger("worker.streaming")
 
@@ -203,7 +205,7 @@ class Decoder:
             if task in crashed:
                 detail = f"the decoder process died decoding this image, twice (exit code {code})"
                 log.error("decoder.crashed", source=str(message.source), exit_code=code, note="refused")
-                outcomes[task] = Rejected(DECODER_ERROR, DECODE, detail, message.source)
+                outcomes[task] = Rejected(DECODER_ERROR, DECODE, detail, message.source, _meta(message))
             else:
                 log.warning("decoder.crashed", source=str(message.source), exit_code=code, note="tried again")
                 crashed.add(task)
@@ -225,7 +227,7 @@ class Decoder:
             f"decoding took over {self.timeout_s:g} s (DECODE_TIMEOUT_MS); stopped after {seconds:.1f} s —"
             " an image built to be slow to decode, or a limit set too low for the camera's frames"
         )
-        outcomes[task] = Rejected(DECODE_TIMEOUT, DECODE, detail, message.source)
+        outcomes[task] = Rejected(DECODE_TIMEOUT, DECODE, detail, message.source, _meta(message))
 
     def _replace(self, slot: _Slot) -> int | None:
         """End `slot`'s process and put a new one in its place; the old one's exit code."""
@@ -233,3 +235,12 @@ class Decoder:
         fresh = self._spawn()
         slot.process, slot.connection, slot.task = fresh.process, fresh.connection, None
         return code
+
+
+def _meta(message: InboundMessage) -> FrameMeta | None:
+    """The frame's metadata for the refusal's log line and dead letter, when it is valid (read
+    again here: the process that read it is gone)."""
+    try:
+        return parse_frame_meta(message.header(contracts.FRAME_META_HEADER))
+    except Exception:  # an invalid header: the refusal carries no metadata
+        return None

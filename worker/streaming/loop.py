@@ -4,8 +4,9 @@ written twice, and no message that can stop it.
 Read `Worker.run` top to bottom:
 
     poll (records that cannot be read are skipped: `transport.poll_records`)
-    → decode + validate (thread pool; bad frames become Rejected; a frame's bytes are released
-      once it is decoded) → tile → queue
+    → decode + validate (decoder processes, each frame within DECODE_TIMEOUT_MS; bad frames
+      become Rejected; every entry keeps its message's bytes until delivered, so that a frame set
+      aside later is dead-lettered whole and can be replayed) → tile → queue
     → when the queue weighs BATCH_TILES (a frame weighs its tiles, a refusal 1), or its oldest
       entry waited BATCH_MAX_WAIT_MS: take one micro-batch (whole frames, in arrival order)
     → model → per-class thresholds (on the model thread: while the model classifies a batch, the
@@ -33,9 +34,9 @@ Guarantees:
   redelivered after a crash between the database commit and the flush is published again;
   consumers deduplicate by frame id (alert id).
 - Memory is bounded: the queue holds at most BATCH_TILES of weight plus one poll
-  (KAFKA_MAX_POLL_RECORDS messages); a decoded frame keeps its image and tiles, not its bytes; a
-  refusal keeps its bytes (at most MAX_FRAME_BYTES) until its dead letter is sent
-  (docs/reliability.md gives the bound).
+  (KAFKA_MAX_POLL_RECORDS messages); each entry keeps its message's bytes (at most MAX_FRAME_BYTES)
+  until its batch is delivered, a decoded frame also its image and tiles (docs/reliability.md
+  gives the bound).
 - Rebalance (`worker.streaming.rebalance`): the listener only records the revoked partitions.
   Every delivered batch is committed at the end of its delivery, before the next poll; after each
   poll the loop drops the revoked partitions' entries from the queue, from the batch on the model
@@ -252,10 +253,7 @@ class Worker:
             finally:
                 self._release_held()
             for message, outcome in zip(messages, outcomes, strict=True):
-                entry = Entry(message, self._tile_or_refusal(message, outcome), now)
-                if not entry.refused:
-                    entry.release_value()
-                self._queue.append(entry)
+                self._queue.append(Entry(message, self._tile_or_refusal(message, outcome), now))
         self.health.tick(queued=len(self._queue))
 
     def _keep_group(self) -> None:

@@ -617,23 +617,8 @@ class Settings:
 
     def kafka_options(self) -> dict[str, Any]:
         """Connection and security keyword arguments shared by KafkaConsumer and KafkaProducer."""
-        options: dict[str, Any] = {
-            "bootstrap_servers": [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()],
-            "client_id": self.worker_id,
-            "security_protocol": self.security_protocol,
-        }
-        if self.security_protocol.startswith("SASL"):
-            options["sasl_mechanism"] = self.sasl_mechanism
-            options["sasl_plain_username"] = self.sasl_username
-            options["sasl_plain_password"] = self.sasl_password.reveal() if self.sasl_password else None
-        if self.security_protocol.endswith("SSL"):
-            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-                value = getattr(self, name)
-                if value is not None:
-                    options[name] = str(value)
-            if self.ssl_key_password is not None:
-                options["ssl_password"] = self.ssl_key_password.reveal()
-        return options
+        connection = KafkaConnection(**{name: getattr(self, name) for name in KAFKA_CONNECTION_FIELDS})
+        return connection.options(self.worker_id)
 
     def describe(self) -> dict[str, Any]:
         """The settings as plain values safe to log: secrets masked, the database password hidden."""
@@ -666,6 +651,25 @@ def masked_database_url(url: Secret) -> str:
 
 def _check_consistency(s: Settings) -> None:
     """Refuse combinations that cannot work or that would leak a password on the network."""
+    _check_kafka_connection(s)
+    if s.tile_min_overlap >= s.tile_size:
+        raise ConfigError(
+            f"TILE_MIN_OVERLAP must be smaller than TILE_SIZE, received {s.tile_min_overlap} >= {s.tile_size}"
+        )
+    if s.retry_backoff_max_ms < s.retry_backoff_ms:
+        raise ConfigError(
+            f"RETRY_BACKOFF_MAX_MS ({s.retry_backoff_max_ms}) must be >= "
+            f"RETRY_BACKOFF_MS ({s.retry_backoff_ms})"
+        )
+    if s.poll_timeout_ms >= s.max_poll_interval_ms:
+        raise ConfigError(
+            f"KAFKA_POLL_TIMEOUT_MS ({s.poll_timeout_ms}) must be below "
+            f"KAFKA_MAX_POLL_INTERVAL_MS ({s.max_poll_interval_ms})"
+        )
+
+
+def _check_kafka_connection(s: Settings | KafkaConnection) -> None:
+    """Refuse Kafka security settings that cannot work or that would send a password in clear."""
     sasl = s.security_protocol.startswith("SASL")
     if sasl and (s.sasl_mechanism is None or s.sasl_username is None or s.sasl_password is None):
         raise ConfigError(
@@ -694,20 +698,6 @@ def _check_consistency(s: Settings) -> None:
         path = getattr(s, name)
         if path is not None and not path.is_file():
             raise ConfigError(f"{_option(name).env}={path}: expected an existing file")
-    if s.tile_min_overlap >= s.tile_size:
-        raise ConfigError(
-            f"TILE_MIN_OVERLAP must be smaller than TILE_SIZE, received {s.tile_min_overlap} >= {s.tile_size}"
-        )
-    if s.retry_backoff_max_ms < s.retry_backoff_ms:
-        raise ConfigError(
-            f"RETRY_BACKOFF_MAX_MS ({s.retry_backoff_max_ms}) must be >= "
-            f"RETRY_BACKOFF_MS ({s.retry_backoff_ms})"
-        )
-    if s.poll_timeout_ms >= s.max_poll_interval_ms:
-        raise ConfigError(
-            f"KAFKA_POLL_TIMEOUT_MS ({s.poll_timeout_ms}) must be below "
-            f"KAFKA_MAX_POLL_INTERVAL_MS ({s.max_poll_interval_ms})"
-        )
 
 
 def _option(field_name: str) -> Option:
@@ -724,29 +714,99 @@ def load_settings(
     values: dict[str, Any] = {}
     missing: list[str] = []
     for option in OPTIONS:
-        given = overrides.get(option.field)
-        source = f"{option.flag}"
-        if given is None:
-            given = env.get(option.env) or None  # an empty variable counts as unset
-            source = option.env
-        if given is None:
-            if option.default is REQUIRED:
-                missing.append(f"{option.env} (or {option.flag})")
-                continue
-            values[option.field] = _default_worker_id() if option.field == "worker_id" else option.default
+        value = _value(option, env, overrides)
+        if value is REQUIRED:
+            missing.append(f"{option.env} (or {option.flag})")
             continue
-        if not isinstance(given, str):
-            values[option.field] = given  # already typed (argparse type= or a test)
-            continue
-        try:
-            values[option.field] = option.parse(given)
-        except ValueError as exc:
-            shown = MASK if option.secret else repr(given)
-            detail = str(exc).replace(repr(given), shown) if option.secret else str(exc)
-            raise ConfigError(f"{source}: {detail} (received {shown})") from None
+        values[option.field] = value
     if missing:
         raise ConfigError("missing required settings: " + ", ".join(missing))
     return Settings(**values)
+
+
+def _value(option: Option, env: Mapping[str, str], overrides: Mapping[str, Any]) -> Any:
+    """One option's value: the override, else the variable, else the default (REQUIRED if none)."""
+    given = overrides.get(option.field)
+    source = f"{option.flag}"
+    if given is None:
+        given = env.get(option.env) or None  # an empty variable counts as unset
+        source = option.env
+    if given is None:
+        return _default_worker_id() if option.field == "worker_id" else option.default
+    if not isinstance(given, str):
+        return given  # already typed (argparse type= or a test)
+    try:
+        return option.parse(given)
+    except ValueError as exc:
+        shown = MASK if option.secret else repr(given)
+        detail = str(exc).replace(repr(given), shown) if option.secret else str(exc)
+        raise ConfigError(f"{source}: {detail} (received {shown})") from None
+
+
+#: The settings that say how to reach Kafka: every Kafka client of the project uses them.
+KAFKA_CONNECTION_FIELDS = (
+    "bootstrap_servers",
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_key_password",
+)
+
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """Where the brokers are and how to authenticate: the worker's KAFKA_* connection settings."""
+
+    bootstrap_servers: str
+    security_protocol: str
+    sasl_mechanism: str | None
+    sasl_username: str | None
+    sasl_password: Secret | None
+    ssl_cafile: Path | None
+    ssl_certfile: Path | None
+    ssl_keyfile: Path | None
+    ssl_key_password: Secret | None
+
+    def __post_init__(self) -> None:
+        _check_kafka_connection(self)
+
+    def options(self, client_id: str) -> dict[str, Any]:
+        """Connection and security keyword arguments shared by KafkaConsumer and KafkaProducer."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()],
+            "client_id": client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password.reveal() if self.sasl_password else None
+        if self.security_protocol.endswith("SSL"):
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                value = getattr(self, name)
+                if value is not None:
+                    options[name] = str(value)
+            if self.ssl_key_password is not None:
+                options["ssl_password"] = self.ssl_key_password.reveal()
+        return options
+
+
+def load_kafka_connection(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> KafkaConnection:
+    """The KAFKA_* connection settings alone (for the commands that talk to Kafka beside the
+    worker: `dlq replay`), read like `load_settings` reads them."""
+    env = os.environ if env is None else env
+    by_field = {option.field: option for option in OPTIONS}
+    values = {name: _value(by_field[name], env, overrides or {}) for name in KAFKA_CONNECTION_FIELDS}
+    if values["bootstrap_servers"] is REQUIRED:
+        option = by_field["bootstrap_servers"]
+        raise ConfigError(f"missing required settings: {option.env} (or {option.flag})")
+    return KafkaConnection(**values)
 
 
 def configuration_table() -> str:
