@@ -51,6 +51,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -61,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from kafka import TopicPartition
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaConnectionError
 from kafka.structs import OffsetAndMetadata
 
 from worker.core.clients import Consumer, Producer
@@ -82,6 +83,7 @@ from worker.streaming.observability import (
     Metrics,
     message_context,
 )
+from worker.streaming.positions import PositionCheck, TopicIds
 from worker.streaming.rebalance import Revocations
 from worker.streaming.settings import Settings
 from worker.streaming.sinks import (
@@ -98,6 +100,9 @@ if TYPE_CHECKING:
     from worker.alerts.stage import AlertStage
 
 log = structlog.get_logger("worker.streaming")
+
+#: How often the lag asks the partitions' end offsets (between fetches, from the high watermark).
+LAG_REFRESH_S = 5.0
 
 
 @dataclass
@@ -138,6 +143,7 @@ class Worker:
         open_probe: Callable[[], Consumer] | None = None,
         after_step: Callable[[str], None] | None = None,
         diagnose: Callable[[], str | None] | None = None,
+        topic_ids: TopicIds | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
@@ -170,6 +176,17 @@ class Worker:
         self._revocations = Revocations()
         self._paused: set[TopicPartition] = set()
         self._held: set[TopicPartition] = set()  # paused while a poll's frames decode (`_keep_group`)
+        self._committed: dict[TopicPartition, int] = {}  # the offsets committed, as far as known here
+        self._ends: dict[TopicPartition, int] = {}  # end offsets last asked (`_update_lag`)
+        self._ends_at = 0.0
+        self._unchecked: set[TopicPartition] = set()  # assigned, their position not yet checked
+        self._topics_checked_at = time.monotonic()
+        self.positions = PositionCheck(
+            consumer,
+            topic_ids or (lambda topic: None),
+            settings.position_lost_policy,
+            on_reset=lambda reason, policy: metrics.position_resets.labels(reason, policy).inc(),
+        )
         self._retrying = False
         self._poll_failures = 0
         self._poll_failing_since: float | None = None
@@ -231,11 +248,15 @@ class Worker:
         except Exception as error:  # not a record's fault: the client or the cluster
             self._poll_failed(error)
             return
+        rewound = self._apply_revocations() | self._check_positions(records)
+        if not records and not unreadable and (unreachable := self._broker_unreachable()) is not None:
+            self._poll_failed(unreachable)  # an idle poll says nothing of the brokers: the heartbeat does
+            return
         if self._poll_failing_since is not None:
             self._poll_failures, self._poll_failing_since = 0, None
             if self._in_flight is None or self._in_flight.failing_since is None:
                 self.health.recovered()
-        rewound = self._apply_revocations()
+            log.info("poll.recovered")
         if self._retrying:
             self._pause_all()  # partitions assigned during an outage start paused too
         # A rewound partition's records from this poll lie past its new position: fetched again.
@@ -254,7 +275,64 @@ class Worker:
                 self._release_held()
             for message, outcome in zip(messages, outcomes, strict=True):
                 self._queue.append(Entry(message, self._tile_or_refusal(message, outcome), now))
+        self._update_lag()
         self.health.tick(queued=len(self._queue))
+
+    def _check_positions(self, records: list[Any]) -> frozenset[TopicPartition]:
+        """Check where partitions read (`positions.PositionCheck`): those assigned since the last
+        poll, and every KAFKA_TOPIC_CHECK_MS the topics' ids. Returns the partitions moved: their
+        records from this poll, and their entries not yet committed, are dropped (read again from
+        the new position). A check that cannot be done now is done at the next poll, its
+        partitions moved back to the first record this poll returned for them."""
+        assigned = (self._revocations.take_assigned() | self._unchecked) & set(self.consumer.assignment())
+        moved: set[TopicPartition] = set()
+        try:
+            if assigned:
+                findings = self.positions.check(assigned)
+                self._unchecked = set()
+                for finding in findings:
+                    if finding.committed is not None:
+                        self._committed[finding.partition] = finding.committed
+                moved |= {f.partition for f in findings if f.moved_to is not None}
+            due = time.monotonic() - self._topics_checked_at >= self.settings.topic_check_ms / 1000
+            if due and self._poll_failing_since is None and self.consumer.assignment():
+                self._topics_checked_at = time.monotonic()
+                moved |= {f.partition for f in self.positions.recheck(self.consumer.assignment())}
+        except Exception as error:
+            log.warning("partition.position_check_deferred", error=shown(describe(error)))
+            self._unchecked = set(assigned)
+            for tp in assigned:
+                offsets = [r.offset for r in records if TopicPartition(r.topic, r.partition) == tp]
+                if offsets:
+                    self.consumer.seek(tp, min(offsets))
+            moved |= assigned
+        if moved:
+            self._forget(moved)
+        return frozenset(moved)
+
+    def _forget(self, partitions: set[TopicPartition]) -> None:
+        """Drop the uncommitted entries of `partitions` (queued, on the model, being delivered): their
+        partition reads again from a new position."""
+        self._queue = deque(e for e in self._queue if e.partition not in partitions)
+        for batch in (self._in_flight, self._classifying.batch if self._classifying is not None else None):
+            if batch is not None:
+                batch.drop(partitions)
+
+    def _broker_unreachable(self) -> BaseException | None:
+        """An error when the group coordinator has answered no heartbeat for a session timeout (the
+        brokers are down or cut off: kafka-python's poll then returns nothing and raises nothing)."""
+        try:
+            metrics = self.consumer.metrics()
+        except Exception:  # no metrics: nothing to say
+            return None
+        age = metrics.get("consumer-coordinator-metrics", {}).get("last-heartbeat-seconds-ago")
+        limit = self.settings.session_timeout_ms / 1000
+        if not isinstance(age, int | float) or not math.isfinite(age) or age <= limit:
+            return None  # none yet (inf: the group is still forming), or recent
+        return KafkaConnectionError(
+            f"no heartbeat answered for {age:.0f} s (KAFKA_SESSION_TIMEOUT_MS is {limit:g} s): the brokers"
+            f" at {self.settings.bootstrap_servers} are unreachable"
+        )
 
     def _keep_group(self) -> None:
         """While a poll's frames take long to decode: poll with every partition paused, so that the
@@ -452,7 +530,12 @@ class Worker:
         if not offsets:
             return
         try:
-            self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+            self.consumer.commit(
+                {
+                    tp: OffsetAndMetadata(o, self.positions.commit_metadata(tp.topic), -1)
+                    for tp, o in offsets.items()
+                }
+            )
         except CommitFailedError as error:
             # The group rebalanced: the partitions have a new owner, who re-reads from the last
             # commit. Everything is written; the redelivered frames are deduplicated by frame id.
@@ -466,7 +549,8 @@ class Worker:
             alerts_raised=batch.alerts_raised,
             offsets=_offset_text(offsets),
         )
-        self._update_lag(offsets)
+        self._committed.update(offsets)
+        self._update_lag()
 
     # --- failures: backoff, pause, stop ---------------------------------------------------------
 
@@ -568,12 +652,24 @@ class Worker:
         for result in batch.results():
             histogram.observe(max(0.0, (now - result.meta.captured_at).total_seconds()))
 
-    def _update_lag(self, committed: dict[TopicPartition, int]) -> None:
-        for tp, offset in committed.items():
-            highwater = self.consumer.highwater(tp)
-            if highwater is not None:
+    def _update_lag(self) -> None:
+        """After every poll: per assigned partition, its end (the high watermark the last fetch saw,
+        or the end offset asked at most every LAG_REFRESH_S — a paused partition is not fetched)
+        minus the offset committed: the frames not yet delivered, read or not."""
+        assigned = list(self.consumer.assignment())
+        now = time.monotonic()
+        if assigned and self._poll_failing_since is None and now - self._ends_at >= LAG_REFRESH_S:
+            self._ends_at = now
+            try:
+                self._ends.update(self.consumer.end_offsets(assigned, timeout_ms=1000))
+            except Exception as error:  # the broker check reports outages; the lag waits
+                log.debug("lag.end_offsets_failed", error=shown(describe(error)))
+        for tp in assigned:
+            ends = [e for e in (self.consumer.highwater(tp), self._ends.get(tp)) if e is not None]
+            offset = self._committed.get(tp)
+            if ends and offset is not None:
                 self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                    max(0, highwater - offset)
+                    max(0, max(ends) - offset)
                 )
 
 

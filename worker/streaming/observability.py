@@ -178,8 +178,16 @@ class Metrics:
         )
         self.consumer_lag = Gauge(
             "steel_worker_consumer_lag",
-            "Messages behind the end of each assigned partition (high watermark minus committed offset)",
+            "Messages behind the end of each assigned partition (high watermark minus committed offset),"
+            " after every poll",
             ["topic", "partition"],
+            registry=r,
+        )
+        self.position_resets = Counter(
+            "steel_worker_position_resets",
+            "Partitions whose committed position was not kept: the topic was re-created (policy"
+            " earliest or latest) or retention deleted records never read (truncated)",
+            ["reason", "policy"],
             registry=r,
         )
 

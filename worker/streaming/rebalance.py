@@ -40,12 +40,22 @@ class Revocations(ConsumerRebalanceListener):
 
     def __init__(self) -> None:
         self._pending: list[set[TopicPartition]] = []
+        self._assigned: list[set[TopicPartition]] = []
 
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         self._pending.append(set(revoked))  # list.append is atomic; the loop drains it after poll
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        assigned = set(assigned)
+        self._assigned.append(assigned)  # checked by the loop after the poll (`positions`)
         log.info("partitions.assigned", partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+    def take_assigned(self) -> set[TopicPartition]:
+        """The partitions assigned since the last call (each assignment once)."""
+        taken: set[TopicPartition] = set()
+        while self._assigned:
+            taken |= self._assigned.pop(0)
+        return taken
 
     def apply(
         self,

@@ -26,10 +26,11 @@ import os
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from sqlalchemy import exc as sa_exc
 
@@ -257,6 +258,7 @@ def open_worker(
             open_probe=lambda: KafkaConsumer(**kafka, **fetch_sizes, enable_auto_commit=False),
             after_step=after_step,
             diagnose=lambda: schema_diagnosis(engine),
+            topic_ids=stack.enter_context(TopicIdLookup(kafka)),
         )
 
 
@@ -313,6 +315,30 @@ def _warn_if_superuser(engine: sa.Engine) -> None:
             note="the worker needs only the privileges of the steel_worker role: connect as a login"
             " made with `steel-worker db create-login NAME --role worker` (docs/deployment.md)",
         )
+
+
+class TopicIdLookup:
+    """A topic's id from the cluster's metadata (`positions.TopicIds`), through an admin client
+    made at the first question and closed with the worker. None where the broker gives no ids."""
+
+    def __init__(self, kafka: dict[str, Any]) -> None:
+        self._kafka = kafka
+        self._admin: KafkaAdminClient | None = None
+
+    def __call__(self, topic: str) -> str | None:
+        if self._admin is None:
+            self._admin = KafkaAdminClient(**self._kafka, request_timeout_ms=10_000)
+        for found in self._admin.describe_topics([topic]):
+            if found.get("name") == topic and found.get("topic_id"):
+                return str(found["topic_id"])
+        return None
+
+    def __enter__(self) -> TopicIdLookup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._admin is not None:
+            self._admin.close()
 
 
 def _check_topics(consumer: KafkaConsumer, settings: Settings) -> None:

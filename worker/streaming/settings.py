@@ -26,6 +26,7 @@ from worker.model.acceleration import parse_providers
 from worker.model.runtimes import AUTO, RUNTIMES
 from worker.streaming.decode import DEFAULT_MAX_IMAGE_SEGMENTS, DEFAULT_MAX_JPEG_SCANS
 from worker.streaming.decode_pool import DEFAULT_TIMEOUT_S as DEFAULT_DECODE_TIMEOUT_S
+from worker.streaming.positions import POLICIES as POSITION_POLICIES
 
 MASK = "**********"
 HEADER_ROOM_BYTES = 65_536  # room for a message's key and headers next to its value
@@ -463,6 +464,22 @@ OPTIONS: tuple[Option, ...] = (
         "retry_backoff_max_ms", "RETRY_BACKOFF_MAX_MS", _positive_int, 10_000, "longest wait between retries"
     ),
     Option(
+        "position_lost_policy",
+        "KAFKA_POSITION_LOST_POLICY",
+        _choice(POSITION_POLICIES),
+        POSITION_POLICIES[0],
+        "where to read a partition whose committed position means nothing because its topic was deleted"
+        " and created again: earliest (its first record: nothing skipped) or latest (its end)",
+    ),
+    Option(
+        "topic_check_ms",
+        "KAFKA_TOPIC_CHECK_MS",
+        _positive_int,
+        10_000,
+        "how often the worker asks whether a topic it reads was deleted and created again (its id"
+        " changed), which no rebalance announces",
+    ),
+    Option(
         "systemic_after_isolated",
         "SYSTEMIC_AFTER_ISOLATED",
         _positive_int,
@@ -588,6 +605,8 @@ class Settings:
     max_poll_interval_ms: int
     retry_backoff_ms: int
     retry_backoff_max_ms: int
+    position_lost_policy: str
+    topic_check_ms: int
     systemic_after_isolated: int
     stuck_after_s: int
     db_statement_timeout_ms: int
