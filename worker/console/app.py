@@ -252,7 +252,7 @@ def _time(value: str | None, what: str) -> datetime | None:
     if not EARLIEST.replace(tzinfo=None) <= naive <= LATEST.replace(tzinfo=None):
         raise HTTPException(
             400,
-            f"{what}: expected a time between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d},"
+            f"{what}: expected a time between {EARLIEST.date().isoformat()} and {LATEST.date().isoformat()},"
             f" received {value[:40]!r}",
         )
     return moment if moment.tzinfo else moment.astimezone()
