@@ -5,6 +5,7 @@ login: logins, roles, CSRF, every page, reviews and acknowledgements, and bad in
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -224,6 +225,17 @@ def test_a_copied_session_cookie_is_refused_after_logout(
     assert copy.get("/").status_code == 303  # ... and no longer once its owner logged out
     with console_db["owner"].connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM console_sessions")).scalar() == 0
+
+
+def test_logging_in_again_ends_the_browsers_previous_session(
+    client: TestClient, console_db: dict[str, Any]
+) -> None:
+    _login(client, "viewer")
+    before = _copy(client, console_db)
+    _login(client, "reviewer")
+    assert before.get("/").status_code == 303 and client.get("/").status_code == 200
+    with console_db["owner"].connect() as conn:
+        assert conn.execute(sa.text("SELECT user_name FROM console_sessions")).scalars().all() == ["reviewer"]
 
 
 def test_every_session_of_a_user_ends_when_their_password_is_set_again(
@@ -659,8 +671,13 @@ def test_a_strip_with_100000_detections_is_drawn_per_metre_within_a_size_bound(
     _strip_rows(console_db["owner"], "S-BIG", frames=500, tiles=200, captured="2026-11-30T07:00Z",
                 processed="2026-11-30T07:00Z")  # fmt: skip
     _login(client, "viewer")
+    started = time.monotonic()
     page = client.get("/")
-    assert page.status_code == 200 and len(page.content) < 300_000, len(page.content)  # main: ~30 MB
+    print(
+        f"line view with a 100 000-detection strip: {len(page.content)} bytes"
+        f" in {time.monotonic() - started:.2f} s"
+    )
+    assert page.status_code == 200 and len(page.content) < 300_000, len(page.content)  # main: 21 MB
     big = page.text[page.text.index("<h2>S-BIG") : page.text.index("<h2>S-1")]
     assert 'class="detection"' not in big and "drawn per 1 m and class" in big
     counts = [int(n) for n in re.findall(r"<title>\w+: (\d+) detections at \d+–\d+ m", big)]

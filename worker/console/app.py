@@ -298,8 +298,9 @@ async def login(console: Console, request: Request) -> Response:
     name, password = str(form.get("name") or ""), str(form.get("password") or "")
     next_path = _safe_next(str(form.get("next") or "/"))
     address = request.client.host if request.client else "unknown"
+    previous = request.session.get("sid")
     try:
-        found = await console.logins.check(name, address, lambda: _log_in(console, name, password))
+        found = await console.logins.check(name, address, lambda: _log_in(console, name, password, previous))
     except LoginRefusedError as refused:
         log.warning("console.login_throttled", name=name[:64], address=address, status=refused.status)
         page = console.page(request, "login.html", refused.status, next=next_path, error=str(refused))
@@ -318,12 +319,14 @@ async def login(console: Console, request: Request) -> Response:
     return RedirectResponse(next_path, status_code=303)
 
 
-def _log_in(console: Console, name: str, password: str) -> tuple[User, str] | None:
-    """On the login gate's pool: the user and a new session's token, or None."""
+def _log_in(console: Console, name: str, password: str, previous: object) -> tuple[User, str] | None:
+    """On the login gate's pool: the user and a new session's token (the browser's previous session
+    ended: no copy of its cookie outlives this login), or None."""
     user = authenticate(console.engine, name, password)
     if user is None:
         return None
     with console.engine.begin() as conn:
+        sessions.end(conn, previous)
         return user, sessions.start(conn, user.name, SESSION_HOURS)
 
 
