@@ -213,7 +213,10 @@ def test_chunked_forms_of_many_megabytes_are_refused_at_the_cap_and_memory_stays
     assert [answer[:12] for answer, _ in results] == [b"HTTP/1.1 413"] * 8, results
     assert max(sent for _, sent in results) < 32 << 20  # the server stopped reading: no 96 MiB went in
     grown = (peak - before) / 2**20
-    print(f"RSS {before / 2**20:.0f} MiB before, peak {peak / 2**20:.0f} MiB (+{grown:.1f})")
+    sent = sorted(f"{n / 2**20:.1f}" for _, n in results)
+    print(
+        f"RSS {before / 2**20:.0f} MiB before, peak {peak / 2**20:.0f} MiB (+{grown:.1f}); MiB sent: {sent}"
+    )
     assert grown < 40, f"RSS grew by {grown:.0f} MiB"
 
 
