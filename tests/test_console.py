@@ -451,6 +451,38 @@ def test_a_form_over_the_cap_or_of_another_kind_is_refused(client: TestClient) -
     assert many.status_code == 400 and "at most 100 fields" in many.text
 
 
+def test_a_form_that_trickles_in_slower_than_the_deadline_answers_408(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that sends headers and then a byte now and then holds nothing for long."""
+    import anyio  # noqa: PLC0415
+    from starlette.exceptions import HTTPException  # noqa: PLC0415
+    from starlette.requests import Request  # noqa: PLC0415
+
+    from worker.console import app as console_app  # noqa: PLC0415
+
+    monkeypatch.setattr(console_app, "BODY_SECONDS", 0.3)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/login",
+        "headers": [(b"transfer-encoding", b"chunked")],
+    }
+
+    async def trickle() -> dict[str, Any]:
+        await anyio.sleep(0.1)
+        return {"type": "http.request", "body": b"a", "more_body": True}
+
+    async def read() -> None:
+        started = anyio.current_time()
+        with pytest.raises(HTTPException) as refused:
+            await console_app._read_form(Request(scope, trickle))
+        assert refused.value.status_code == 408 and "within 0.3 s" in str(refused.value.detail)
+        assert anyio.current_time() - started < 1.0
+
+    anyio.run(read)
+
+
 def test_pages_forbid_framing_scripts_and_sniffing(client: TestClient) -> None:
     headers = client.get("/login").headers
     assert "script-src 'none'" in headers["content-security-policy"]
