@@ -5,10 +5,12 @@ login: logins, roles, CSRF, every page, reviews and acknowledgements, and bad in
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 import pytest
@@ -104,6 +106,10 @@ def console_db(database_url: str, engine: sa.Engine) -> Iterator[dict[str, Any]]
 @pytest.fixture
 def client(console_db: dict[str, Any]) -> TestClient:
     return TestClient(create_app(console_db["engine"], SECRET, secure_cookies=False), follow_redirects=False)
+
+
+def _fixed_offset(seconds: int) -> timezone:
+    return timezone(timedelta(seconds=seconds))
 
 
 def _csrf(client: TestClient, path: str = "/login") -> str:
@@ -202,6 +208,208 @@ def test_a_disabled_user_is_out_at_once(client: TestClient, console_db: dict[str
     assert client.get("/").status_code == 303
 
 
+def _copy(client: TestClient, console_db: dict[str, Any]) -> TestClient:
+    """Another browser holding a copy of `client`'s cookies (a stolen or replayed cookie)."""
+    other = TestClient(create_app(console_db["engine"], SECRET, secure_cookies=False), follow_redirects=False)
+    other.cookies.update(dict(client.cookies))
+    return other
+
+
+def test_a_copied_session_cookie_is_refused_after_logout(
+    client: TestClient, console_db: dict[str, Any]
+) -> None:
+    _login(client, "viewer")
+    copy = _copy(client, console_db)
+    assert copy.get("/").status_code == 200  # a copy works while the session lasts ...
+    assert client.post("/logout", data={"csrf": _csrf(client, "/")}).status_code == 303
+    assert copy.get("/").status_code == 303  # ... and no longer once its owner logged out
+    with console_db["owner"].connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM console_sessions")).scalar() == 0
+
+
+def test_logging_in_again_ends_the_browsers_previous_session(
+    client: TestClient, console_db: dict[str, Any]
+) -> None:
+    _login(client, "viewer")
+    before = _copy(client, console_db)
+    _login(client, "reviewer")
+    assert before.get("/").status_code == 303 and client.get("/").status_code == 200
+    with console_db["owner"].connect() as conn:
+        assert conn.execute(sa.text("SELECT user_name FROM console_sessions")).scalars().all() == ["reviewer"]
+
+
+def test_every_session_of_a_user_ends_when_their_password_is_set_again(
+    client: TestClient, console_db: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import cli  # noqa: PLC0415
+
+    _login(client, "maintenance")
+    copy = _copy(client, console_db)
+    _login(other := _copy(client, console_db), "viewer")  # another user's session stays
+    monkeypatch.setenv("NEW_PASSWORD", "a new password, long enough")
+    url = console_db["engine"].url.render_as_string(hide_password=False)  # as the console's login
+    assert (
+        cli.main(["console", "--database-url", url, "add-user", "maintenance", "--role", "maintenance",
+                  "--password-env", "NEW_PASSWORD"])
+        == 0
+    )  # fmt: skip
+    assert client.get("/").status_code == 303 and copy.get("/").status_code == 303
+    assert other.get("/").status_code == 200
+
+
+def test_the_session_table_holds_digests_not_tokens(client: TestClient, console_db: dict[str, Any]) -> None:
+    import base64  # noqa: PLC0415
+    import hashlib  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    _login(client, "viewer")
+    payload = str(client.cookies.get("steel_console")).split(".")[0]
+    token = json.loads(base64.b64decode(payload + "=" * (-len(payload) % 4)))["sid"]
+    with console_db["owner"].connect() as conn:
+        stored = conn.execute(sa.text("SELECT token_sha256, user_name FROM console_sessions")).one()
+        assert (
+            conn.execute(
+                sa.text("SELECT count(*) FROM console_sessions WHERE token_sha256 = :t"), {"t": token}
+            ).scalar()
+            == 0
+        )
+    assert stored.user_name == "viewer"
+    assert stored.token_sha256 == hashlib.sha256(token.encode()).hexdigest()
+
+
+def _gated_client(console_db: dict[str, Any], **limits: Any) -> TestClient:
+    from worker.console.throttle import LoginLimits  # noqa: PLC0415
+
+    app = create_app(console_db["engine"], SECRET, secure_cookies=False, login_limits=LoginLimits(**limits))
+    return TestClient(app, follow_redirects=False)
+
+
+def _try(client: TestClient, name: str, password: str = "wrong password!") -> Any:
+    return client.post("/login", data={"name": name, "password": password, "csrf": _csrf(client)})
+
+
+def test_wrong_passwords_beyond_the_limit_answer_429_without_hashing(console_db: dict[str, Any]) -> None:
+    client = _gated_client(console_db, per_name=3, per_address=100, window_s=60)
+    gate = client.app.state.console.logins  # type: ignore[attr-defined]
+    assert [_try(client, "viewer").status_code for _ in range(3)] == [401, 401, 401]
+    assert gate.hashed == 3
+    for password in ("wrong password!", PASSWORD):  # the right password too: the name is throttled
+        refused = _try(client, "viewer", password)
+        assert refused.status_code == 429 and "Too many failed logins of this name" in refused.text
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert gate.hashed == 3  # refused before any hashing
+    assert _try(client, "nobody").status_code == 401 and gate.hashed == 4  # other names are not held
+    assert client.get("/").status_code == 303
+
+
+def test_a_success_clears_its_names_failures(console_db: dict[str, Any]) -> None:
+    client = _gated_client(console_db, per_name=3, per_address=100, window_s=60)
+    assert [_try(client, "viewer").status_code for _ in range(2)] == [401, 401]
+    _login(client, "viewer")
+    assert [_try(client, "viewer").status_code for _ in range(2)] == [401, 401]
+
+
+def test_one_address_trying_many_names_is_throttled(console_db: dict[str, Any]) -> None:
+    client = _gated_client(console_db, per_name=100, per_address=4, window_s=60)
+    assert [_try(client, f"name-{n}").status_code for n in range(4)] == [401] * 4
+    refused = _try(client, "name-5")
+    assert refused.status_code == 429 and "from this address" in refused.text
+    assert client.app.state.console.logins.hashed == 4  # type: ignore[attr-defined]
+
+
+def _gate_run(gate: Any, name: str, address: str = "10.0.0.1", ok: bool = False) -> Any:
+    import asyncio  # noqa: PLC0415
+
+    return asyncio.run(gate.check(name, address, lambda: "user" if ok else None))
+
+
+def test_the_login_gate_forgets_failures_after_the_window() -> None:
+    from worker.console.throttle import LoginGate, LoginLimits, LoginRefusedError  # noqa: PLC0415
+
+    now = [0.0]
+    gate = LoginGate(LoginLimits(per_name=2, per_address=100, window_s=60), clock=lambda: now[0])
+    try:
+        assert _gate_run(gate, "anna") is None and _gate_run(gate, "anna") is None
+        now[0] = 15.0
+        with pytest.raises(LoginRefusedError) as refused:
+            _gate_run(gate, "anna", ok=True)
+        assert refused.value.status == 429 and refused.value.retry_after_s == 45
+        now[0] = 60.5  # both failures are older than the window
+        assert _gate_run(gate, "anna", ok=True) == "user" and gate.hashed == 3
+    finally:
+        gate.close()
+
+
+def test_the_login_gate_answers_503_at_once_when_its_hashing_pool_and_queue_are_full() -> None:
+    import asyncio  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from worker.console.throttle import LoginGate, LoginLimits, LoginRefusedError  # noqa: PLC0415
+
+    gate = LoginGate(LoginLimits(per_name=100, per_address=100, hashers=1, waiting=1))
+    release = threading.Event()
+
+    async def scenario() -> list[Any]:
+        slow = [
+            asyncio.ensure_future(gate.check(f"n{i}", "a", lambda: release.wait(10) and None))
+            for i in range(2)
+        ]
+        await asyncio.sleep(0.05)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(LoginRefusedError) as busy:
+            await gate.check("n3", "a", lambda: None)
+        assert busy.value.status == 503 and asyncio.get_running_loop().time() - started < 0.5
+        release.set()
+        return list(await asyncio.gather(*slow))
+
+    try:
+        assert asyncio.run(scenario()) == [None, None]
+        assert _gate_run(gate, "n4") is None  # room again
+    finally:
+        release.set()
+        gate.close()
+
+
+def test_the_login_gate_remembers_a_bounded_number_of_names_and_addresses() -> None:
+    from worker.console.throttle import LoginGate, LoginLimits  # noqa: PLC0415
+
+    gate = LoginGate(LoginLimits(), max_keys=10)
+    try:
+        for n in range(50):
+            _gate_run(gate, f"name-{n}", f"10.0.0.{n}")
+        assert len(gate._attempts) <= 10
+    finally:
+        gate.close()
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ({"per_name": 0}, "per_name: expected a whole number ≥ 1, received 0"),
+        ({"hashers": 0}, "hashers: expected a whole number ≥ 1"),
+        ({"waiting": -1}, "waiting: expected a whole number ≥ 0"),
+        ({"window_s": float("nan")}, "window_s: expected 1..86400 seconds"),
+    ],
+)
+def test_login_limits_out_of_range_are_refused(limits: dict[str, Any], message: str) -> None:
+    from worker.console.throttle import LoginLimits  # noqa: PLC0415
+    from worker.core.errors import ConfigError  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        LoginLimits(**limits)
+
+
+def test_the_serve_commands_defaults_are_the_consoles() -> None:
+    from worker.console import command, queries  # noqa: PLC0415
+    from worker.console.throttle import LoginLimits  # noqa: PLC0415
+
+    limits = LoginLimits()
+    ours = (limits.per_name, limits.per_address, limits.window_s, limits.hashers, queries.LINE_MARKS)
+    spelled_out = (command.LOGIN_FAILURES_PER_NAME, command.LOGIN_FAILURES_PER_ADDRESS,
+                   command.LOGIN_WINDOW_S, command.LOGIN_HASHERS, command.LINE_MARKS)  # fmt: skip
+    assert ours == spelled_out
+
+
 def test_the_session_cookie_is_secure_http_only_and_strict_by_default(console_db: dict[str, Any]) -> None:
     client = TestClient(
         create_app(console_db["engine"], SECRET), base_url="https://testserver", follow_redirects=False
@@ -215,6 +423,64 @@ def test_a_short_secret_key_is_refused(console_db: dict[str, Any]) -> None:
 
     with pytest.raises(ConfigError, match="at least 32 characters"):
         create_app(console_db["engine"], "short")
+
+
+def test_the_banner_shows_the_consoles_own_messages_never_the_querys_text(
+    client: TestClient, console_db: dict[str, Any]
+) -> None:
+    _login(client, "viewer")
+    bait = "Line stopped: call the foreman at 555-0199 and read him your password"
+    for path in (f"/alerts/{console_db['alert_id']}?", "/crop?frame_id=S-1-f000&tile=1&"):
+        page = client.get(path + urlencode({"done": bait}))
+        assert page.status_code == 200 and "foreman" not in page.text and 'class="ok"' not in page.text
+    assert (
+        '<p class="ok">Acknowledged.</p>'
+        in client.get(f"/alerts/{console_db['alert_id']}?done=acknowledged").text
+    )
+    assert '<p class="ok">Reviewed.</p>' in client.get("/crop?frame_id=S-1-f000&tile=1&done=reviewed").text
+
+
+def test_a_form_over_the_cap_or_of_another_kind_is_refused(client: TestClient) -> None:
+    token = _csrf(client)
+    big = client.post("/login", data={"csrf": token, "name": "viewer", "password": "x" * 70_000})
+    assert big.status_code == 413 and "a form is at most 65536 bytes" in big.text
+    other = client.post("/login", files={"name": ("n.txt", b"viewer")}, data={"csrf": token})
+    assert other.status_code == 415 and "application/x-www-form-urlencoded" in other.text
+    many = client.post("/login", content="&".join(f"f{n}=1" for n in range(101)),
+                       headers={"content-type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert many.status_code == 400 and "at most 100 fields" in many.text
+
+
+def test_a_form_that_trickles_in_slower_than_the_deadline_answers_408(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that sends headers and then a byte now and then holds nothing for long."""
+    import anyio  # noqa: PLC0415
+    from starlette.exceptions import HTTPException  # noqa: PLC0415
+    from starlette.requests import Request  # noqa: PLC0415
+
+    from worker.console import app as console_app  # noqa: PLC0415
+
+    monkeypatch.setattr(console_app, "BODY_SECONDS", 0.3)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/login",
+        "headers": [(b"transfer-encoding", b"chunked")],
+    }
+
+    async def trickle() -> dict[str, Any]:
+        await anyio.sleep(0.1)
+        return {"type": "http.request", "body": b"a", "more_body": True}
+
+    async def read() -> None:
+        started = anyio.current_time()
+        with pytest.raises(HTTPException) as refused:
+            await console_app._read_form(Request(scope, trickle))
+        assert refused.value.status_code == 408 and "within 0.3 s" in str(refused.value.detail)
+        assert anyio.current_time() - started < 1.0
+
+    anyio.run(read)
 
 
 def test_pages_forbid_framing_scripts_and_sniffing(client: TestClient) -> None:
@@ -345,6 +611,13 @@ BAD_REQUESTS = [
     ("/alerts/abc", 400, "alert id: expected an integer"),
     ("/alerts/424242", 404, "no alert 424242"),
     ("/?strips=0", 400, "strips: expected 1..50"),
+    # dates PostgreSQL or Python cannot take: 400 with what is expected, never a 500
+    ("/gallery?since=2026-11-30T06:00%2B20:00", 400, "since: expected a UTC offset of whole minutes"),
+    ("/gallery?until=2026-11-30T06:00-16:00", 400, "until: expected a UTC offset"),
+    ("/gallery?since=2026-11-30T06:00%2B05:30:15.5", 400, "since: expected a UTC offset"),
+    ("/gallery?since=0001-01-01", 400, "since: expected a time between 0001-01-02 and 9999-12-30"),
+    ("/gallery?until=0001-01-01T00:00%2B01:00", 400, "until: expected a time between"),
+    ("/gallery?until=9999-12-31T23:59-05:00", 400, "until: expected a time between"),
 ]
 
 
@@ -355,6 +628,22 @@ def test_bad_parameters_get_a_4xx_that_says_what_was_expected(
     _login(client, "viewer")
     response = client.get(path)
     assert response.status_code == status and message in response.text, response.text[:500]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.datetimes(
+        timezones=st.none() | st.timezones() | st.builds(_fixed_offset, st.integers(-86_399, 86_399))
+    ),
+    st.sampled_from(["since", "until"]),
+    st.sampled_from(["seconds", "minutes", "hours", "auto"]),
+)
+def test_no_date_makes_the_gallery_fail(client: TestClient, moment: datetime, name: str, spec: str) -> None:
+    """Any ISO date Python can write, in any zone or offset (to a second), answers 200 or 400."""
+    if not client.cookies:
+        _login(client, "viewer")
+    response = client.get("/gallery", params={name: moment.isoformat(timespec=spec)})
+    assert response.status_code in (200, 400), (moment.isoformat(), response.status_code, response.text[:300])
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -373,6 +662,79 @@ def test_no_query_string_makes_a_page_fail(client: TestClient, params: dict[str,
         _login(client, "viewer")
     response = client.get(path, params=params)
     assert response.status_code in (200, 400, 404), (path, params, response.status_code, response.text[:300])
+
+
+# --- the line view: what "now" is, and strips with many detections ----------------------------------
+
+
+def _strip_rows(
+    engine: sa.Engine, strip: str, *, frames: int, tiles: int, captured: str, processed: str
+) -> None:
+    """`frames` frames 0.4 m apart of `strip`, each with a detection on each of `tiles` tiles (the
+    three classes in turn), captured and processed one second apart from the times given."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO frames (frame_id, strip_id, line, camera, surface, captured_at, position_m,"
+                " length_m, width_mm, model_version, kafka_topic, kafka_partition, kafka_offset, tile_count,"
+                " detection_count, processed_at)"
+                " SELECT :s || '-f' || n, :s, 'L1', 'cam-top-1', 'top',"
+                " CAST(:c AS timestamptz) + n * interval '1 second', n * 0.4, 0.4, 1800, :m,"
+                " 'mill.frames', 1, n, :t, :t, CAST(:p AS timestamptz) + n * interval '1 second'"
+                " FROM generate_series(0, :f - 1) AS n"
+            ),
+            {"s": strip, "c": captured, "p": processed, "m": MODEL, "t": tiles, "f": frames},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO detections (frame_id, tile_index, class_id, confidence, threshold, along_m,"
+                " across_mm, along_start_m, along_end_m, x, y, size)"
+                " SELECT :s || '-f' || n, t, t % 3 + 1, 0.6 + (t % 40) * 0.01, 0.5, n * 0.4 + 0.2, t * 9.0,"
+                " n * 0.4, n * 0.4 + 0.4, t * 256, 0, 256"
+                " FROM generate_series(0, :f - 1) AS n, generate_series(0, :t - 1) AS t"
+            ),
+            {"s": strip, "t": tiles, "f": frames},
+        )
+
+
+def test_a_strip_with_100000_detections_is_drawn_per_metre_within_a_size_bound(
+    client: TestClient, console_db: dict[str, Any]
+) -> None:
+    _strip_rows(console_db["owner"], "S-BIG", frames=500, tiles=200, captured="2026-11-30T07:00Z",
+                processed="2026-11-30T07:00Z")  # fmt: skip
+    _login(client, "viewer")
+    started = time.monotonic()
+    page = client.get("/")
+    print(
+        f"line view with a 100 000-detection strip: {len(page.content)} bytes"
+        f" in {time.monotonic() - started:.2f} s"
+    )
+    assert page.status_code == 200 and len(page.content) < 300_000, len(page.content)  # main: 21 MB
+    big = page.text[page.text.index("<h2>S-BIG") : page.text.index("<h2>S-1")]
+    assert 'class="detection"' not in big and "drawn per 1 m and class" in big
+    counts = [int(n) for n in re.findall(r"<title>\w+: (\d+) detections at \d+–\d+ m", big)]
+    assert len(counts) == 200 * 3 and sum(counts) == 100_000  # 200 m × 3 classes, every detection once
+    assert 'href="/gallery?strip=S-BIG&amp;class=holes"' in big
+    assert page.text.count('class="detection"') == 3  # the small strip keeps a dot per detection
+
+
+def test_the_line_view_puts_the_strip_processed_last_first_whatever_the_camera_clocks(
+    client: TestClient, console_db: dict[str, Any]
+) -> None:
+    """A camera clock set to 2199 does not pin its strip to the top, and one reset to 2000 does not
+    hide the strip being rolled now: the order is the worker's processing time."""
+    owner = console_db["owner"]  # S-1 was processed on 2026-11-30 at 06:00
+    _strip_rows(
+        owner, "S-2199", frames=3, tiles=1, captured="2199-01-01T00:00Z", processed="2026-11-30T07:00Z"
+    )
+    _strip_rows(
+        owner, "S-NOW", frames=3, tiles=1, captured="2000-01-01T00:00Z", processed="2026-11-30T08:00Z"
+    )
+    _login(client, "viewer")
+    text = client.get("/").text
+    assert text.index("<h2>S-NOW") < text.index("<h2>S-2199") < text.index("<h2>S-1 ")
+    two = client.get("/?strips=2").text
+    assert "<h2>S-NOW" in two and "<h2>S-2199" in two and "<h2>S-1 " not in two
 
 
 # --- the roles in the database ----------------------------------------------------------------------

@@ -165,7 +165,7 @@ def test_maintenance_clicks_from_the_roll_alert_to_its_crops_acknowledges_and_co
     driver.find_element(By.NAME, "password").send_keys(console.password)  # type: ignore[attr-defined]
     _shot(driver, "login")
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()  # type: ignore[attr-defined]
-    _wait_for(driver, "The strips seen last")
+    _wait_for(driver, "The strips processed last")
 
     # the line view: the strip's map with a dot per detection and the alert shaded
     assert driver.find_element(By.TAG_NAME, "h1").text == "Line"  # type: ignore[attr-defined]

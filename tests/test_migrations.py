@@ -30,9 +30,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TABLES = sorted(metadata.tables)
 #: The alert engine's lock rows: no privilege for the analysts, so they cannot take those locks.
 LOCK_TABLE = "alert_strip_locks"
-#: The console's users (revision 0006): their password hashes are not the analysts' business.
+#: The console's users (revision 0006) and sessions (revision 0009): their password hashes and
+#: session digests are not the analysts' business.
 USERS_TABLE = "console_users"
-ANALYST_TABLES = [t for t in TABLES if t not in {LOCK_TABLE, USERS_TABLE}]
+SESSIONS_TABLE = "console_sessions"
+ANALYST_TABLES = [t for t in TABLES if t not in {LOCK_TABLE, USERS_TABLE, SESSIONS_TABLE}]
 #: The default partition of tile_images (revision 0005); month partitions come from `db partitions`.
 PARTITIONS = ["tile_images_default"]
 VIEWS = [
@@ -580,3 +582,26 @@ def test_revision_0007_adds_display_names_to_the_classes_and_their_views_and_dow
         assert _privileges(engine, ANALYST_ROLE).get(view) == {"SELECT"}, view
     migrate.upgrade(database_url)
     migrate.check(database_url)
+
+
+def test_revision_0009_gives_the_console_its_sessions_and_the_schema_revision_and_downgrade_takes_them(
+    database_url: str, engine: sa.Engine
+) -> None:
+    """steel_console may read the schema revision (`console serve` checks it at start-up) and keep
+    its sessions (no UPDATE: a session is never extended); the analysts get nothing on the sessions.
+    The downgrade (to whatever revision 0009 follows) revokes both and drops the table."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
+    from worker.storage.tables import CONSOLE_ROLE  # noqa: PLC0415
+
+    granted = _privileges(engine, CONSOLE_ROLE)
+    assert granted[SESSIONS_TABLE] == {"SELECT", "INSERT", "DELETE"}
+    assert granted["alembic_version"] == {"SELECT"}
+    assert SESSIONS_TABLE not in _privileges(engine, ANALYST_ROLE)
+    before = ScriptDirectory.from_config(migrate.alembic_config()).get_revision("0009").down_revision
+    migrate.downgrade(database_url, str(before))
+    assert SESSIONS_TABLE not in _relations(engine)[0]
+    assert "alembic_version" not in _privileges(engine, CONSOLE_ROLE)
+    migrate.upgrade(database_url)
+    migrate.check(database_url)
+    assert _privileges(engine, CONSOLE_ROLE)[SESSIONS_TABLE] == {"SELECT", "INSERT", "DELETE"}

@@ -2,54 +2,78 @@
 their evidence crops and acknowledgement, the crop gallery, reviews, and the quality page.
 
 Guarantees:
-- No page but `/healthz` and `/login` (and the style sheet) answers without a login; a session
-  lives in a signed cookie (HttpOnly, SameSite=Strict; Secure unless `secure_cookies` is off for
-  plain-HTTP trials) for at most `SESSION_HOURS`, and its user is read again on every request, so
-  a disabled user or a changed role takes effect at once.
+- No page but `/healthz` and `/login` (and the style sheet) answers without a login. A session is
+  a row of `console_sessions` (`sessions`) whose random token rides in a signed cookie (HttpOnly,
+  SameSite=Strict; Secure unless `secure_cookies` is off for plain-HTTP trials) for at most
+  `SESSION_HOURS`; it and its user are read again on every request, so logout, a new password or
+  role, or a disabled user ends every copy of the cookie at once.
+- Logins pass `throttle.LoginGate`: failures per name and per address are limited (429 beyond,
+  before any hashing), and passwords are hashed on a small pool of their own (503 when it is
+  full), so a login flood neither takes the pages' threads and connections nor exhausts memory.
+- A request body is read up to `MAX_FORM_BYTES` as received, whatever its framing (Content-Length
+  or chunked): the first byte over answers 413 and the rest is never read; a body that takes
+  longer than `BODY_SECONDS` answers 408.
 - Roles nest (viewer < reviewer < maintenance < admin): a page or form that needs more than the
   user has answers 403 and changes nothing.
 - Every form carries the session's CSRF token; a POST without the right one answers 403 and
   changes nothing.
 - Read-only pages read as the analysts' read-only role in a READ ONLY transaction
   (`queries.read_only`); writes (reviews, acknowledgements) run as the console's role.
-- Bad input (an unknown crop, a malformed date, a confidence out of range, a page past the end)
-  answers 400 or 404 with a message saying what was expected; an unexpected error answers 500
-  without details (they are logged).
+- Bad input (an unknown crop, a malformed date or one PostgreSQL cannot take, a confidence out of
+  range, a page past the end) answers 400 or 404 with a message saying what was expected; an
+  unexpected error answers 500 without details (they are logged).
+- The confirmation banner shows one of the console's own messages, chosen by key (`?done=`);
+  no text from a URL ever reaches it.
+- The line view orders strips by when the worker processed them, not by the cameras' clocks,
+  and draws a strip with more than `line_marks` detections per metre: its size is bounded.
 """
 
 from __future__ import annotations
 
 import hmac
+import inspect
 import re
 import secrets
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
+import anyio
 import sqlalchemy as sa
 import structlog
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from worker.console import queries, svg
+from worker.console import queries, sessions, svg
 from worker.console.actions import acknowledge_alert, record_review
 from worker.console.explainer import Explainer
+from worker.console.throttle import LoginGate, LoginLimits, LoginRefusedError
 from worker.console.users import User, authenticate, current
 from worker.core.errors import ConfigError, ModelError
 
 log = structlog.get_logger("worker.console")
 
-SESSION_HOURS = 8
+SESSION_HOURS = sessions.SESSION_HOURS
 MAX_FORM_BYTES = 64 * 1024
+MAX_FORM_FIELDS = 100
+BODY_SECONDS = 10.0
+#: `?done=` keys -> the banner shown; any other value shows none
+BANNERS = {"acknowledged": "Acknowledged.", "reviewed": "Reviewed."}
+#: PostgreSQL takes UTC offsets up to 15:59:59; Python's datetimes hold years 1 to 9999. A day of
+#: margin on each side keeps a moment in range in any time zone it is shown in.
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+MAX_OFFSET = timedelta(hours=15, minutes=59)
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:0;color:#222}
 header{background:#263238;color:#fff;padding:.5em 1em;display:flex;gap:1.2em;align-items:center}
@@ -68,8 +92,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Console:
-    """The console's state: the database engine (a login of `steel_console`), the templates, and
-    what to call after a review is stored (`on_review`: the reviews outbox, when a topic is set)."""
+    """The console's state: the database engine (a login of `steel_console`), the templates, what
+    to call after a review is stored (`on_review`: the reviews outbox, when a topic is set), the
+    login gate and how many detections a strip's map draws one by one (`line_marks`)."""
 
     def __init__(
         self,
@@ -77,11 +102,16 @@ class Console:
         on_review: Callable[[], None] | None = None,
         explainer: Explainer | None = None,
         trusted_user_header: str | None = None,
+        *,
+        logins: LoginGate | None = None,
+        line_marks: int = queries.LINE_MARKS,
     ) -> None:
         self.engine = engine
         self.on_review = on_review or (lambda: None)
         self.explainer = explainer or Explainer(None)
         self.trusted_user_header = trusted_user_header
+        self.logins = logins or LoginGate()
+        self.line_marks = line_marks
         self.templates = Environment(
             loader=PackageLoader("worker.console", "templates"),
             autoescape=select_autoescape(default=True),
@@ -103,11 +133,38 @@ def _csrf_token(request: Request) -> str:
 
 
 async def _read_form(request: Request) -> FormData:
-    """The posted form, its size bounded (read on the event loop, before the handler's thread)."""
+    """The posted form (application/x-www-form-urlencoded), read on the event loop before the
+    handler's thread: at most `MAX_FORM_BYTES` as received, whatever the framing (413 at the first
+    byte over, the rest never read), within `BODY_SECONDS` (408), at most `MAX_FORM_FIELDS`
+    fields (400). Another content type answers 415."""
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
-        raise HTTPException(413, f"a form is at most {MAX_FORM_BYTES} bytes")
-    return await request.form(max_files=0, max_fields=100)
+        raise HTTPException(413, f"a form is at most {MAX_FORM_BYTES} bytes, received {length[:20]}")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("", "application/x-www-form-urlencoded"):
+        raise HTTPException(
+            415, f"expected a form (application/x-www-form-urlencoded), received {kind[:60]!r}"
+        )
+    received = bytearray()
+    try:
+        with anyio.fail_after(BODY_SECONDS):
+            async for chunk in request.stream():
+                received += chunk
+                if len(received) > MAX_FORM_BYTES:
+                    raise HTTPException(
+                        413, f"a form is at most {MAX_FORM_BYTES} bytes; more were sent (refused there)"
+                    )
+    except TimeoutError:
+        raise HTTPException(408, f"the form did not arrive within {BODY_SECONDS:g} s") from None
+    except ClientDisconnect:
+        raise HTTPException(400, "the client went away before the form arrived") from None
+    try:
+        fields: list[tuple[str, str | UploadFile]] = parse_qsl(  # type: ignore[assignment]
+            received.decode("latin-1"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+        )
+    except ValueError:
+        raise HTTPException(400, f"a form has at most {MAX_FORM_FIELDS} fields") from None
+    return FormData(fields)
 
 
 def _form(request: Request) -> FormData:
@@ -130,13 +187,10 @@ def requires(role: str) -> Callable[[PageHandler], Callable[..., Any]]:
     def decorate(handler: PageHandler) -> Callable[..., Any]:
         def wrapped(console: Console, request: Request) -> Response:
             name = request.headers.get(console.trusted_user_header) if console.trusted_user_header else None
-            name = name or request.session.get("user")
-            user = None
-            if isinstance(name, str):
-                with console.engine.connect() as conn:
-                    user = current(conn, name)
+            with console.engine.connect() as conn:
+                user = current(conn, name) if name else sessions.user(conn, request.session.get("sid"))
             if user is None:
-                request.session.pop("user", None)
+                request.session.pop("sid", None)
                 if request.method == "GET":
                     return RedirectResponse(
                         "/login?" + urlencode({"next": request.url.path}), status_code=303
@@ -172,6 +226,8 @@ def _int(
 
 
 def _time(value: str | None, what: str) -> datetime | None:
+    """An ISO date or time (local time without an offset) that PostgreSQL and Python both take:
+    between `EARLIEST` and `LATEST`, with an offset of whole minutes within ±15:59; 400 otherwise."""
     if not value:
         return None
     try:
@@ -182,6 +238,23 @@ def _time(value: str | None, what: str) -> datetime | None:
             f"{what}: expected a date or time such as 2026-11-30 or 2026-11-30T06:00,"
             f" received {value[:40]!r}",
         ) from None
+    offset = moment.utcoffset()
+    if offset is not None and (abs(offset) > MAX_OFFSET or offset % timedelta(minutes=1)):
+        raise HTTPException(
+            400,
+            f"{what}: expected a UTC offset of whole minutes within ±15:59 (PostgreSQL's range),"
+            f" received {value[:40]!r}",
+        )
+    try:  # in UTC, or the local time as it is: with the margin, in range in every zone
+        naive = moment.replace(tzinfo=None) - (offset or timedelta(0))
+    except OverflowError:
+        naive = datetime.min
+    if not EARLIEST.replace(tzinfo=None) <= naive <= LATEST.replace(tzinfo=None):
+        raise HTTPException(
+            400,
+            f"{what}: expected a time between {EARLIEST.date().isoformat()} and {LATEST.date().isoformat()},"
+            f" received {value[:40]!r}",
+        )
     return moment if moment.tzinfo else moment.astimezone()
 
 
@@ -218,26 +291,50 @@ def _safe_next(path: str) -> str:
     return path if path.startswith("/") and not path.startswith("//") and "\\" not in path else "/"
 
 
-def login(console: Console, request: Request) -> Response:
+async def login(console: Console, request: Request) -> Response:
+    """Check the name and password through the login gate (429 or 503 at once when it says no),
+    then start a session; the page's thread pool and its connections are never held for hashing."""
     form = _form(request)
     name, password = str(form.get("name") or ""), str(form.get("password") or "")
-    with console.engine.connect() as conn:
-        user = authenticate(conn, name, password)
     next_path = _safe_next(str(form.get("next") or "/"))
-    if user is None:
-        log.info("console.login_refused", name=name[:64])
+    address = request.client.host if request.client else "unknown"
+    previous = request.session.get("sid")
+    try:
+        found = await console.logins.check(name, address, lambda: _log_in(console, name, password, previous))
+    except LoginRefusedError as refused:
+        log.warning("console.login_throttled", name=name[:64], address=address, status=refused.status)
+        page = console.page(request, "login.html", refused.status, next=next_path, error=str(refused))
+        page.headers["Retry-After"] = str(refused.retry_after_s)
+        return page
+    if found is None:
+        log.info("console.login_refused", name=name[:64], address=address)
         return console.page(
             request, "login.html", 401, next=next_path, error="Unknown name or wrong password."
         )
+    user, token = found
     request.session.clear()
-    request.session["user"] = user.name
+    request.session["sid"] = token
     _csrf_token(request)  # a new token for the new session
-    log.info("console.login", name=user.name, role=user.role)
+    log.info("console.login", name=user.name, role=user.role, address=address)
     return RedirectResponse(next_path, status_code=303)
 
 
+def _log_in(console: Console, name: str, password: str, previous: object) -> tuple[User, str] | None:
+    """On the login gate's pool: the user and a new session's token (the browser's previous session
+    ended: no copy of its cookie outlives this login), or None."""
+    user = authenticate(console.engine, name, password)
+    if user is None:
+        return None
+    with console.engine.begin() as conn:
+        sessions.end(conn, previous)
+        return user, sessions.start(conn, user.name, SESSION_HOURS)
+
+
 def logout(console: Console, request: Request) -> Response:
+    """End this session in the database (every copy of its cookie), then forget the cookie."""
     _form(request)
+    with console.engine.begin() as conn:
+        sessions.end(conn, request.session.get("sid"))
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
@@ -247,11 +344,13 @@ def line_view(console: Console, request: Request, user: User) -> Response:
     with queries.read_only(console.engine) as conn:
         count = _int(request.query_params.get("strips"), "strips", low=1, high=50, default=6)
         strips = queries.recent_strips(conn, limit=count)
-        marks = queries.strip_marks(conn, [s["strip_id"] for s in strips])
+        marks = queries.strip_marks(conn, strips, limit=console.line_marks)
         names = queries.class_names(conn)
     colours = svg.class_colours(names)
     pictures = {s["strip_id"]: svg.strip_map(s, marks[s["strip_id"]], colours) for s in strips}
-    return console.page(request, "line.html", strips=strips, pictures=pictures, colours=colours, refresh_s=10)
+    return console.page(
+        request, "line.html", strips=strips, pictures=pictures, marks=marks, colours=colours, refresh_s=10
+    )
 
 
 @requires("viewer")
@@ -259,6 +358,11 @@ def alerts_page(console: Console, request: Request, user: User) -> Response:
     with queries.read_only(console.engine) as conn:
         rows = queries.open_alerts(conn)
     return console.page(request, "alerts.html", alerts=rows)
+
+
+def _banner(request: Request) -> str | None:
+    """The confirmation banner `?done=` names (`BANNERS`); never the text of the query itself."""
+    return BANNERS.get(request.query_params.get("done") or "")
 
 
 @requires("viewer")
@@ -269,9 +373,7 @@ def alert_page(console: Console, request: Request, user: User) -> Response:
         if found is None:
             raise HTTPException(404, f"no alert {alert_id}")
         crops = queries.alert_crops(conn, alert_id)
-    return console.page(
-        request, "alert.html", alert=found, crops=crops, message=request.query_params.get("done")
-    )
+    return console.page(request, "alert.html", alert=found, crops=crops, message=_banner(request))
 
 
 @requires("maintenance")
@@ -339,9 +441,7 @@ def crop_page(console: Console, request: Request, user: User) -> Response:
     if found is None:
         raise HTTPException(404, f"no crop of tile {tile} of frame {frame_id!r} is stored")
     image = "/crop/image?" + urlencode({"frame_id": frame_id, "tile": tile})
-    return console.page(
-        request, "crop.html", crop=found, names=names, image=image, message=request.query_params.get("done")
-    )
+    return console.page(request, "crop.html", crop=found, names=names, image=image, message=_banner(request))
 
 
 @requires("viewer")
@@ -444,6 +544,8 @@ def create_app(
     on_review: Callable[[], None] | None = None,
     explainer: Explainer | None = None,
     trusted_user_header: str | None = None,
+    login_limits: LoginLimits | None = None,
+    line_marks: int = queries.LINE_MARKS,
 ) -> Starlette:
     """The console over `engine` (a login of `steel_console`); `secret_key` signs the session cookies
     (at least 32 characters: whoever knows it can forge a session); `on_review` is called after each
@@ -453,7 +555,11 @@ def create_app(
     `trusted_user_header`: the header through which a reverse proxy that has authenticated the user
     names them (single sign-on); the name must be an enabled user of `console_users`, whose role
     applies. Only for a console no one can reach but through that proxy, which must drop the
-    header from what clients send: whoever can set it is whoever they name."""
+    header from what clients send: whoever can set it is whoever they name.
+
+    `login_limits`: failures per name and address, window, hashing threads (`throttle`);
+    `line_marks`: a strip with more detections is drawn per metre on the line view. The console is
+    `app.state.console`."""
     if trusted_user_header is not None and not re.fullmatch(r"[A-Za-z0-9-]{1,64}", trusted_user_header):
         raise ConfigError(
             "trusted user header: expected a header name (letters, digits, -),"
@@ -461,18 +567,35 @@ def create_app(
         )
     if len(secret_key) < 32:
         raise ConfigError(f"CONSOLE_SECRET_KEY: expected at least 32 characters, received {len(secret_key)}")
-    console = Console(engine, on_review, explainer, trusted_user_header)
+    if not 1 <= line_marks <= 100_000:
+        raise ConfigError(f"line marks: expected 1..100000 detections per strip, received {line_marks}")
+    console = Console(
+        engine,
+        on_review,
+        explainer,
+        trusted_user_header,
+        logins=LoginGate(login_limits),
+        line_marks=line_marks,
+    )
 
-    def bind(handler: Callable[[Console, Request], Response]) -> Handler:
+    def bind(handler: Callable[[Console, Request], Response | Awaitable[Response]]) -> Handler:
         """The handler as an endpoint: a posted form is read here, then the handler (whose database
-        calls block) runs on Starlette's thread pool, never on the event loop."""
+        calls block) runs on Starlette's thread pool, never on the event loop; a coroutine handler
+        (the login: it waits for the login gate's own pool) is awaited here."""
 
         async def endpoint(request: Request) -> Response:
             if request.method == "POST":
                 request.state.form = await _read_form(request)
-            return await run_in_threadpool(handler, console, request)
+            if inspect.iscoroutinefunction(handler):
+                return await handler(console, request)  # type: ignore[no-any-return]
+            return await run_in_threadpool(handler, console, request)  # type: ignore[arg-type]
 
         return endpoint
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        console.logins.close()
 
     routes = [
         Route("/healthz", bind(healthz)),
@@ -504,8 +627,9 @@ def create_app(
         log.error("console.unexpected_error", path=request.url.path, exc_info=error)
         return PlainTextResponse("internal error (logged)", status_code=500)
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
+        lifespan=lifespan,
         middleware=[
             Middleware(
                 SessionMiddleware,
@@ -519,6 +643,8 @@ def create_app(
         ],
         exception_handlers={HTTPException: http_error, Exception: unexpected},
     )
+    app.state.console = console
+    return app
 
 
 class _SecurityHeaders:

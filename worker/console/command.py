@@ -11,6 +11,13 @@ from worker.core.errors import ConfigError
 
 #: `worker.storage.tables.CONSOLE_ROLES`, spelled out so that `--help` imports no SQLAlchemy.
 ROLES = ("viewer", "reviewer", "maintenance", "admin")
+#: `worker.console.throttle.LoginLimits`' and `worker.console.queries.LINE_MARKS`' defaults, spelled
+#: out for the same reason (a test checks they agree).
+LOGIN_FAILURES_PER_NAME = 5
+LOGIN_FAILURES_PER_ADDRESS = 20
+LOGIN_WINDOW_S = 300
+LOGIN_HASHERS = 1
+LINE_MARKS = 500
 
 _EPILOG = """\
 examples:
@@ -26,6 +33,12 @@ alerts; admin may all of it. The database login must be a member of steel_consol
 (`steel-worker db create-login NAME --role console`): read-only pages then run as the analysts'
 read-only role, and the console can write reviews and acknowledgements, nothing else.
 Passwords are read from the environment variable --password-env names, never from a flag.
+
+Logins are throttled: after --login-failures-per-name failed logins of one name, or
+--login-failures-per-address from one address, within --login-window seconds, further logins of
+that name or from that address answer 429 (and say how long to wait) without checking the
+password; passwords are checked on --login-hashers threads of their own. Behind a reverse proxy,
+name it in --forwarded-allow-ips, or every client shares the proxy's address and its limit.
 """
 
 
@@ -85,6 +98,71 @@ def register(subparsers: Any) -> None:
         ),
     )
     serve.add_argument(
+        "--login-failures-per-name",
+        type=_whole("CONSOLE_LOGIN_FAILURES_PER_NAME", 1),
+        default=os.environ.get("CONSOLE_LOGIN_FAILURES_PER_NAME") or LOGIN_FAILURES_PER_NAME,
+        metavar="N",
+        help=(
+            "failed logins of one user name (real or not) within --login-window before further"
+            " logins of that name answer 429 without a password check; a success clears them; too"
+            " low and a colleague's typos lock a shared name out for the window (default:"
+            f" $CONSOLE_LOGIN_FAILURES_PER_NAME or {LOGIN_FAILURES_PER_NAME})"
+        ),
+    )
+    serve.add_argument(
+        "--login-failures-per-address",
+        type=_whole("CONSOLE_LOGIN_FAILURES_PER_ADDRESS", 1),
+        default=os.environ.get("CONSOLE_LOGIN_FAILURES_PER_ADDRESS") or LOGIN_FAILURES_PER_ADDRESS,
+        metavar="N",
+        help=(
+            "failed logins from one client address within --login-window before further logins"
+            " from it answer 429: stops one machine trying many names (default:"
+            f" $CONSOLE_LOGIN_FAILURES_PER_ADDRESS or {LOGIN_FAILURES_PER_ADDRESS})"
+        ),
+    )
+    serve.add_argument(
+        "--login-window",
+        type=_whole("CONSOLE_LOGIN_WINDOW_S", 1, 86_400),
+        default=os.environ.get("CONSOLE_LOGIN_WINDOW_S") or LOGIN_WINDOW_S,
+        metavar="SECONDS",
+        help=(
+            "how long a failed login counts against its name and address (1..86400; default:"
+            f" $CONSOLE_LOGIN_WINDOW_S or {LOGIN_WINDOW_S})"
+        ),
+    )
+    serve.add_argument(
+        "--login-hashers",
+        type=_whole("CONSOLE_LOGIN_HASHERS", 1, 64),
+        default=os.environ.get("CONSOLE_LOGIN_HASHERS") or LOGIN_HASHERS,
+        metavar="N",
+        help=(
+            "threads that check passwords (Argon2id: about 0.1 s of CPU and 64 MiB each); at most 8"
+            " more logins per thread wait, beyond that a login answers 503 at once; the pages"
+            f" never wait for them (default: $CONSOLE_LOGIN_HASHERS or {LOGIN_HASHERS})"
+        ),
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default=os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1",
+        metavar="ADDRESSES",
+        help=(
+            "comma-separated addresses of the reverse proxies whose X-Forwarded-For names the client"
+            " (the address the login throttle counts); '*' trusts anyone, so only when nothing else"
+            " can reach the console (default: $FORWARDED_ALLOW_IPS or %(default)s)"
+        ),
+    )
+    serve.add_argument(
+        "--line-marks",
+        type=_whole("CONSOLE_LINE_MARKS", 1, 100_000),
+        default=os.environ.get("CONSOLE_LINE_MARKS") or LINE_MARKS,
+        metavar="N",
+        help=(
+            "a strip with more detections than this is drawn on the line view per metre and class"
+            " (a bar each, darker for more) instead of a dot each, which keeps the page small on a"
+            f" strip with thousands (default: $CONSOLE_LINE_MARKS or {LINE_MARKS})"
+        ),
+    )
+    serve.add_argument(
         "--insecure-cookies",
         action="store_true",
         help="send the session cookie over plain HTTP too (local trials only; behind TLS leave it off)",
@@ -101,6 +179,21 @@ def register(subparsers: Any) -> None:
     disable = actions.add_parser("disable-user", help="lock a user out")
     disable.add_argument("name")
     parser.set_defaults(func=run)
+
+
+def _whole(variable: str, low: int, high: int = 1_000_000) -> Any:
+    """An argparse `type`: a whole number low..high, or an error that names the environment
+    variable too (argparse runs `type` on a string default, i.e. the variable's value)."""
+
+    def parse(value: str) -> int:
+        text = str(value).strip()
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number {low}..{high} (from the option or ${variable}), received {value!r}"
+            )
+        return int(text)
+
+    return parse
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,6 +235,7 @@ def _serve(engine: Any, args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
     from worker.console.app import create_app  # noqa: PLC0415
+    from worker.console.throttle import LoginLimits  # noqa: PLC0415
     from worker.storage.schema_check import assert_schema_current  # noqa: PLC0415
 
     secret = os.environ.get("CONSOLE_SECRET_KEY", "")
@@ -162,9 +256,25 @@ def _serve(engine: Any, args: argparse.Namespace) -> int:
             on_review=publisher.kick if publisher else None,
             explainer=Explainer(args.models),
             trusted_user_header=args.trusted_user_header,
+            login_limits=LoginLimits(
+                per_name=args.login_failures_per_name,
+                per_address=args.login_failures_per_address,
+                window_s=float(args.login_window),
+                hashers=args.login_hashers,
+                waiting=8 * args.login_hashers,
+            ),
+            line_marks=args.line_marks,
         )
         print(f"console: http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=True,
+            forwarded_allow_ips=args.forwarded_allow_ips,
+        )
     finally:
         if publisher is not None:
             publisher.stop()

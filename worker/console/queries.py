@@ -38,44 +38,104 @@ def _rows(conn: sa.Connection, sql: str, **params: Any) -> list[dict[str, Any]]:
 # --- line view ------------------------------------------------------------------------------------
 
 
+#: a strip with more detections than this is drawn per metre (`strip_marks`); `console serve --line-marks`
+LINE_MARKS = 500
+#: at most this many columns of aggregated marks across a strip's map: a longer strip gets wider bins
+MAX_METRE_BINS = 300
+
+
 def recent_strips(conn: sa.Connection, limit: int = 6) -> list[dict[str, Any]]:
-    """The strips seen last (newest first), from `strip_summary`."""
-    return _rows(
+    """The strips processed last (newest first): by the worker's clock (`frames.processed_at`),
+    never the cameras' (`captured_at`), so a camera clock set to 2199 or reset to 2000 does not move
+    its strip. Each row is the strip's `strip_summary` row with `last_processed_at`."""
+    recent = _rows(
         conn,
-        "SELECT strip_id, line, frames, first_position_m, last_position_m, inspected_m, detections,"
-        " defects_per_100m, alerts, unacknowledged_alerts, last_captured_at FROM strip_summary"
-        " ORDER BY last_captured_at DESC, strip_id LIMIT :limit",
+        "SELECT strip_id, max(processed_at) AS last_processed_at FROM frames GROUP BY strip_id"
+        " ORDER BY last_processed_at DESC, strip_id LIMIT :limit",
         limit=limit,
     )
+    if not recent:
+        return []
+    summaries = {
+        row["strip_id"]: row
+        for row in _rows(
+            conn,
+            "SELECT strip_id, line, frames, first_position_m, last_position_m, inspected_m, detections,"
+            " defects_per_100m, alerts, unacknowledged_alerts, last_captured_at FROM strip_summary"
+            " WHERE strip_id = ANY(:s)",
+            s=[r["strip_id"] for r in recent],
+        )
+    }
+    return [{**summaries[r["strip_id"]], **r} for r in recent if r["strip_id"] in summaries]
 
 
-def strip_marks(conn: sa.Connection, strip_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per strip: its detections (position along and across, class, confidence, crop key), its
-    width across (mm, from the frames' extent or the detections), and its alerts' spans."""
+def metre_bin(strip: dict[str, Any]) -> int:
+    """The width in whole metres of one aggregated column of the strip's map: 1, or more for a strip
+    longer than `MAX_METRE_BINS` metres."""
+    start = float(strip["first_position_m"] or 0.0)
+    end = float(strip["last_position_m"] or start)
+    return max(1, math.ceil((end - start) / MAX_METRE_BINS))
+
+
+def strip_marks(
+    conn: sa.Connection, strips: Sequence[dict[str, Any]], limit: int = LINE_MARKS
+) -> dict[str, dict[str, Any]]:
+    """Per strip (rows of `recent_strips`): its width across (mm, from the frames' extent or the
+    detections), its alerts' spans, and its detections: one by one (`detections`: position along
+    and across, class, confidence, crop key) when it has at most `limit`, else aggregated per
+    metre and class (`metres`: the bin's first metre and width, the class, how many, the highest
+    confidence, the least and most across), at most `MAX_METRE_BINS` bins per class. So what the
+    line view reads and draws is bounded whatever a strip holds."""
+    strip_ids = [s["strip_id"] for s in strips]
     marks: dict[str, dict[str, Any]] = {
-        s: {"detections": [], "alerts": [], "width_mm": 0.0} for s in strip_ids
+        s: {"detections": [], "metres": [], "alerts": [], "width_mm": 0.0, "bin_m": 0} for s in strip_ids
     }
     if not strip_ids:
         return marks
-    for row in _rows(
-        conn,
-        "SELECT strip_id, frame_id, tile_index, class_name, confidence, along_m, across_mm"
-        " FROM detections_with_cause WHERE strip_id = ANY(:s) ORDER BY along_m",
-        s=list(strip_ids),
-    ):
-        marks[row["strip_id"]]["detections"].append(row)
+    counts = {
+        row["strip_id"]: int(row["n"])
+        for row in _rows(
+            conn,
+            "SELECT strip_id, count(*) AS n FROM detections_with_cause WHERE strip_id = ANY(:s)"
+            " GROUP BY strip_id",
+            s=strip_ids,
+        )
+    }
+    one_by_one = [s for s in strip_ids if counts.get(s, 0) <= limit]
+    if one_by_one:
+        for row in _rows(
+            conn,
+            "SELECT strip_id, frame_id, tile_index, class_name, confidence, along_m, across_mm"
+            " FROM detections_with_cause WHERE strip_id = ANY(:s) ORDER BY along_m",
+            s=one_by_one,
+        ):
+            marks[row["strip_id"]]["detections"].append(row)
+    for strip in strips:
+        if strip["strip_id"] in one_by_one:
+            continue
+        bin_m = metre_bin(strip)
+        marks[strip["strip_id"]]["bin_m"] = bin_m
+        marks[strip["strip_id"]]["metres"] = _rows(
+            conn,
+            "SELECT floor(along_m / :bin)::bigint * :bin AS from_m, class_name, count(*) AS detections,"
+            " max(confidence) AS max_confidence, min(across_mm) AS min_across_mm,"
+            " max(across_mm) AS max_across_mm"
+            " FROM detections_with_cause WHERE strip_id = :s GROUP BY 1, 2 ORDER BY 1, 2",
+            s=strip["strip_id"],
+            bin=bin_m,
+        )
     for row in _rows(
         conn,
         "SELECT strip_id, max(coalesce(width_mm, 0)) AS width_mm FROM frames WHERE strip_id = ANY(:s)"
         " GROUP BY strip_id",
-        s=list(strip_ids),
+        s=strip_ids,
     ):
         marks[row["strip_id"]]["width_mm"] = float(row["width_mm"] or 0.0)
     for row in _rows(
         conn,
         "SELECT alert_id, strip_id, rule, class_name, severity, position_start_m, position_end_m,"
         " acknowledged_at FROM alerts_with_cause WHERE strip_id = ANY(:s) ORDER BY position_start_m",
-        s=list(strip_ids),
+        s=strip_ids,
     ):
         marks[row["strip_id"]]["alerts"].append(row)
     return marks
@@ -138,7 +198,8 @@ class GalleryFilter:
 
 
 def gallery(conn: sa.Connection, f: GalleryFilter) -> tuple[list[dict[str, Any]], int]:
-    """One page of crops (newest first) matching `f`, and how many match in all. Each crop lists its
+    """One page of crops (newest first: by the worker's `processed_at`, not the camera's clock)
+    matching `f` (`since` and `until` are capture times), and how many match in all. Each crop lists its
     classes (name and confidence), position, the newest review's verdict, and for its top class the
     cause and prevention."""
     where = ["i.sampled = :sampled"]
@@ -176,7 +237,7 @@ def gallery(conn: sa.Connection, f: GalleryFilter) -> tuple[list[dict[str, Any]]
         conn,
         f"""
         SELECT i.frame_id, i.tile_index, i.created_at, fr.strip_id, fr.camera, fr.captured_at,
-               fr.model_version,
+               fr.processed_at, fr.model_version,
                coalesce(json_agg(json_build_object('class_name', d.class_name, 'confidence',
                         round(d.confidence::numeric, 3), 'cause', d.cause, 'prevention', d.prevention)
                         ORDER BY d.confidence DESC) FILTER (WHERE d.detection_id IS NOT NULL), '[]')
@@ -189,8 +250,8 @@ def gallery(conn: sa.Connection, f: GalleryFilter) -> tuple[list[dict[str, Any]]
         LEFT JOIN detections_with_cause AS d ON d.frame_id = i.frame_id AND d.tile_index = i.tile_index
         WHERE {clause}
         GROUP BY i.frame_id, i.tile_index, i.created_at, fr.strip_id, fr.camera, fr.captured_at,
-                 fr.model_version
-        ORDER BY fr.captured_at DESC, i.frame_id, i.tile_index
+                 fr.processed_at, fr.model_version
+        ORDER BY fr.processed_at DESC, i.frame_id, i.tile_index
         LIMIT :limit OFFSET :offset
         """,
         **params,
@@ -293,16 +354,17 @@ def review_precision(conn: sa.Connection) -> list[dict[str, Any]]:
 
 
 def hourly_shares(conn: sa.Connection, hours: int = 48) -> list[dict[str, Any]]:
-    """Per hour with frames (the newest `hours` of them) and class: the share of inspected tiles the
-    class was found on (detections over tiles), zeros included."""
+    """Per hour with frames (the newest `hours` of them, by the hour the worker processed them: a
+    camera's wrong clock moves no frame) and class: the share of inspected tiles the class was
+    found on (detections over tiles), zeros included."""
     return _rows(
         conn,
         """
         WITH hours AS (
-            SELECT date_trunc('hour', captured_at) AS hour, sum(tile_count) AS tiles
+            SELECT date_trunc('hour', processed_at) AS hour, sum(tile_count) AS tiles
             FROM frames GROUP BY 1 HAVING sum(tile_count) > 0 ORDER BY 1 DESC LIMIT :h
         ), found AS (
-            SELECT date_trunc('hour', f.captured_at) AS hour, d.class_id, count(*) AS detections
+            SELECT date_trunc('hour', f.processed_at) AS hour, d.class_id, count(*) AS detections
             FROM detections AS d JOIN frames AS f ON f.frame_id = d.frame_id GROUP BY 1, 2
         )
         SELECT h.hour, c.name AS class_name, coalesce(x.detections, 0) AS detections, h.tiles,

@@ -3,7 +3,8 @@ defect map and the quality page's plots. Every text that comes from the database
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from typing import Any
 from urllib.parse import urlencode
@@ -32,13 +33,18 @@ def strip_map(
     height: int = 110,
 ) -> str:
     """The strip from its first to its last inspected metre (left to right) and across its width
-    (top to bottom): one dot per detection in its class's colour, linking to its crop, and each
-    alert's span shaded (red while unacknowledged, grey once acknowledged)."""
+    (top to bottom): one dot per detection in its class's colour, linking to its crop — or, for a
+    strip whose detections `queries.strip_marks` aggregated, one bar per metre bin and class,
+    spanning the detections across, darker for more, linking to the strip's crops of that class in
+    the gallery — and each alert's span shaded (red while unacknowledged, grey once acknowledged)."""
     start = float(strip["first_position_m"] or 0.0)
     end = float(strip["last_position_m"] or start)
     along = max(end - start, 1e-6)
     across = max(
-        float(marks["width_mm"] or 0.0), max((d["across_mm"] for d in marks["detections"]), default=0.0), 1.0
+        float(marks["width_mm"] or 0.0),
+        max((d["across_mm"] for d in marks["detections"]), default=0.0),
+        max((m["max_across_mm"] for m in marks.get("metres", ())), default=0.0),
+        1.0,
     )
     pad = 4
     inner_w, inner_h = width - 2 * pad, height - 2 * pad
@@ -72,8 +78,41 @@ def strip_map(
             f"<title>{escape(str(d['class_name']))} {float(d['confidence']):.2f} at"
             f" {float(d['along_m']):.2f} m, {float(d['across_mm']):.0f} mm</title></circle></a>"
         )
+    parts.extend(_metre_marks(strip, marks, colours, x, y))
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _metre_marks(
+    strip: Mapping[str, Any],
+    marks: Mapping[str, Any],
+    colours: Mapping[str, str],
+    x: Callable[[float], float],
+    y: Callable[[float], float],
+) -> list[str]:
+    """The aggregated marks of `strip_map`: one bar per (metre bin, class), at most a few hundred."""
+    bins = marks.get("metres") or ()
+    if not bins:
+        return []
+    bin_m = int(marks["bin_m"])
+    most = max(int(m["detections"]) for m in bins)
+    parts = []
+    for m in bins:
+        count, name, first = int(m["detections"]), str(m["class_name"]), float(m["from_m"])
+        top, bottom = y(float(m["min_across_mm"])), y(float(m["max_across_mm"]))
+        if bottom - top < 4:
+            top, bottom = top - 2, bottom + 2
+        width = max(x(first + bin_m) - x(first), 1.5)
+        link = "/gallery?" + urlencode({"strip": strip["strip_id"], "class": name})
+        shade = 0.3 + 0.7 * math.log1p(count) / math.log1p(most)
+        parts.append(
+            f'<a href="{escape(link)}"><rect class="metre" x="{x(first):.1f}" y="{top:.1f}"'
+            f' width="{width:.1f}" height="{bottom - top:.1f}" fill="{colours.get(name, "#000000")}"'
+            f' fill-opacity="{shade:.2f}"><title>{escape(name)}: {count} detections at'
+            f" {first:.0f}–{first + bin_m:.0f} m, highest confidence {float(m['max_confidence']):.2f}"
+            "</title></rect></a>"
+        )
+    return parts
 
 
 def precision_bars(rows: Sequence[Mapping[str, Any]], colours: Mapping[str, str], *, width: int = 700) -> str:

@@ -4,7 +4,9 @@ Roles, each with the rights of the one before: `viewer` reads every page; `revie
 reviews crops; `maintenance` also acknowledges alerts; `admin` also manages users. A password is
 hashed with argon2-cffi's defaults (Argon2id, RFC 9106's low-memory profile) and never stored,
 logged or echoed. `authenticate` spends the same hashing time whether or not the user exists, so
-the answer's timing does not say which names are real.
+the answer's timing does not say which names are real, and holds no database connection while it
+hashes. Setting a user's password or role again, or disabling the user, ends every session of
+theirs in the same transaction (`console_sessions`): a copied session cookie is refused after.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.dialects.postgresql import insert
 
 from worker.core.errors import ConfigError
-from worker.storage.tables import CONSOLE_ROLES, console_users
+from worker.storage.tables import CONSOLE_ROLES, console_sessions, console_users
 
 #: rights a role needs, by the least role that has them
 RANK = {role: rank for rank, role in enumerate(CONSOLE_ROLES)}
@@ -58,8 +60,9 @@ def check_password(password: str) -> str:
 
 
 def set_user(engine: sa.Engine, name: str, role: str, password: str) -> bool:
-    """Create the user, or give an existing one this role and password (and enable it again);
-    True if it was created. ConfigError for an unknown role, a bad name or a short password."""
+    """Create the user, or give an existing one this role and password (and enable it again), ending
+    every session of theirs; True if it was created. ConfigError for an unknown role, a bad name or
+    a short password."""
     if role not in RANK:
         raise ConfigError(f"--role: expected one of {', '.join(CONSOLE_ROLES)}, received {role!r}")
     row = {"name": check_name(name), "role": role, "password_hash": _hasher.hash(check_password(password))}
@@ -74,11 +77,12 @@ def set_user(engine: sa.Engine, name: str, role: str, password: str) -> bool:
                 set_={"role": role, "password_hash": row["password_hash"], "disabled_at": None},
             )
         )
+        _end_sessions(conn, row["name"])
     return existed is None
 
 
 def disable_user(engine: sa.Engine, name: str) -> None:
-    """Lock the user out (its name stays on its reviews and acknowledgements)."""
+    """Lock the user out and end their sessions (its name stays on its reviews and acknowledgements)."""
     with engine.begin() as conn:
         done = conn.execute(
             sa.update(console_users)
@@ -86,19 +90,26 @@ def disable_user(engine: sa.Engine, name: str) -> None:
             .values(disabled_at=sa.func.now())
             .returning(console_users.c.name)
         ).first()
+        _end_sessions(conn, name)
     if done is None:
         raise ConfigError(f"disable-user: no enabled user named {name!r}")
 
 
-def authenticate(conn: sa.Connection, name: str, password: str) -> User | None:
-    """The user whose name and password these are, enabled; None otherwise (same work either way)."""
+def _end_sessions(conn: sa.Connection, name: str) -> None:
+    conn.execute(sa.delete(console_sessions).where(console_sessions.c.user_name == name))
+
+
+def authenticate(engine: sa.Engine, name: str, password: str) -> User | None:
+    """The user whose name and password these are, enabled; None otherwise (same work either way).
+    The stored hash is read on a connection given back before the hashing starts."""
     row = None
     if 0 < len(name) <= MAX_NAME_CHARS and len(password) <= MAX_PASSWORD_CHARS:
-        row = conn.execute(
-            sa.select(console_users.c.name, console_users.c.role, console_users.c.password_hash).where(
-                console_users.c.name == name, console_users.c.disabled_at.is_(None)
-            )
-        ).first()
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.select(console_users.c.name, console_users.c.role, console_users.c.password_hash).where(
+                    console_users.c.name == name, console_users.c.disabled_at.is_(None)
+                )
+            ).first()
     try:
         _hasher.verify(row.password_hash if row else _DUMMY_HASH, password[:MAX_PASSWORD_CHARS])
     except (VerificationError, InvalidHashError):
@@ -107,7 +118,8 @@ def authenticate(conn: sa.Connection, name: str, password: str) -> User | None:
 
 
 def current(conn: sa.Connection, name: str) -> User | None:
-    """The enabled user `name` as stored now (a session outlives a role change or a lock-out)."""
+    """The enabled user `name` as stored now (read on every request that a trusted proxy's header
+    names, so a role change or a lock-out applies at once)."""
     row = conn.execute(
         sa.select(console_users.c.name, console_users.c.role).where(
             console_users.c.name == name, console_users.c.disabled_at.is_(None)

@@ -8,10 +8,10 @@ Tables: `defect_classes` (the catalogue, id = catalogue id), `models` (version =
 weights), `frames` (ledger of processed frames, one row per frame id), `detections` (one row per
 frame, tile and class over threshold), `alerts` (cause-linked alerts; an outbox for the alerts
 topic via `published_at`), `tile_images` (the evidence crop of each tile with a detection,
-partitioned by month), `console_users` and `reviews` (the console's users, and their verdicts on
-crops), `alert_strip_locks` (one row per strip, locked FOR UPDATE to serialise
-alert evaluation). Views and the roles `steel_analyst` (read-only) and `steel_worker` (what the
-worker needs, nothing more) live in the migrations.
+partitioned by month), `console_users`, `console_sessions` and `reviews` (the console's users,
+their logged-in sessions, and their verdicts on crops), `alert_strip_locks` (one row per strip,
+locked FOR UPDATE to serialise alert evaluation). Views and the roles `steel_analyst`
+(read-only) and `steel_worker` (what the worker needs, nothing more) live in the migrations.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ ANALYST_ROLE = "steel_analyst"
 #: TRUNCATE or DDL (revision 0003 lists the grants).
 WORKER_ROLE = "steel_worker"
 #: The console's role: a member of steel_analyst (read-only pages run as it), plus its users, reviews
-#: and the acknowledgement columns of alerts (revision 0006).
+#: and the acknowledgement columns of alerts (revision 0006), its sessions and the schema revision
+#: (revision 0009).
 CONSOLE_ROLE = "steel_console"
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
@@ -237,6 +238,30 @@ console_users = sa.Table(
     _timestamp("disabled_at", nullable=True),
     sa.CheckConstraint("role IN ('viewer', 'reviewer', 'maintenance', 'admin')", name="known_role"),
     comment="Who may log in to the console, and as what",
+)
+
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column(
+        "token_sha256",
+        sa.Text,
+        primary_key=True,
+        comment="sha256 hex of the session cookie's token; never the token",
+    ),
+    sa.Column(
+        "user_name",
+        sa.Text,
+        sa.ForeignKey("console_users.name", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    _timestamp("created_at", default_now=True),
+    _timestamp("expires_at"),
+    comment=(
+        "Logged-in console sessions, one per browser: logout, a new password or role, or"
+        " disabling the user deletes them"
+    ),
 )
 
 reviews = sa.Table(
