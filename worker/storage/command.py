@@ -124,7 +124,10 @@ def register(subparsers: Any) -> None:
         description=(
             "Drop the month partitions of tile_images that lie wholly before now minus --older-than, "
             "and delete the default partition's crops older than that. A crop is kept at least "
-            "--older-than and at most about a month longer. Detections, frames and alerts stay."
+            "--older-than and at most about a month longer. Detections, frames and alerts stay. "
+            "A DROP waits for its lock at most --lock-timeout-ms per try (the worker's inserts queue "
+            "behind it meanwhile) and tries again with backoff; if no try gets the lock, it exits 2 "
+            "and names the sessions that held it."
         ),
     )
     prune.add_argument("--older-than", required=True, metavar="AGE", help="an age such as 90d, 12w or 36h")
