@@ -33,6 +33,7 @@ IMAGE_TOO_LARGE = "image-too-large"
 TOO_MANY_TILES = "too-many-tiles"
 CORRUPT_IMAGE = "corrupt-image"
 CONTENT_TYPE_MISMATCH = "content-type-mismatch"
+IMAGE_QUALITY = "image-quality"  # the image-quality gate refused it (IMAGE_QUALITY_REFUSE)
 DECODER_ERROR = "decoder-error"  # the decoder failed in a way it does not know: a bug, never expected
 DUPLICATE_FRAME_ID = "duplicate-frame-id"
 UNSTORABLE = "unstorable"
@@ -53,6 +54,7 @@ REASONS = (
     TOO_MANY_TILES,
     CORRUPT_IMAGE,
     CONTENT_TYPE_MISMATCH,
+    IMAGE_QUALITY,
     DECODER_ERROR,
     DUPLICATE_FRAME_ID,
     UNSTORABLE,
