@@ -92,7 +92,9 @@ def worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DATABASE_URL", "ALERT_RULES"))}
     for option in OPTIONS:
         value = getattr(settings, option.field)
-        if value is not None:
+        if isinstance(value, frozenset):  # a set of names: IMAGE_QUALITY_CHECKS, IMAGE_QUALITY_REFUSE
+            env[option.env] = ",".join(sorted(value)) or "none"
+        elif value is not None:
             env[option.env] = value.reveal() if hasattr(value, "reveal") else str(value)
     if settings.alert_rules is None:
         env["ALERT_RULES"] = ALERT_RULES_OFF
