@@ -44,6 +44,9 @@ TEST_SETTINGS = {
     "metrics_port": "0",
     "log_format": "json",
     "shutdown_timeout_s": "5",
+    # test frames carry a fixed captured_at (2024, tests/frames.py) and records the time they are
+    # sent: every frame would be flagged clock-skew, and a run of them raise a camera alert
+    "clock_skew_max_s": str(100 * 365 * 86_400),
 }
 
 
