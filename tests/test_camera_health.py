@@ -277,6 +277,16 @@ def test_the_rules_skip_detections_of_frames_flagged_for_their_pixels_but_not_fo
     assert len(raised) == alerts
 
 
+def test_a_frame_read_again_gets_the_flags_it_was_stored_with(engine: sa.Engine) -> None:
+    writer = StorageWriter(engine)
+    register(writer)
+    (first,) = strip_results("S-AGAIN", [], frames=[0])
+    flagged = replace(first, quality_flags=(DARK, FLAT))
+    assert writer.write_results([flagged]).new_frame_ids == (first.meta.frame_id,)
+    again = writer.write_results([first])  # redelivered: judged again, the stored verdict is what counts
+    assert again.stored[first.meta.frame_id].quality_flags == (DARK, FLAT)
+
+
 # ---------------------------------------------------------------------------------------------
 # revision 0010
 # ---------------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def _rows(database_url: str, query: str) -> list[dict[str, Any]]:
         engine.dispose()
 
 
-def test_a_dead_lamp_run_is_flagged_raises_one_camera_alert_and_a_skewed_clock_is_flagged_and_counted(
+def test_a_dead_lamp_run_is_flagged_raises_one_camera_alert_and_a_skewed_clock_is_flagged_and_counted(  # noqa: PLR0917
     broker: Any,
     make_topic: Any,
     database_url: str,
