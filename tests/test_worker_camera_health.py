@@ -26,6 +26,7 @@ from streaming_harness import (
     publish,
     read_topic,
     running_worker,
+    start_worker_process,
     wait_until,
     worker_settings,
 )
@@ -165,3 +166,47 @@ def test_a_dead_lamp_run_is_flagged_raises_one_camera_alert_and_a_skewed_clock_i
     assert (
         read_topic(broker.bootstrap_servers, topics.dlq, at_least=1, timeout_s=1) == []
     )  # flagged, not refused
+
+
+def test_kill_9_right_after_a_run_is_counted_then_a_new_worker_counts_each_frame_once_and_alerts_once(  # noqa: PLR0917
+    broker: Any, make_topic: Any, database_url: str, tmp_path: Path, model_dir: Path, classifier: Classifier
+) -> None:
+    """The worker kills itself right after the second batch's camera-health step committed (its
+    alert raised, nothing published, offsets not committed); a new worker reads those frames again:
+    the run counts every frame once, one camera alert in the table, one on the topic. The default
+    rules see the black frames' detections no more: the camera alert is the only alert."""
+    topics = make_topics(make_topic)
+    settings = worker_settings(
+        broker.bootstrap_servers, database_url, model_dir, topics, camera_alert_frames="2"
+    )
+    black = np.zeros((256, 512), np.uint8)
+    messages = [_frame(n, black) for n in range(8)]
+    log_path = tmp_path / "worker.log"
+    process = start_worker_process(settings, log_path, {"STEEL_WORKER_FAILPOINT": "camera-health:2"})
+    try:
+        publish(broker.bootstrap_servers, topics.frames, messages)
+        assert process.wait(90) == -9, log_path.read_text(errors="replace")[-3000:]
+    finally:
+        process.kill()
+    counted_before = _rows(database_url, "SELECT run_frames FROM camera_health")[0]["run_frames"]
+    assert 2 <= counted_before < len(messages)
+    assert len(_rows(database_url, "SELECT id FROM alerts")) == 1  # raised before the kill
+
+    with running_worker(settings, classifier):
+        wait_until(lambda: len(ledger(database_url)) == len(messages), 60, "every frame in the ledger")
+        wait_until(  # (Tansu's end offset of one record batch of small frames is not its last + 1)
+            lambda: (
+                committed_offsets(broker.bootstrap_servers, topics.group, topics.frames) == {0: len(messages)}
+            ),
+            30,
+            "every offset committed",
+        )
+        (state,) = _rows(database_url, "SELECT run_frames, alert_id FROM camera_health")
+        alerts = _rows(database_url, "SELECT id, rule_kind, published_at FROM alerts")
+        wait_until(
+            lambda: _rows(database_url, "SELECT published_at FROM alerts")[0]["published_at"], 20, "published"
+        )
+    assert state["run_frames"] == len(messages)  # each frame once, the ones read again included
+    assert [(a["id"], a["rule_kind"]) for a in alerts] == [(state["alert_id"], "camera")]
+    records = read_topic(broker.bootstrap_servers, topics.alerts, at_least=1, timeout_s=20)
+    assert [json.loads(r.value)["rule_kind"] for r in records] == ["camera"]
