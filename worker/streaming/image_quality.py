@@ -19,10 +19,11 @@ fails it is refused (IMAGE_QUALITY_REFUSE) or flagged. A refused frame is dead-l
 with its flags in `frames.quality_flags`. Neither changes the frame: the stored captured_at is
 the camera's, skewed or not.
 
-Costs: one histogram of the 8-bit image (about 0.2 ms for 1600 × 256 pixels); a 16-bit PNG is
-decoded a second time at 16 bits, for its bit depth only (OpenCV's 8-bit reduction, which the
-model sees, would hide it: a 12-bit frame in a 16-bit PNG becomes nearly black). Pure: `judge`
-never raises for a frame's content (the decoder has checked the image already).
+Costs: one histogram of the 8-bit image (about 1 ms per 1600 × 256 frame, comparisons included,
+on the 2-core development machine); a 16-bit PNG is decoded a second time at 16 bits, for its bit
+depth only (OpenCV's 8-bit reduction, which the model sees, would hide it: a 12-bit frame in a
+16-bit PNG becomes nearly black). Pure: `judge` never raises for a frame's content (the decoder
+has checked the image already).
 """
 
 from __future__ import annotations
