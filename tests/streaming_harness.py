@@ -44,6 +44,9 @@ TEST_SETTINGS = {
     "metrics_port": "0",
     "log_format": "json",
     "shutdown_timeout_s": "5",
+    # test frames carry a fixed captured_at (2024, tests/frames.py) and records the time they are
+    # sent: every frame would be flagged clock-skew, and a run of them raise a camera alert
+    "clock_skew_max_s": str(100 * 365 * 86_400),
 }
 
 
@@ -92,7 +95,9 @@ def worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DATABASE_URL", "ALERT_RULES"))}
     for option in OPTIONS:
         value = getattr(settings, option.field)
-        if value is not None:
+        if isinstance(value, frozenset):  # a set of names: IMAGE_QUALITY_CHECKS, IMAGE_QUALITY_REFUSE
+            env[option.env] = ",".join(sorted(value)) or "none"
+        elif value is not None:
             env[option.env] = value.reveal() if hasattr(value, "reveal") else str(value)
     if settings.alert_rules is None:
         env["ALERT_RULES"] = ALERT_RULES_OFF

@@ -42,6 +42,8 @@ RULES = load_rules()
 #: The key the alert engine used to lock a strip with before revision 0003 (anyone could take it).
 OLD_ADVISORY_KEY = "SELECT pg_advisory_lock(hashtextextended('steel-worker.alerts:' || :strip, 0))"
 INSUFFICIENT_PRIVILEGE = "42501"
+#: What `create-login --role analyst` reports of the analysts' default session limits.
+ANALYST_LIMITS = "statement_timeout 600 s, idle_in_transaction_session_timeout 300 s, at most 5 connections"
 
 
 def _holes(count: int, first_m: float = 2.0) -> list[Defect]:
@@ -446,7 +448,10 @@ def test_create_login_again_changes_nothing_but_the_password_and_without_one_rem
     monkeypatch.setenv("TEST_LOGIN_PASSWORD", "second-password")
     assert _create_login_cli(database_url, *args) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[1] == f"login role {name} updated: LOGIN, password set; already a member of {ANALYST_ROLE}"
+    assert out[1] == (
+        f"login role {name} updated: LOGIN, password set; already a member of {ANALYST_ROLE};"
+        f" {ANALYST_LIMITS}"
+    )
     stored = _stored_password(engine, name)
     assert stored is not None
     assert _verifies(stored, "second-password", name)
@@ -455,7 +460,7 @@ def test_create_login_again_changes_nothing_but_the_password_and_without_one_rem
     assert _create_login_cli(database_url, name, "--role", "analyst") == 0
     assert capsys.readouterr().out == (
         f"login role {name} updated: LOGIN, no password (trust, peer or certificate authentication);"
-        f" already a member of {ANALYST_ROLE}\n"
+        f" already a member of {ANALYST_ROLE}; {ANALYST_LIMITS}\n"
     )
     assert _stored_password(engine, name) is None
     with engine.connect() as conn:
@@ -547,3 +552,106 @@ def test_a_login_made_by_create_login_works_in_every_migrated_database(
             assert writer.write_results(strip_results("S-OTHER", _holes(2))).new_frame_ids
         finally:
             engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------
+# session limits of the logins (issue 20, item 8)
+# ---------------------------------------------------------------------------------------------
+
+
+def _limits(engine: sa.Engine, name: str) -> tuple[list[str], int]:
+    """(the role's settings for all databases, sorted; its connection limit)."""
+    with engine.connect() as conn:
+        settings = conn.execute(
+            sa.text(
+                "SELECT s.setconfig FROM pg_db_role_setting AS s"
+                " WHERE s.setrole = to_regrole(:n) AND s.setdatabase = 0"
+            ),
+            {"n": name},
+        ).scalar()
+        limit = conn.execute(
+            sa.text("SELECT rolconnlimit FROM pg_roles WHERE rolname = :n"), {"n": name}
+        ).scalar()
+    return sorted(settings or []), int(limit)
+
+
+def test_logins_carry_the_session_limits_of_their_role_and_the_flags_change_them(
+    database_url: str, engine: sa.Engine, logins: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An analyst's idle transaction ends after 5 minutes by default, so that it cannot hold a
+    maintenance DROP, and the worker's inserts queued behind it, for longer (`db prune`)."""
+    analyst, console, worker = (
+        f"steel_test_{k}_{uuid.uuid4().hex[:12]}" for k in ("analyst", "console", "worker")
+    )
+    logins.extend([analyst, console, worker])
+    assert _create_login_cli(database_url, analyst, "--role", "analyst") == 0
+    assert capsys.readouterr().out.endswith(f"; {ANALYST_LIMITS}\n")
+    assert _limits(engine, analyst) == (
+        ["idle_in_transaction_session_timeout=300000", "statement_timeout=600000"],
+        5,
+    )
+    assert _create_login_cli(database_url, console, "--role", "console") == 0
+    assert _limits(engine, console) == (
+        ["idle_in_transaction_session_timeout=60000", "statement_timeout=60000"],
+        20,
+    )
+    assert _create_login_cli(database_url, worker, "--role", "worker") == 0  # the worker sets its own
+    assert _limits(engine, worker) == ([], -1)
+    capsys.readouterr()
+    assert (
+        _create_login_cli(
+            database_url, analyst, "--role", "analyst",
+            "--statement-timeout-ms", "none", "--idle-in-transaction-timeout-ms", "90000",
+            "--connection-limit", "2",
+        )
+        == 0
+    )  # fmt: skip
+    assert capsys.readouterr().out.endswith(
+        "; idle_in_transaction_session_timeout 90 s, at most 2 connections\n"
+    )
+    assert _limits(engine, analyst) == (["idle_in_transaction_session_timeout=90000"], 2)
+
+
+def test_an_analyst_login_is_held_to_its_idle_timeout_and_its_connection_limit(
+    database_url: str, logins: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"steel_test_analyst_{uuid.uuid4().hex[:12]}"
+    logins.append(name)
+    monkeypatch.setenv("LOGIN_IDLE_IN_TRANSACTION_TIMEOUT_MS", "500")
+    monkeypatch.setenv("LOGIN_CONNECTION_LIMIT", "1")
+    assert _create_login_cli(database_url, name, "--role", "analyst") == 0
+    analyst = create_engine(_as(database_url, name), poolclass=sa.pool.NullPool)
+    try:
+        with analyst.connect() as conn:
+            conn.execute(sa.text("SELECT count(*) FROM tile_images"))  # a transaction, left idle
+            with pytest.raises(OperationalError, match="too many connections for role"), analyst.connect():
+                pass
+            time.sleep(1.0)
+            with pytest.raises(OperationalError, match=r"idle-in-transaction timeout|closed"):
+                conn.execute(sa.text("SELECT 1"))
+    finally:
+        analyst.dispose()
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--connection-limit", "0"], {}, "expected a number of connections from 1 (or none for no limit)"),
+        (["--statement-timeout-ms", "10s"], {}, "expected milliseconds (a whole number, 0 or none"),
+        ([], {"LOGIN_STATEMENT_TIMEOUT_MS": "-5"}, "received '-5' (from --statement-timeout-ms or $LOGIN_"),
+    ],
+)
+def test_create_login_limits_that_are_not_limits_say_what_was_expected(  # noqa: PLR0917 (fixtures)
+    database_url: str,
+    argv: list[str],
+    env: dict[str, str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as exited:
+        _create_login_cli(database_url, "steel_test_never_made", "--role", "analyst", *argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err

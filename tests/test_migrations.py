@@ -263,6 +263,7 @@ WORKER_PRIVILEGES = {
     "alerts": {"SELECT", "INSERT", "UPDATE"},
     "tile_images": {"SELECT", "INSERT"},
     LOCK_TABLE: {"SELECT", "INSERT", "UPDATE"},
+    "camera_health": {"SELECT", "INSERT", "UPDATE"},  # revision 0010: each camera's run of bad frames
     "detections_id_seq": {"USAGE", "SELECT"},
     "alerts_id_seq": {"USAGE", "SELECT"},
 }
@@ -330,7 +331,7 @@ def test_downgrade_to_0002_removes_the_lock_table_the_columns_and_the_worker_gra
 ) -> None:
     migrate.downgrade(database_url, "0002")
     tables, views = _relations(engine)
-    assert tables == {*ANALYST_TABLES, "alembic_version"} - {"tile_images", "reviews"}
+    assert tables == {*ANALYST_TABLES, "alembic_version"} - {"tile_images", "reviews", "camera_health"}
     assert views == set(VIEWS)
     inspector = sa.inspect(engine)
     assert "message_sha256" not in {c["name"] for c in inspector.get_columns("frames")}

@@ -174,6 +174,7 @@ def test_ledger_and_detection_rows_hold_the_frame_and_detection_fields(
         "detection_count": 1,
         "processed_at": T0 + timedelta(seconds=3, milliseconds=300),
         "message_sha256": None,
+        "quality_flags": [],  # revision 0010: a good frame
     }
     d = result.detections[0]
     assert detection["class_name"] == "rolling"

@@ -2,7 +2,8 @@
 
 `AlertEngine.evaluate(conn, strip_ids)` reads, for each strip and surface, the detections of the
 watched classes in the last `lookback_m` metres (from the strip's furthest frame; the window's
-start moves in steps of a fifth of that, so it is up to 20 % longer) and the alerts
+start moves in steps of a fifth of that, so it is up to 20 % longer; not those of frames the
+image-quality gate flagged for their pixels, `worker.core.quality.IMAGE_CHECKS`) and the alerts
 already raised on those strips, runs the pure rules (`worker.alerts.rules`), drops findings within
 a cooldown of an earlier alert (`rules.admit`), and inserts the rest into `alerts` with
 `INSERT … ON CONFLICT (dedup_key) DO NOTHING`. It returns the alerts this call inserted.
@@ -47,6 +48,7 @@ from worker.alerts.rules import Finding, RaisedSpan, StripDetection, admit, eval
 from worker.core.catalogue import Catalogue
 from worker.core.errors import CatalogueError
 from worker.core.failures import DATA, classify, describe
+from worker.core.quality import IMAGE_CHECKS
 from worker.core.records import FrameResult
 from worker.core.refusals import shown
 from worker.storage.tables import alerts, defect_classes
@@ -86,6 +88,7 @@ _DETECTIONS = sa.text(
     WHERE f.strip_id = ANY(:strips)
       AND f.position_m + coalesce(f.length_m, 0) >= floor((tip.end_m - :lookback) / :step) * :step
       AND d.class_id = ANY(:classes)
+      AND NOT (f.quality_flags && CAST(:image_flags AS text[]))  -- the camera's fault, not the steel's
     """
 )
 
@@ -217,6 +220,7 @@ class AlertEngine:
                 "lookback": self.rules.lookback_m,
                 "step": self.rules.lookback_m / LOOKBACK_STEPS,
                 "classes": [class_ids[c] for c in self.rules.class_names],
+                "image_flags": list(IMAGE_CHECKS),
             },
         )
         for row in rows:

@@ -43,11 +43,13 @@ _PENDING = sa.text(
 )
 _ROWS = sa.text(
     """
-    SELECT a.id, a.dedup_key, a.rule, a.class_id, c.name AS class_name, c.cause, c.prevention,
+    SELECT a.id, a.dedup_key, a.rule, a.class_id, coalesce(c.name, a.rule_kind) AS class_name,
+           coalesce(c.cause, a.details ->> 'cause', '') AS cause,
+           coalesce(c.prevention, a.details ->> 'prevention', '') AS prevention,
            a.strip_id, a.roll, a.severity, a.position_start_m, a.position_end_m, a.detection_count,
            a.pitch_m, a.evidence, a.details, a.created_at, a.rule_kind, a.surface, a.line, a.camera,
            a.frame_ids, a.max_confidence, a.model_version, a.observed_at
-    FROM alerts AS a JOIN defect_classes AS c ON c.id = a.class_id
+    FROM alerts AS a LEFT JOIN defect_classes AS c ON c.id = a.class_id  -- camera alerts have no class
     WHERE a.id = ANY(:ids)
     ORDER BY a.id
     """
@@ -57,7 +59,8 @@ _MARK_UNDELIVERABLE = sa.text("UPDATE alerts SET published_at = now(), publish_e
 
 
 def alert_message(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The alert.v1 message of one `alerts` row (joined with its class: name, cause, prevention)."""
+    """The alert.v1 message of one `alerts` row (joined with its class: name, cause, prevention; a
+    camera alert has none: class_id null, class_name `camera`, cause and prevention from its details)."""
     created: datetime = row["created_at"]
     return {
         "schema": ALERT,
@@ -66,7 +69,7 @@ def alert_message(row: Mapping[str, Any]) -> dict[str, Any]:
         "rule": row["rule"],
         "rule_kind": row["rule_kind"],
         "severity": row["severity"],
-        "class_id": int(row["class_id"]),
+        "class_id": None if row["class_id"] is None else int(row["class_id"]),
         "class_name": row["class_name"],
         "cause": row["cause"],
         "prevention": row["prevention"],

@@ -12,19 +12,22 @@ import sqlalchemy as sa
 from worker.core.errors import ConfigError
 
 _SELECT = """
-SELECT a.id, a.created_at, a.rule, a.severity, c.name AS class_name, c.cause, c.prevention,
+SELECT a.id, a.created_at, a.rule, a.severity, coalesce(c.name, a.rule_kind) AS class_name,
+       coalesce(c.cause, a.details ->> 'cause', '') AS cause,
+       coalesce(c.prevention, a.details ->> 'prevention', '') AS prevention,
        a.strip_id, a.roll, a.position_start_m, a.position_end_m, a.detection_count, a.pitch_m,
        a.evidence, a.details, a.published_at, a.acknowledged_by, a.acknowledged_at, a.rule_kind,
        a.surface, a.line, a.camera, a.frame_ids, a.max_confidence, a.model_version, a.observed_at,
-       c.display_name AS class_display_name
-FROM alerts AS a JOIN defect_classes AS c ON c.id = a.class_id
+       coalesce(c.display_name, a.rule_kind) AS class_display_name
+FROM alerts AS a LEFT JOIN defect_classes AS c ON c.id = a.class_id
 """
 
 
 @dataclass(frozen=True)
 class AlertRecord:
     """One stored alert with its class's cause and prevention; `details` is what the rule measured;
-    `class_display_name` is the class as people name it (`class_name` is the machine name)."""
+    `class_display_name` is the class as people name it (`class_name` is the machine name). A camera
+    alert (kind `camera`) has no class: both names are `camera`, cause and prevention its own."""
 
     id: int
     created_at: datetime

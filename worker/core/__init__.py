@@ -7,8 +7,8 @@ refused, and `shown()`), `failures` (what a failure means: retry, wait for peopl
 `thresholds` (per-class decision thresholds, one shape from the artefact to the row), `evidence`
 (the crops kept with detections: sampling, encoding, decoding), `clients`
 (the Kafka consumer and producer as Protocols), `resources` (the schemas, migrations and rules
-shipped in the package), `native_logs` (TensorFlow's native start-up lines kept off the terminal).
-All public.
+shipped in the package), `native_logs` (TensorFlow's native start-up lines kept off the terminal),
+`quality` (the image-quality checks by name). All public.
 """
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "evidence",
     "failures",
     "native_logs",
+    "quality",
     "records",
     "refusals",
     "resources",

@@ -66,6 +66,11 @@ class InfrastructureError(SteelWorkerError):
     """A local service (broker, database server) could not be started, reached or stopped."""
 
 
+class LockTimeoutError(SteelWorkerError):
+    """A maintenance command did not get the lock it needs within its bounded attempts (other
+    sessions held it); the message names them."""
+
+
 class MissingCodecError(ConfigError):
     """kafka-python lacks the library of a compression codec producers may use."""
 

@@ -59,12 +59,14 @@ class FrameMeta:
 class DecodedFrame:
     """A validated frame: metadata, origin, the image as 8-bit grey (height, width), and the
     sha256 of the message it came from (`message_sha256`: tells a redelivery from another frame
-    that reuses the frame id)."""
+    that reuses the frame id). `quality_flags`: the image-quality checks it failed that do not
+    refuse a frame (`worker.core.quality`), in check order; () for a good frame."""
 
     meta: FrameMeta
     source: KafkaCoordinates
     image: np.ndarray
     message_sha256: str | None = None
+    quality_flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,8 @@ class TileImage:
 @dataclass(frozen=True)
 class FrameResult:
     """Everything the worker concluded about one frame; clean frames have no detections.
-    `evidence` holds the crops the ledger stores with the frame (`TileImage`), in tile order."""
+    `evidence` holds the crops the ledger stores with the frame (`TileImage`), in tile order;
+    `quality_flags` the image-quality checks it failed (`DecodedFrame.quality_flags`)."""
 
     meta: FrameMeta
     source: KafkaCoordinates
@@ -134,3 +137,4 @@ class FrameResult:
     processed_at: datetime
     message_sha256: str | None = None
     evidence: tuple[TileImage, ...] = ()
+    quality_flags: tuple[str, ...] = ()

@@ -35,6 +35,7 @@ CORRUPT_IMAGE = "corrupt-image"
 CONTENT_TYPE_MISMATCH = "content-type-mismatch"
 IMAGE_TOO_COSTLY = "image-too-costly"  # its structure would cost more to decode than allowed (scans, chunks)
 DECODE_TIMEOUT = "decode-timeout"  # the decoder did not finish within DECODE_TIMEOUT_MS
+IMAGE_QUALITY = "image-quality"  # the image-quality gate refused it (IMAGE_QUALITY_REFUSE)
 DECODER_ERROR = "decoder-error"  # the decoder failed in a way it does not know: a bug, never expected
 DUPLICATE_FRAME_ID = "duplicate-frame-id"
 UNSTORABLE = "unstorable"
@@ -57,6 +58,7 @@ REASONS = (
     CONTENT_TYPE_MISMATCH,
     IMAGE_TOO_COSTLY,
     DECODE_TIMEOUT,
+    IMAGE_QUALITY,
     DECODER_ERROR,
     DUPLICATE_FRAME_ID,
     UNSTORABLE,

@@ -6,14 +6,37 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from worker.core.errors import ConfigError
+from worker.storage.session_limits import (
+    DEFAULT_LIMITS,
+    NONE,
+    SessionLimits,
+    parse_connection_limit,
+    parse_timeout_ms,
+)
 
 #: `worker.storage.roles.GROUP_ROLES`'s keys, spelled out so that `--help` imports no SQLAlchemy.
 LOGIN_KINDS = ("analyst", "console", "worker")
 #: `worker.storage.partitions.DEFAULT_MONTHS_AHEAD`, spelled out so that `--help` imports no SQLAlchemy.
 DEFAULT_MONTHS_AHEAD = 3
+#: `worker.storage.locks.LockPolicy`'s defaults, spelled out so that `--help` imports no SQLAlchemy.
+DEFAULT_PRUNE_LOCK_TIMEOUT_MS = 2_000
+DEFAULT_PRUNE_ATTEMPTS = 20
+DEFAULT_PRUNE_MAX_WAIT_S = 600.0
+#: Environment variables of `db prune` and `db create-login` (a flag wins over its variable).
+PRUNE_ENV = {
+    "lock_timeout_ms": "DB_PRUNE_LOCK_TIMEOUT_MS",
+    "attempts": "DB_PRUNE_ATTEMPTS",
+    "max_wait": "DB_PRUNE_MAX_WAIT_S",
+}
+LOGIN_ENV = {
+    "statement_timeout_ms": "LOGIN_STATEMENT_TIMEOUT_MS",
+    "idle_in_transaction_timeout_ms": "LOGIN_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+    "connection_limit": "LOGIN_CONNECTION_LIMIT",
+}
 
 _EPILOG = """\
 examples:
@@ -33,9 +56,14 @@ examples:
   steel-worker db partitions --months-ahead 3
       make tile_images' month partitions through 3 months ahead (`db upgrade` does it too; run it
       monthly, e.g. from cron, so that crops never pile up in the default partition)
+  steel-worker db create-login anna --role analyst --idle-in-transaction-timeout-ms 120000
+      an analyst whose transactions end after 2 idle minutes (defaults per role: see create-login -h)
   steel-worker db prune --older-than 90d --dry-run
       list the evidence crops older than 90 days that a prune would drop; without --dry-run, drop
       them (whole months; detections and frames stay)
+  steel-worker db prune --older-than 90d --lock-timeout-ms 1000 --attempts 30 --max-wait 900
+      hold the worker's inserts up at most 1 s at a time; give up (exit status 2, naming the
+      sessions that held the lock) after 30 tries or 15 minutes
 
 The database comes from --database-url or DATABASE_URL (postgresql://USER[:PASSWORD]@HOST[:PORT]/DB);
 prefer the environment variable for URLs with a password. The worker refuses to start until
@@ -96,11 +124,47 @@ def register(subparsers: Any) -> None:
         description=(
             "Drop the month partitions of tile_images that lie wholly before now minus --older-than, "
             "and delete the default partition's crops older than that. A crop is kept at least "
-            "--older-than and at most about a month longer. Detections, frames and alerts stay."
+            "--older-than and at most about a month longer. Detections, frames and alerts stay. "
+            "A DROP waits for its lock at most --lock-timeout-ms per try (the worker's inserts queue "
+            "behind it meanwhile) and tries again with backoff; if no try gets the lock, it exits 2 "
+            "and names the sessions that held it."
         ),
     )
     prune.add_argument("--older-than", required=True, metavar="AGE", help="an age such as 90d, 12w or 36h")
     prune.add_argument("--dry-run", action="store_true", help="say what would go, drop nothing")
+    prune.add_argument(
+        "--lock-timeout-ms",
+        type=_positive_int("--lock-timeout-ms", PRUNE_ENV["lock_timeout_ms"]),
+        default=os.environ.get(PRUNE_ENV["lock_timeout_ms"]) or DEFAULT_PRUNE_LOCK_TIMEOUT_MS,
+        metavar="MS",
+        help=(
+            "longest wait of one try for the lock a partition's DROP needs; the worker's inserts queue"
+            " behind a waiting DROP, so this is the longest they are held up at a time"
+            f" (default: ${PRUNE_ENV['lock_timeout_ms']} or %(default)s)"
+        ),
+    )
+    prune.add_argument(
+        "--attempts",
+        type=_positive_int("--attempts", PRUNE_ENV["attempts"]),
+        default=os.environ.get(PRUNE_ENV["attempts"]) or DEFAULT_PRUNE_ATTEMPTS,
+        metavar="N",
+        help=(
+            "tries per partition before giving up; a try is skipped (and counted) while a session"
+            " idle in its transaction holds a lock on tile_images. Pauses between tries: 1 s,"
+            f" doubling up to 30 s (default: ${PRUNE_ENV['attempts']} or %(default)s)"
+        ),
+    )
+    prune.add_argument(
+        "--max-wait",
+        type=_positive_float("--max-wait", PRUNE_ENV["max_wait"]),
+        default=os.environ.get(PRUNE_ENV["max_wait"]) or DEFAULT_PRUNE_MAX_WAIT_S,
+        metavar="SECONDS",
+        help=(
+            "give up on a partition after this long; longer than the analysts' idle-in-transaction"
+            " timeout (5 min by default), so that a forgotten transaction ends before prune gives up"
+            f" (default: ${PRUNE_ENV['max_wait']} or %(default)g)"
+        ),
+    )
     login = actions.add_parser(
         "create-login",
         help="create or update a login role that is a member of steel_worker or steel_analyst",
@@ -128,7 +192,87 @@ def register(subparsers: Any) -> None:
             "flags); without it the login has no password (trust, peer or certificate authentication)"
         ),
     )
+    for field, flag, parse, meaning in (
+        (
+            "statement_timeout_ms",
+            "--statement-timeout-ms",
+            parse_timeout_ms,
+            "the login's statement_timeout: a statement running longer is cancelled",
+        ),
+        (
+            "idle_in_transaction_timeout_ms",
+            "--idle-in-transaction-timeout-ms",
+            parse_timeout_ms,
+            "the login's idle_in_transaction_session_timeout: a session idle this long inside a"
+            " transaction is closed, releasing its locks (which `db prune` and behind it the worker's"
+            " inserts would otherwise wait for)",
+        ),
+        (
+            "connection_limit",
+            "--connection-limit",
+            parse_connection_limit,
+            "the most sessions the login may open at once",
+        ),
+    ):
+        defaults = ", ".join(f"{kind} {_shown(getattr(DEFAULT_LIMITS[kind], field))}" for kind in LOGIN_KINDS)
+        login.add_argument(
+            flag,
+            dest=field,
+            type=_limit(flag, LOGIN_ENV[field], parse),
+            default=os.environ.get(LOGIN_ENV[field]) or None,
+            metavar="MS" if field.endswith("_ms") else "N",
+            help=(
+                f"{meaning}; {NONE} for no limit (default: ${LOGIN_ENV[field]}, else per --role: {defaults})"
+            ),
+        )
     parser.set_defaults(func=run)
+
+
+def _shown(value: int | None) -> str:
+    return NONE if value is None else str(value)
+
+
+_UNSET = object()
+
+
+def _limit(flag: str, env: str, parse: Any) -> Any:
+    """An argparse type: `parse`, with `_UNSET` standing for "no limit" (None means "not given")."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc} (from {flag} or ${env})") from None
+        return _UNSET if value is None else value
+
+    return convert
+
+
+def _positive_int(flag: str, env: str) -> Any:
+    def convert(text: str) -> int:
+        value = str(text).strip()
+        if not value.isascii() or not value.isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number of 1 or more, received {text!r} (from {flag} or ${env})"
+            )
+        return int(value)
+
+    return convert
+
+
+def _positive_float(flag: str, env: str) -> Any:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(
+                f"expected a number of seconds above 0, received {text!r} (from {flag} or ${env})"
+            )
+        return value
+
+    return convert
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,7 +320,16 @@ def _partitions(url: str, args: argparse.Namespace) -> int:
     try:
         assert_schema_current(engine)
         if args.db_action == "prune":
-            report = partitions.prune(engine, partitions.parse_age(args.older_than), dry_run=args.dry_run)
+            from worker.storage.locks import LockPolicy  # noqa: PLC0415
+
+            policy = LockPolicy(args.lock_timeout_ms, args.attempts, args.max_wait)
+            report = partitions.prune(
+                engine,
+                partitions.parse_age(args.older_than),
+                dry_run=args.dry_run,
+                lock=policy,
+                notify=lambda line: print(line, file=sys.stderr, flush=True),
+            )
             print(report.describe())
             return 0
         made = partitions.ensure_months(engine, args.months_ahead)
@@ -202,6 +355,16 @@ def _create_login(url: str, args: argparse.Namespace) -> int:
                 f"create-login {args.name}: --password-env {args.password_env}: expected the"
                 f" environment variable {args.password_env} to hold the password, but it {state}"
             )
-    outcome = create_login(url, args.name, args.role, password)
+    outcome = create_login(url, args.name, args.role, password, _limits(args))
     print(outcome.describe())
     return 0
+
+
+def _limits(args: argparse.Namespace) -> SessionLimits:
+    """The flags (or their variables) over the role's defaults; `_UNSET` is "no limit"."""
+    defaults = DEFAULT_LIMITS[args.role]
+    chosen = {}
+    for field in LOGIN_ENV:
+        value = getattr(args, field)
+        chosen[field] = getattr(defaults, field) if value is None else None if value is _UNSET else value
+    return SessionLimits(**chosen)

@@ -11,7 +11,11 @@ which holds any row no month partition takes — so an insert never fails for wa
 - `prune(engine, older_than, dry_run)` drops the month partitions that lie wholly before
   now − `older_than`, and deletes the default partition's rows older than that
   (`steel-worker db prune`). Whole months go at once, so a crop is kept for `older_than` at least
-  and at most about one month longer. Detections and frames are not touched.
+  and at most about one month longer. Detections and frames are not touched. A drop needs an
+  ACCESS EXCLUSIVE lock on `tile_images`, and the worker's inserts queue behind a drop that
+  waits for it: each drop waits at most a short lock timeout, is not even tried while a session
+  idle in its transaction holds a lock on the table, and is tried again a bounded number of times
+  (`worker.storage.locks`); the worker's inserts are held up at most one lock timeout at a time.
 
 Both need the table's owner (the role that ran `db upgrade`), not the worker's role, which has no
 DDL privilege.
@@ -19,13 +23,16 @@ DDL privilege.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from worker.core.errors import ConfigError
+from worker.core.errors import ConfigError, LockTimeoutError
+from worker.storage.locks import LockPolicy, with_lock_retries
 from worker.storage.tables import TILE_IMAGES_PARTITION_PREFIX
 
 PARENT = "tile_images"
@@ -152,25 +159,72 @@ class PruneReport:
 
 
 def prune(
-    engine: sa.Engine, older_than: timedelta, *, dry_run: bool = False, now: datetime | None = None
+    engine: sa.Engine,
+    older_than: timedelta,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    lock: LockPolicy | None = None,
+    notify: Callable[[str], None] = lambda line: None,
 ) -> PruneReport:
-    """Drop what `tile_images` holds from before now − `older_than` (see the module doc)."""
+    """Drop what `tile_images` holds from before now − `older_than` (see the module doc).
+
+    Each partition is dropped in a transaction of its own, oldest first, and the default
+    partition's old rows are deleted in another, each with bounded lock waits and retries
+    (`lock`, see `worker.storage.locks`): a worker's insert queued behind a drop waits at most
+    `lock.lock_timeout_ms`. LockTimeoutError when a drop never got its lock; it names the
+    sessions that held it and what this run had dropped before it (which stays dropped).
+    """
     if older_than <= timedelta(0):
         raise ConfigError(f"--older-than: expected a positive age, received {older_than}")
     cutoff = (now or datetime.now(UTC)) - older_than
-    with engine.begin() as conn:
+    with engine.connect() as conn:  # a survey: no lock stronger than reading
         old = tuple(p for p in partitions(conn) if p.end is not None and p.end <= cutoff)
-        rows = conn.execute(
-            sa.text(f'SELECT count(*) FROM "{DEFAULT_PARTITION}" WHERE created_at < :cutoff'),
-            {"cutoff": cutoff},
-        ).scalar_one()
-        if not dry_run:
-            for p in old:
-                conn.execute(sa.text(f'DROP TABLE "{p.name}"'))
+        rows = int(
             conn.execute(
-                sa.text(f'DELETE FROM "{DEFAULT_PARTITION}" WHERE created_at < :cutoff'), {"cutoff": cutoff}
+                sa.text(f'SELECT count(*) FROM "{DEFAULT_PARTITION}" WHERE created_at < :cutoff'),
+                {"cutoff": cutoff},
+            ).scalar_one()
+        )
+    if dry_run:
+        return PruneReport(cutoff, old, rows, dry_run)
+    policy = lock or LockPolicy()
+    dropped: list[str] = []
+    for p in old:
+        try:
+            with_lock_retries(
+                engine,
+                functools.partial(_drop, name=p.name),
+                [PARENT, p.name],
+                policy,
+                what=f"prune: drop {p.name}",
+                notify=notify,
             )
-    return PruneReport(cutoff, old, int(rows), dry_run)
+        except LockTimeoutError as exc:
+            if not dropped:
+                raise
+            raise LockTimeoutError(f"{exc} Dropped before it (and gone): {', '.join(dropped)}.") from None
+        dropped.append(p.name)
+    deleted = with_lock_retries(
+        engine,
+        functools.partial(_delete_default_rows, cutoff=cutoff),
+        [PARENT, DEFAULT_PARTITION],
+        policy,
+        what=f"prune: delete old crops from {DEFAULT_PARTITION}",
+        notify=notify,
+    )
+    return PruneReport(cutoff, old, deleted, dry_run)
+
+
+def _drop(conn: sa.Connection, *, name: str) -> None:
+    conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}"'))
+
+
+def _delete_default_rows(conn: sa.Connection, *, cutoff: datetime) -> int:
+    deleted = conn.execute(
+        sa.text(f'DELETE FROM "{DEFAULT_PARTITION}" WHERE created_at < :cutoff'), {"cutoff": cutoff}
+    )
+    return int(deleted.rowcount)
 
 
 _AGE = re.compile(r"^\s*([0-9]{1,5})\s*([hdw])\s*$", re.ASCII)

@@ -19,6 +19,12 @@ Guarantees:
   same. A superuser, the database's owner, or the role this command connects as is refused: a
   least-privilege login that is one of those would not be one, and changing one's own password
   here is a mistake.
+- Session limits (`worker.storage.session_limits`): afterwards the role has exactly the given
+  `statement_timeout` and `idle_in_transaction_session_timeout` role settings (for every database;
+  none given: reset) and connection limit (none: -1, unlimited); the defaults depend on the kind:
+  an analyst's idle transaction ends after 5 minutes, so that it cannot hold its locks, and with
+  them a maintenance DROP and the worker's inserts queued behind it, for longer. Settings the
+  role has besides these three are left as they are. They apply to sessions opened afterwards.
 - Roles are cluster-wide, privileges per database: the group role must exist (any database on
   the server migrated to head has created it). Run it as a superuser or a role with CREATEROLE
   (and ADMIN OPTION on the group from PostgreSQL 16): in compose, the database owner.
@@ -37,7 +43,10 @@ from psycopg2.extensions import encrypt_password
 
 from worker.core.errors import ConfigError
 from worker.storage.engine import create_engine
+from worker.storage.session_limits import DEFAULT_LIMITS, SessionLimits
 from worker.storage.tables import ANALYST_ROLE, CONSOLE_ROLE, WORKER_ROLE
+
+NO_LIMITS = SessionLimits()
 
 LoginKind = Literal["worker", "analyst", "console"]
 
@@ -56,6 +65,7 @@ class LoginOutcome:
     created: bool
     has_password: bool
     became_member: bool
+    limits: SessionLimits = NO_LIMITS
 
     def describe(self) -> str:
         """One line for people; never the password."""
@@ -64,7 +74,8 @@ class LoginOutcome:
             "password set" if self.has_password else "no password (trust, peer or certificate authentication)"
         )
         member = "now a member of" if self.became_member else "already a member of"
-        return f"login role {self.name} {what}: LOGIN, {password}; {member} {self.group}"
+        line = f"login role {self.name} {what}: LOGIN, {password}; {member} {self.group}"
+        return line if self.limits == NO_LIMITS else f"{line}; {self.limits.describe()}"
 
 
 def check_login_name(name: str) -> str:
@@ -85,10 +96,17 @@ def check_login_name(name: str) -> str:
     return name
 
 
-def create_login(database_url: str, name: str, kind: LoginKind, password: str | None = None) -> LoginOutcome:
+def create_login(
+    database_url: str,
+    name: str,
+    kind: LoginKind,
+    password: str | None = None,
+    limits: SessionLimits | None = None,
+) -> LoginOutcome:
     """Create or update the login role `name`, a member of the `kind` group role (see the module doc).
 
-    `password` None: the login has no password. ConfigError for a bad name, an unknown kind, an
+    `password` None: the login has no password. `limits` None: the kind's defaults
+    (`worker.storage.session_limits.DEFAULT_LIMITS`). ConfigError for a bad name, an unknown kind, an
     empty password, a missing group role, a superuser or the connecting role as `name`, or when
     the connecting role may not create roles. Other database errors propagate.
     """
@@ -98,10 +116,11 @@ def create_login(database_url: str, name: str, kind: LoginKind, password: str | 
     if password is not None and not password:
         raise ConfigError("create-login: expected a non-empty password, received an empty one")
     group = GROUP_ROLES[kind]
+    limits = DEFAULT_LIMITS[kind] if limits is None else limits
     engine = create_engine(database_url, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
-            return _create_login(conn, name, group, password)
+            return _create_login(conn, name, group, password, limits)
     except (sa.exc.ProgrammingError, psycopg2.errors.InsufficientPrivilege) as exc:
         error = getattr(exc, "orig", exc)
         if not isinstance(error, psycopg2.errors.InsufficientPrivilege):
@@ -116,7 +135,9 @@ def create_login(database_url: str, name: str, kind: LoginKind, password: str | 
         engine.dispose()
 
 
-def _create_login(conn: sa.Connection, name: str, group: str, password: str | None) -> LoginOutcome:
+def _create_login(
+    conn: sa.Connection, name: str, group: str, password: str | None, limits: SessionLimits
+) -> LoginOutcome:
     if name == conn.execute(sa.text("SELECT current_user")).scalar_one():
         raise ConfigError(
             f"create-login: NAME {name!r} is the role this command connects as; give the login a name"
@@ -142,13 +163,35 @@ def _create_login(conn: sa.Connection, name: str, group: str, password: str | No
     ).scalar()
     if not was_member:
         _execute(raw, sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(name)))
+    _set_limits(raw, name, limits)
     return LoginOutcome(
         name=name,
         group=group,
         created=created,
         has_password=secret is not None,
         became_member=not was_member,
+        limits=limits,
     )
+
+
+def _set_limits(raw: Any, name: str, limits: SessionLimits) -> None:
+    """Give the role exactly `limits` (see the module doc): role settings for all databases."""
+    role = sql.Identifier(name)
+    connections = -1 if limits.connection_limit is None else limits.connection_limit
+    _execute(raw, sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(role, sql.Literal(connections)))
+    for setting, value in (
+        ("statement_timeout", limits.statement_timeout_ms),
+        ("idle_in_transaction_session_timeout", limits.idle_in_transaction_timeout_ms),
+    ):
+        if value is None:
+            _execute(raw, sql.SQL("ALTER ROLE {} RESET {}").format(role, sql.Identifier(setting)))
+        else:
+            _execute(
+                raw,
+                sql.SQL("ALTER ROLE {} SET {} = {}").format(
+                    role, sql.Identifier(setting), sql.Literal(value)
+                ),
+            )
 
 
 def _create_or_alter(conn: sa.Connection, raw: Any, name: str, secret: str | None) -> bool:

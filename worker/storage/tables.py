@@ -10,8 +10,9 @@ frame, tile and class over threshold), `alerts` (cause-linked alerts; an outbox 
 topic via `published_at`), `tile_images` (the evidence crop of each tile with a detection,
 partitioned by month), `console_users`, `console_sessions` and `reviews` (the console's users,
 their logged-in sessions, and their verdicts on crops), `alert_strip_locks` (one row per strip,
-locked FOR UPDATE to serialise alert evaluation). Views and the roles `steel_analyst`
-(read-only) and `steel_worker` (what the worker needs, nothing more) live in the migrations.
+locked FOR UPDATE to serialise alert evaluation), `camera_health` (each camera's run of frames
+failing the image-quality gate). Views and the roles `steel_analyst` (read-only) and
+`steel_worker` (what the worker needs, nothing more) live in the migrations.
 """
 
 from __future__ import annotations
@@ -112,6 +113,16 @@ frames = sa.Table(
             " NULL for frames written before revision 0003"
         ),
     ),
+    sa.Column(
+        "quality_flags",
+        ARRAY(sa.Text),
+        nullable=False,
+        server_default=sa.text("'{}'::text[]"),
+        comment=(
+            "image-quality checks the frame failed (dark, bright, flat, clipped, bit-depth, clock-skew);"
+            " empty for a good frame; the alert rules skip the detections of a frame with an image flag"
+        ),
+    ),
     sa.CheckConstraint("tile_count >= 0 AND detection_count >= 0", name="counts_not_negative"),
     sa.Index("ix_frames_strip_id_position_m", "strip_id", "position_m"),
     comment="Ledger of processed frames: one row per frame id, written with its detections",
@@ -146,7 +157,13 @@ alerts = sa.Table(
     sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
     sa.Column("dedup_key", sa.Text, nullable=False, unique=True),
     sa.Column("rule", sa.Text, nullable=False),
-    sa.Column("class_id", sa.Integer, sa.ForeignKey("defect_classes.id"), nullable=False),
+    sa.Column(
+        "class_id",
+        sa.Integer,
+        sa.ForeignKey("defect_classes.id"),
+        nullable=True,
+        comment="the class of the evidence; NULL for camera alerts (rule_kind camera)",
+    ),
     sa.Column("strip_id", sa.Text, nullable=False),
     sa.Column("roll", sa.Text, nullable=True, comment="roll named by a periodic (roll mark) alert"),
     sa.Column("severity", sa.Text, nullable=False),
@@ -183,6 +200,7 @@ alerts = sa.Table(
         ),
     ),
     sa.CheckConstraint("max_confidence >= 0 AND max_confidence <= 1", name="max_confidence_range"),
+    sa.CheckConstraint("class_id IS NOT NULL OR rule_kind = 'camera'", name="class_unless_camera"),
     sa.Index("ix_alerts_strip_id_class_id_created_at", "strip_id", "class_id", "created_at"),
     sa.Index(
         "ix_alerts_unpublished",
@@ -297,5 +315,63 @@ alert_strip_locks = sa.Table(
     comment=(
         "One row per strip whose alerts were evaluated; rows are locked FOR UPDATE to serialise"
         " evaluation; the analysts' role has no privilege on it, so it cannot take these locks"
+    ),
+)
+
+camera_health = sa.Table(
+    "camera_health",
+    metadata,
+    sa.Column("line", sa.Text, primary_key=True),
+    sa.Column("camera", sa.Text, primary_key=True),
+    sa.Column(
+        "run_frames",
+        sa.Integer,
+        nullable=False,
+        server_default="0",
+        comment="frames in the camera's run of flagged or refused frames (0: its last frame was good)",
+    ),
+    sa.Column("run_refused", sa.Integer, nullable=False, server_default="0", comment="of them refused"),
+    sa.Column(
+        "run_flags",
+        JSONB,
+        nullable=False,
+        server_default=sa.text("'{}'::jsonb"),
+        comment="image-quality check -> frames of the run that failed it",
+    ),
+    sa.Column(
+        "run_first",
+        sa.Text,
+        nullable=True,
+        comment="Kafka coordinates of the run's first frame (topic[p]@offset)",
+    ),
+    sa.Column(
+        "run_evidence",
+        JSONB,
+        nullable=False,
+        server_default=sa.text("'[]'::jsonb"),
+        comment="the run's first CAMERA_ALERT_FRAMES frames: frame id, strip, surface, position",
+    ),
+    sa.Column(
+        "alert_id",
+        sa.BigInteger,
+        sa.ForeignKey("alerts.id", ondelete="SET NULL"),
+        nullable=True,
+        comment="the camera alert this run raised; NULL while it has not",
+    ),
+    sa.Column(
+        "positions",
+        JSONB,
+        nullable=False,
+        server_default=sa.text("'{}'::jsonb"),
+        comment="topic[partition] -> the next offset to count: a frame read again is not counted twice",
+    ),
+    _timestamp("updated_at", default_now=True),
+    sa.CheckConstraint(
+        "run_frames >= 0 AND run_refused >= 0 AND run_refused <= run_frames", name="run_counts"
+    ),
+    comment=(
+        "The image-quality state of each camera: its current run of flagged or refused frames, and the"
+        " camera alert the run raised (worker.alerts.camera); rows are locked FOR UPDATE while a batch"
+        " is counted"
     ),
 )

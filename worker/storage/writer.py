@@ -311,6 +311,7 @@ class StorageWriter:
                         detections=tuple(detections_of[frame_id]),
                         processed_at=row.processed_at,
                         message_sha256=row.message_sha256,
+                        quality_flags=tuple(row.quality_flags),
                     ),
                 )
         return found
@@ -370,6 +371,7 @@ def _frame_row(result: FrameResult) -> dict[str, Any]:
         "detection_count": len(result.detections),
         "processed_at": _aware(result.processed_at, f"{frame} processed_at"),
         "message_sha256": result.message_sha256,
+        "quality_flags": list(result.quality_flags),
     }
 
 

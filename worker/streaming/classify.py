@@ -118,6 +118,7 @@ class FrameClassifier:
                     processed_at=processed_at,
                     message_sha256=tiled.frame.message_sha256,
                     evidence=evidence,
+                    quality_flags=tiled.frame.quality_flags,
                 )
             )
             start = end

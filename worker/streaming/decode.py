@@ -19,6 +19,9 @@ are those of `worker.core.refusals`. Checks, in order:
               scan repeats tens of thousands of times takes minutes and libjpeg only warns — and
               at most MAX_IMAGE_SEGMENTS JPEG segments or PNG chunks), content matches its
               content-type, OpenCV decodes it to the declared size
+    quality:  the image-quality gate (`worker.streaming.image_quality`, when `DecodeLimits.quality`
+              is set): a frame failing a refusing check is refused (`image-quality`); the checks
+              that only flag travel on the DecodedFrame (`quality_flags`)
 
 Details never echo payload bytes, and values from the message appear only through `shown()`
 (bounded, escaped). A failure the decoder does not foresee is still a refusal (`decoder-error`,
@@ -54,6 +57,7 @@ from worker.core.refusals import (
     DECODER_ERROR,
     EMPTY_PAYLOAD,
     FETCH,
+    IMAGE_QUALITY,
     IMAGE_TOO_COSTLY,
     IMAGE_TOO_LARGE,
     IMAGE_UNAVAILABLE,
@@ -65,6 +69,7 @@ from worker.core.refusals import (
     shown,
 )
 from worker.core.tiling import tile_count
+from worker.streaming.image_quality import QualityGate
 from worker.streaming.validation import check_headers, parse_frame_meta
 
 log = structlog.get_logger("worker.streaming")
@@ -117,6 +122,7 @@ class Rejected:
     detail: str
     source: KafkaCoordinates
     meta: FrameMeta | None = None
+    quality_flags: tuple[str, ...] = ()  # reason image-quality: the checks that failed
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,7 @@ class DecodeLimits:
     claim_check_timeout_s: float = 5.0
     max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
     max_image_segments: int = DEFAULT_MAX_IMAGE_SEGMENTS
+    quality: QualityGate | None = None  # the image-quality gate (`worker.streaming.image_quality`)
 
 
 def image_dimensions(data: bytes, content_type: str) -> tuple[int, int]:
@@ -436,6 +443,15 @@ def decode_message(message: InboundMessage, limits: DecodeLimits) -> DecodedFram
             if not data:
                 raise RefusalError(EMPTY_PAYLOAD, FETCH, "the claim-check image is empty")
         image = _decode_pixels(data, content_type, meta, limits)
+        verdict = (
+            limits.quality.judge(data, content_type, image, meta, message.timestamp_ms)
+            if limits.quality
+            else None
+        )
+        if verdict is not None and verdict.refused:
+            return Rejected(
+                IMAGE_QUALITY, DECODE, shown(verdict.detail(), 2000), message.source, meta, verdict.flags
+            )
     except RefusalError as refusal:
         return Rejected(refusal.reason, refusal.stage, shown(refusal.detail, 2000), message.source, meta)
     except cv2.error as exc:  # OpenCV refusing a malformed stream in its own way
@@ -444,7 +460,8 @@ def decode_message(message: InboundMessage, limits: DecodeLimits) -> DecodedFram
         log.exception("decoder.unexpected_error", source=str(message.source))
         detail = f"the decoder failed unexpectedly: {type(exc).__name__}: {shown(exc)}"
         return Rejected(DECODER_ERROR, DECODE, detail, message.source, meta)
-    return DecodedFrame(meta=meta, source=message.source, image=image, message_sha256=message_sha256(message))
+    flags = verdict.flags if verdict is not None else ()
+    return DecodedFrame(meta, message.source, image, message_sha256(message), quality_flags=flags)
 
 
 def message_sha256(message: InboundMessage) -> str:

@@ -119,7 +119,8 @@ class Worker:
     """The streaming worker. Build it with its parts (see `service.open_worker`), then `run()`.
 
     The consumer must be created with `enable_auto_commit=False`; the worker subscribes it.
-    Without `alerts` (ALERT_RULES=none) no alert rules are evaluated and no alerts published.
+    Without `alerts` (ALERT_RULES=none) no alert rules are evaluated and no alerts published;
+    `camera_health` is the step that counts each camera's frames, run right after "write".
     `open_probe()` makes a group-less consumer like `consumer` (`transport.RecordReader` reads a
     partition with it to find a record that cannot be read). `after_step(name)` is called after
     each delivery step and each commit succeeded (the test suite's crash points use it: see
@@ -140,6 +141,7 @@ class Worker:
         metrics: Metrics,
         health: Health,
         alerts: AlertStage | None = None,
+        camera_health: Sink | None = None,
         open_probe: Callable[[], Consumer] | None = None,
         after_step: Callable[[str], None] | None = None,
         diagnose: Callable[[], str | None] | None = None,
@@ -167,6 +169,8 @@ class Worker:
             else [ledger, output]
         )
         self._diagnose = diagnose or (lambda: None)
+        if camera_health is not None:  # `worker.streaming.camera_sink`: right after "write"
+            self.sinks.insert(1, camera_health)
         self._after_step = after_step or (lambda name: None)
         self.reader = RecordReader(consumer, open_probe or _no_probe)
         self._queue: deque[Entry] = deque()

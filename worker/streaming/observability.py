@@ -6,7 +6,8 @@
 - Metrics: `Metrics` holds the Prometheus series in its own registry (several workers may live in
   one test process): frames, tiles, detections by class, dead-lettered by reason, frames isolated
   by step, frame-id collisions, unreadable records skipped, alert rules failing, messages given
-  up, retries, how long the current batch has been failing, batch latency, consumer lag.
+  up, image-quality flags by check, camera alerts, retries, how long the current batch has been
+  failing, batch latency, consumer lag.
 - Health: `Health` is the loop's heartbeat and the state of the batch in flight;
   `ObservabilityServer` serves, on METRICS_PORT, `/metrics`, `/healthz` (liveness: 200 while the
   loop is alive and not stuck — also while it retries a transient outage —; 503 while starting,
@@ -174,6 +175,18 @@ class Metrics:
             "steel_worker_capture_to_publish_seconds",
             "From a frame's captured_at to its detection message acknowledged by the broker",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.quality_flags = Counter(
+            "steel_worker_frame_quality_flags",
+            "Frames that failed an image-quality check (flagged or refused), by check; clock-skew:"
+            " captured_at far from the record's timestamp",
+            ["check"],
+            registry=r,
+        )
+        self.camera_alerts = Counter(
+            "steel_worker_camera_alerts",
+            "Camera alerts raised: a run of CAMERA_ALERT_FRAMES frames from one camera failing the gate",
             registry=r,
         )
         self.consumer_lag = Gauge(

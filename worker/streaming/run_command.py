@@ -54,6 +54,8 @@ def register(subparsers: Any) -> None:
         flags = [option.flag] + ([ALIASES[option.field]] if option.field in ALIASES else [])
         if option.default is REQUIRED:
             default = "required"
+        elif option.shown_default is not None:
+            default = f"default {option.shown_default}"
         elif option.default is None:
             default = "unset"
         else:

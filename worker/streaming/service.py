@@ -3,18 +3,19 @@
 `open_worker(settings)` is a context manager that yields a ready `Worker` (tests run it in a
 thread and stop it with `request_stop()`); `serve(settings)` adds the SIGTERM/SIGINT handlers and
 runs it. Start-up fails fast, with a message that says what to do: message schemas, the alert
-rules file (ALERT_RULES) and the Kafka codecs checked, decompression bounded
-(KAFKA_MAX_DECOMPRESSED_BYTES) → database reachable and at the migrations' head (else
-`steel-worker db upgrade`); the worker's connections carry statement, lock and idle-transaction
-timeouts, and a warning says so when it connects as a superuser instead of a `steel_worker`
-login → model artefact loaded and warmed up → catalogue and model version recorded, the rules'
-classes checked against the model's catalogue → /metrics, /healthz, /readyz → Kafka clients, and
-the four topics exist. `kill -USR1 PID` prints every thread's stack to stderr (a hung worker
-explains itself).
+rules file (ALERT_RULES), the camera calibration (CAMERA_CALIBRATION) and the Kafka codecs
+checked, decompression bounded (KAFKA_MAX_DECOMPRESSED_BYTES) → database reachable and at the
+migrations' head (else `steel-worker db upgrade`); the worker's connections carry statement, lock
+and idle-transaction timeouts, and a warning says so when it connects as a superuser instead of a
+`steel_worker` login → model artefact loaded and warmed up → catalogue and model version
+recorded, the rules' classes checked against the model's catalogue → /metrics, /healthz, /readyz
+→ Kafka clients, and the four topics exist. `kill -USR1 PID` prints every thread's stack to
+stderr (a hung worker explains itself).
 
 `STEEL_WORKER_FAILPOINT=STEP[:N]` (testing only) kills the process with SIGKILL right after the
-delivery step STEP (`write`, `evaluate`, `publish`, `publish-alerts`, `commit`) succeeded for the
-Nth time (default 1): the crash-point tests use it to stop the worker between two steps.
+delivery step STEP (`write`, `camera-health`, `evaluate`, `publish`, `publish-alerts`, `commit`)
+succeeded for the Nth time (default 1): the crash-point tests use it to stop the worker between
+two steps.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from sqlalchemy import exc as sa_exc
 
+from worker.alerts.camera import CameraHealth
 from worker.alerts.config import AlertRules, load_rules
 from worker.alerts.stage import AlertStage
 from worker.core import contracts
+from worker.core.clients import Producer
 from worker.core.errors import ConfigError, InfrastructureError
 from worker.core.evidence import EvidencePolicy
 from worker.inference import Inferencer
@@ -49,9 +52,12 @@ from worker.storage.engine import create_engine
 from worker.storage.schema_check import assert_schema_current, schema_diagnosis
 from worker.storage.writer import StorageWriter
 from worker.streaming import codecs
+from worker.streaming.camera_calibration import load_calibrations
+from worker.streaming.camera_sink import CameraHealthSink
 from worker.streaming.classify import FrameClassifier
 from worker.streaming.decode import DecodeLimits
 from worker.streaming.decode_pool import Decoder
+from worker.streaming.image_quality import QualityGate, QualityPolicy
 from worker.streaming.loop import Worker
 from worker.streaming.observability import Health, Metrics, ObservabilityServer
 from worker.streaming.settings import Settings, masked_database_url
@@ -142,6 +148,7 @@ def open_worker(
     log.info("worker.starting", settings=settings.describe())
     contracts.check_schemas()
     rules = _alert_rules(settings)  # the file is checked before the slow steps; the classes below
+    gate = quality_gate(settings)  # so is the camera calibration
     codecs.require_codecs()
     codecs.install_bounded_decoders(settings.max_decompressed_bytes)
     after_step = after_step or failpoint(os.environ)
@@ -205,7 +212,7 @@ def open_worker(
         log.info("worker.metrics", url=f"http://{settings.metrics_host}:{server.port}/metrics")
         decoder = stack.enter_context(
             Decoder(
-                decode_limits(settings),
+                decode_limits(settings, gate),
                 settings.decode_workers,
                 settings.decode_timeout_ms / 1000,
                 log_format=settings.log_format,
@@ -255,6 +262,15 @@ def open_worker(
             metrics=metrics,
             health=health,
             alerts=alerts,
+            camera_health=_camera_health(
+                settings,
+                engine,
+                model_version=model.version,
+                metrics=metrics,
+                alerts=alerts,
+                producer=producer,
+                gate=gate,
+            ),
             open_probe=lambda: KafkaConsumer(**kafka, **fetch_sizes, enable_auto_commit=False),
             after_step=after_step,
             diagnose=lambda: schema_diagnosis(engine),
@@ -290,8 +306,8 @@ def evidence_policy(settings: Settings) -> EvidencePolicy | None:
     )
 
 
-def decode_limits(settings: Settings) -> DecodeLimits:
-    """The decoder's bounds, from the settings."""
+def decode_limits(settings: Settings, quality: QualityGate | None = None) -> DecodeLimits:
+    """The decoder's bounds, from the settings, and the image-quality gate (`quality_gate`)."""
     return DecodeLimits(
         max_frame_bytes=settings.max_frame_bytes,
         max_frame_pixels=settings.max_frame_pixels,
@@ -302,7 +318,55 @@ def decode_limits(settings: Settings) -> DecodeLimits:
         claim_check_timeout_s=settings.claim_check_timeout_ms / 1000,
         max_jpeg_scans=settings.max_jpeg_scans,
         max_image_segments=settings.max_image_segments,
+        quality=quality,
     )
+
+
+def quality_gate(settings: Settings) -> QualityGate | None:
+    """The image-quality gate (IMAGE_QUALITY_*, CLOCK_SKEW_MAX_S), its camera calibrations read
+    from CAMERA_CALIBRATION now (ConfigError naming the file and field if malformed); None when
+    IMAGE_QUALITY_CHECKS is none."""
+    calibrations = load_calibrations(settings.camera_calibration)
+    if not settings.image_quality_checks:
+        log.info("worker.image_quality", checks=[], note="image-quality gate off (IMAGE_QUALITY_CHECKS=none)")
+        return None
+    policy = QualityPolicy(
+        settings.image_quality_checks, settings.image_quality_refuse, float(settings.clock_skew_max_s)
+    )
+    log.info(
+        "worker.image_quality",
+        checks=sorted(policy.checks),
+        refuse=sorted(policy.refuse),
+        calibration=calibrations.source,
+        cameras=sorted(calibrations.cameras),
+        defaults=calibrations.defaults.describe(),
+    )
+    return QualityGate(calibrations, policy)
+
+
+def _camera_health(
+    settings: Settings,
+    engine: sa.Engine,
+    *,
+    model_version: str,
+    metrics: Metrics,
+    alerts: AlertStage | None,
+    producer: Producer,
+    gate: QualityGate | None,
+) -> CameraHealthSink | None:
+    """The step `camera-health` (None without a gate): camera alerts after CAMERA_ALERT_FRAMES bad
+    frames in a row; it publishes the alerts outbox itself when no alert rules do (ALERT_RULES=none)."""
+    if gate is None:
+        return None
+    health = CameraHealth(
+        engine,
+        frames=settings.camera_alert_frames,
+        severity=settings.camera_alert_severity,
+        model_version=model_version,
+    )
+    if alerts is not None:  # its outbox step publishes camera alerts with the others
+        return CameraHealthSink(health, metrics)
+    return CameraHealthSink(health, metrics, lambda: health.publish(producer, settings.alerts_topic))
 
 
 def _warn_if_superuser(engine: sa.Engine) -> None:

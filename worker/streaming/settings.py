@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError
 
 from worker.alerts.config import DEFAULT_RULES_PATH
 from worker.core.errors import ConfigError
+from worker.core.quality import CHECKS, parse_checks
 from worker.model.acceleration import parse_providers
 from worker.model.runtimes import AUTO, RUNTIMES
 from worker.streaming.decode import DEFAULT_MAX_IMAGE_SEGMENTS, DEFAULT_MAX_JPEG_SCANS
@@ -189,6 +190,12 @@ def _optional_dir(text: str) -> Path | None:
     if not path.is_dir():
         raise ValueError(f"expected an existing directory, received {text!r}")
     return path.resolve()
+
+
+def _optional_path(text: str) -> Path | None:
+    """A path, or None for `none`/`off` (its existence is checked where the file is read)."""
+    value = _text(text)
+    return None if value.lower() in ("none", "off") else Path(value).expanduser()
 
 
 def _secret(text: str) -> Secret:
@@ -424,6 +431,56 @@ OPTIONS: tuple[Option, ...] = (
         " unreadable (decompression bombs)",
     ),
     Option(
+        "camera_calibration",
+        "CAMERA_CALIBRATION",
+        _optional_path,
+        None,
+        "YAML/JSON file of what each camera's good frames look like (schemas/camera-calibration.v1.json);"
+        " none: the built-in limits for every camera (docs/streaming-worker.md, Camera health)",
+        shown_default="none",
+    ),
+    Option(
+        "image_quality_checks",
+        "IMAGE_QUALITY_CHECKS",
+        parse_checks,
+        frozenset(CHECKS),
+        f"image-quality checks run on every frame: all, none, or some of {', '.join(CHECKS)}",
+        shown_default="all",
+    ),
+    Option(
+        "image_quality_refuse",
+        "IMAGE_QUALITY_REFUSE",
+        parse_checks,
+        frozenset(),
+        "checks whose failure refuses the frame (dead letter image-quality) instead of flagging it"
+        " (stored with frames.quality_flags; its detections skipped by the alert rules): none, all, or a"
+        " list",
+        shown_default="none",
+    ),
+    Option(
+        "clock_skew_max_s",
+        "CLOCK_SKEW_MAX_S",
+        _positive_int,
+        300,
+        "largest difference between a frame's captured_at and its Kafka record's timestamp before the"
+        " frame is flagged clock-skew (captured_at is stored as sent)",
+    ),
+    Option(
+        "camera_alert_frames",
+        "CAMERA_ALERT_FRAMES",
+        _non_negative_int,
+        20,
+        "a run of this many frames in a row from one camera failing an image-quality check raises one"
+        " camera alert; 0: no camera alerts",
+    ),
+    Option(
+        "camera_alert_severity",
+        "CAMERA_ALERT_SEVERITY",
+        _choice(("low", "medium", "high")),
+        "high",
+        "severity of camera alerts",
+    ),
+    Option(
         "metrics_host",
         "METRICS_HOST",
         _text,
@@ -597,6 +654,12 @@ class Settings:
     claim_check_root: Path | None
     claim_check_timeout_ms: int
     max_decompressed_bytes: int
+    camera_calibration: Path | None
+    image_quality_checks: frozenset[str]
+    image_quality_refuse: frozenset[str]
+    clock_skew_max_s: int
+    camera_alert_frames: int
+    camera_alert_severity: str
     metrics_host: str
     metrics_port: int
     max_poll_records: int
@@ -645,6 +708,8 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             described[f.name] = str(value) if isinstance(value, Secret | Path) else value
+            if isinstance(value, frozenset):
+                described[f.name] = sorted(value)
         described["database_url"] = masked_database_url(self.database_url)
         return described
 
@@ -679,6 +744,12 @@ def _check_consistency(s: Settings) -> None:
         raise ConfigError(
             f"RETRY_BACKOFF_MAX_MS ({s.retry_backoff_max_ms}) must be >= "
             f"RETRY_BACKOFF_MS ({s.retry_backoff_ms})"
+        )
+    if not s.image_quality_refuse <= s.image_quality_checks:
+        raise ConfigError(
+            "IMAGE_QUALITY_REFUSE names checks that IMAGE_QUALITY_CHECKS does not run:"
+            f" {', '.join(sorted(s.image_quality_refuse - s.image_quality_checks))}; expected a subset of"
+            f" {', '.join(sorted(s.image_quality_checks)) or 'none'}"
         )
     if s.poll_timeout_ms >= s.max_poll_interval_ms:
         raise ConfigError(
