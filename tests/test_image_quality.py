@@ -250,7 +250,9 @@ def test_a_calibration_file_sets_limits_per_camera_over_its_defaults_and_line_ca
     twelve = replace(
         _png16(TWELVE_BIT), headers=tuple(contracts.frame_headers(make_meta(line="L2"), contracts.PNG))
     )
-    assert BIT_DEPTH not in _decoded(twelve, gate).quality_flags  # calibrated as a 12-bit camera
+    decoded = _decoded(twelve, gate)
+    assert decoded.quality_flags == ()  # calibrated as a 12-bit camera: neither bit-depth nor flat
+    np.testing.assert_array_equal(decoded.image, (TWELVE_BIT >> 4).astype(np.uint8))  # the top 8 of 12 bits
     eight_bit = _message(STEEL, line="L2")
     assert _decoded(eight_bit, gate).quality_flags == (BIT_DEPTH,)  # it should send 12-bit samples
     assert load_calibrations(None) == parse_calibrations({"version": 1}, source="built-in defaults")

@@ -84,6 +84,7 @@ JPEG_SOI = b"\xff\xd8"
 _JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 _JPEG_SOS, _JPEG_EOI = 0xDA, 0xD9
+_PNG_BIT_DEPTH_AT = 24  # IHDR: signature (8), length (4), type (4), width (4), height (4), bit depth (1)
 #: The next marker, as libjpeg finds it: 0xFF (after any fill bytes) and a byte that is neither a
 #: stuffed zero nor a restart marker. libjpeg skips whatever lies before it with a warning.
 _JPEG_NEXT_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
@@ -388,9 +389,13 @@ def _decode_pixels(data: bytes, content_type: str, meta: FrameMeta, limits: Deco
     _check_size(width, height, limits)
     _check_complete(data, content_type)
     _check_structure(data, content_type, limits)
-    image = cv2.imdecode(
-        np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION
-    )
+    sample_bits = _calibrated_sample_bits(data, content_type, meta, limits)
+    flags = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION
+    if sample_bits is None:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    else:
+        samples = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags | cv2.IMREAD_ANYDEPTH)
+        image = _to_8_bits(samples, sample_bits)
     if image is None:
         raise RefusalError(CORRUPT_IMAGE, DECODE, f"OpenCV could not decode the {content_type} image")
     if image.shape != (height, width):
@@ -404,6 +409,28 @@ def _decode_pixels(data: bytes, content_type: str, meta: FrameMeta, limits: Deco
             f"frame-meta says {meta.width}x{meta.height}, the image is {width}x{height}",
         )
     return image
+
+
+def _calibrated_sample_bits(
+    data: bytes, content_type: str, meta: FrameMeta, limits: DecodeLimits
+) -> int | None:
+    """For a 16-bit PNG from a camera calibrated to write fewer bits (CAMERA_CALIBRATION's
+    `bit_depth`, 9 to 15: a 12-bit sensor in a 16-bit PNG), those bits; None otherwise (OpenCV's
+    reduction to 8 bits keeps the top 8 of 16, which would leave a 12-bit frame nearly black)."""
+    if content_type != contracts.PNG or len(data) <= _PNG_BIT_DEPTH_AT or data[_PNG_BIT_DEPTH_AT] != 16:
+        return None
+    if limits.quality is None:
+        return None
+    bits = limits.quality.calibrations.for_camera(meta.line, meta.camera).bit_depth
+    return bits if bits is not None and 8 < bits < 16 else None
+
+
+def _to_8_bits(samples: np.ndarray | None, bits: int) -> np.ndarray | None:
+    """`bits`-bit samples (in 16-bit words) as the 8-bit image the model sees: the top 8 of `bits`,
+    brighter samples (beyond the calibrated depth) clipped at 255."""
+    if samples is None or samples.dtype != np.uint16:
+        return samples
+    return np.minimum(samples >> (bits - 8), 255).astype(np.uint8)
 
 
 def _content_type(message: InboundMessage, meta: FrameMeta, limits: DecodeLimits) -> str:
