@@ -5,8 +5,8 @@ raise. Every refusal is a `Rejected(reason, stage, detail)` that the loop dead-l
 are those of `worker.core.refusals`. Checks, in order:
 
     validate: headers and frame-meta (`worker.streaming.validation`: sizes, numbers, identifiers,
-              timestamps), content-type supported, payload not empty, not over MAX_FRAME_BYTES,
-              raw frames carry width/height
+              timestamps, position within MAX_STRIP_LENGTH_M), content-type supported, payload not
+              empty, not over MAX_FRAME_BYTES, raw frames carry width/height
     fetch:    claim check (`image_uri`), only when CLAIM_CHECK_ROOT is set: a file:// URI without a
               host naming a regular file under that folder (symbolic links resolved first), read
               up to MAX_FRAME_BYTES within CLAIM_CHECK_TIMEOUT_MS; every failure past the URI's form
@@ -30,7 +30,8 @@ import os
 import stat
 import struct
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,10 +61,17 @@ from worker.core.refusals import (
     shown,
 )
 from worker.core.tiling import tile_count
-from worker.streaming.validation import check_headers, parse_frame_meta
+from worker.streaming.validation import (
+    DEFAULT_MAX_STRIP_LENGTH_M,
+    check_headers,
+    key_mismatch,
+    parse_frame_meta,
+)
 
 log = structlog.get_logger("worker.streaming")
 
+#: Strip ids whose key mismatch was logged, remembered (see `Decoder`).
+KEY_MISMATCH_MEMO = 1024
 #: The one detail of every claim-check failure past the URI's form (see the module doc).
 CLAIM_CHECK_UNAVAILABLE = "image_uri names no readable regular file under CLAIM_CHECK_ROOT"
 _READ_CHUNK = 1 << 20
@@ -110,7 +118,8 @@ class Rejected:
 @dataclass(frozen=True)
 class DecodeLimits:
     """Guards against abuse: payload bytes, image pixels, tiles per frame (at `tile_size` with
-    `tile_min_overlap`), and the claim check (off while `claim_check_root` is None)."""
+    `tile_min_overlap`), the claim check (off while `claim_check_root` is None), and the position
+    along the strip (`max_strip_length_m`)."""
 
     max_frame_bytes: int
     max_frame_pixels: int
@@ -119,6 +128,7 @@ class DecodeLimits:
     tile_min_overlap: int = 0
     claim_check_root: Path | None = None
     claim_check_timeout_s: float = 5.0
+    max_strip_length_m: float = DEFAULT_MAX_STRIP_LENGTH_M
 
 
 def image_dimensions(data: bytes, content_type: str) -> tuple[int, int]:
@@ -359,7 +369,7 @@ def decode_message(message: InboundMessage, limits: DecodeLimits) -> DecodedFram
     meta: FrameMeta | None = None
     try:
         check_headers(message.headers)
-        meta = parse_frame_meta(message.header(contracts.FRAME_META_HEADER))
+        meta = parse_frame_meta(message.header(contracts.FRAME_META_HEADER), limits.max_strip_length_m)
         content_type = _content_type(message, meta, limits)
         data = message.value or b""
         if not data:
@@ -392,17 +402,49 @@ def message_sha256(message: InboundMessage) -> str:
 class Decoder:
     """Decodes batches of messages on a thread pool; results come back in input order.
 
+    A frame whose message key is not its strip id is decoded all the same, and reported:
+    `on_key_mismatch()` is called (the worker counts it) and a warning is logged, once per strip id
+    among the last KEY_MISMATCH_MEMO reported (a producer without keys would log every frame).
     Use as a context manager (or call `close()`): the pool's threads end on exit.
     """
 
-    def __init__(self, limits: DecodeLimits, threads: int) -> None:
+    def __init__(
+        self, limits: DecodeLimits, threads: int, on_key_mismatch: Callable[[], None] | None = None
+    ) -> None:
         self.limits = limits
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
+        self._on_key_mismatch = on_key_mismatch or (lambda: None)
+        self._mismatched: OrderedDict[str, None] = OrderedDict()
 
     def decode_all(self, messages: Sequence[InboundMessage]) -> list[DecodedFrame | Rejected]:
         if len(messages) <= 1:
-            return [decode_message(m, self.limits) for m in messages]
-        return list(self._pool.map(lambda m: decode_message(m, self.limits), messages))
+            outcomes = [decode_message(m, self.limits) for m in messages]
+        else:
+            outcomes = list(self._pool.map(lambda m: decode_message(m, self.limits), messages))
+        for message, outcome in zip(messages, outcomes, strict=True):
+            if isinstance(outcome, DecodedFrame):
+                self._check_key(message, outcome.meta)
+        return outcomes
+
+    def _check_key(self, message: InboundMessage, meta: FrameMeta) -> None:
+        detail = key_mismatch(message.key, meta)
+        if detail is None:
+            return
+        self._on_key_mismatch()
+        if meta.strip_id in self._mismatched:
+            self._mismatched.move_to_end(meta.strip_id)
+            return
+        self._mismatched[meta.strip_id] = None
+        while len(self._mismatched) > KEY_MISMATCH_MEMO:
+            self._mismatched.popitem(last=False)
+        log.warning(
+            "frame.key_mismatch",
+            source=str(message.source),
+            frame_id=shown(meta.frame_id, 200),
+            detail=detail,
+            note="frame kept; the strip's frames may be spread over partitions and workers: fix the"
+            " producer's key (logged once per strip, counted every time)",
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

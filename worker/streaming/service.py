@@ -169,7 +169,7 @@ def open_worker(
         )
         inferencer = Inferencer(model, settings.tile_size, settings.tile_min_overlap, settings.model_tta)
         warm_up(inferencer, settings)
-        writer = StorageWriter(engine)
+        writer = StorageWriter(engine, settings.pass_restart_m)
         writer.ensure_catalogue(model.catalogue)
         writer.register_model(
             version=model.version,
@@ -191,6 +191,8 @@ def open_worker(
                 settings.alerts_topic,
                 on_rule_error=lambda rule: metrics.rule_errors.labels(rule=rule).inc(),
                 on_undeliverable=lambda: metrics.undeliverable.labels(kind="alert").inc(),
+                max_position_jump_m=settings.max_position_jump_m,
+                on_position_outlier=metrics.position_outliers.inc,
             )
         )
         health = Health(
@@ -201,7 +203,9 @@ def open_worker(
             ObservabilityServer(settings.metrics_host, settings.metrics_port, metrics, health)
         )
         log.info("worker.metrics", url=f"http://{settings.metrics_host}:{server.port}/metrics")
-        decoder = stack.enter_context(Decoder(decode_limits(settings), settings.decode_threads))
+        decoder = stack.enter_context(
+            Decoder(decode_limits(settings), settings.decode_threads, metrics.key_mismatches.inc)
+        )
         kafka = settings.kafka_options()
         try:
             producer = KafkaProducer(
@@ -288,6 +292,7 @@ def decode_limits(settings: Settings) -> DecodeLimits:
         tile_min_overlap=settings.tile_min_overlap,
         claim_check_root=settings.claim_check_root,
         claim_check_timeout_s=settings.claim_check_timeout_ms / 1000,
+        max_strip_length_m=settings.max_strip_length_m,
     )
 
 
