@@ -601,7 +601,8 @@ def test_revision_0008_adds_the_pass_to_frames_alerts_and_their_views_and_downgr
             sa.text(
                 "INSERT INTO frames (frame_id, strip_id, line, camera, surface, captured_at, position_m,"
                 " model_version, kafka_topic, kafka_partition, kafka_offset, tile_count, detection_count,"
-                " processed_at) VALUES ('f1', 'S1', 'L1', 'c1', 'top', now(), 1.5, 'm', 't', 0, 0, 1, 0, now())"
+                " processed_at)"
+                " VALUES ('f1', 'S1', 'L1', 'c1', 'top', now(), 1.5, 'm', 't', 0, 0, 1, 0, now())"
             )
         )
         conn.execute(
@@ -620,7 +621,10 @@ def test_revision_0008_adds_the_pass_to_frames_alerts_and_their_views_and_downgr
     for view in ("detections_with_cause", "alerts_with_cause"):
         assert [c["name"] for c in inspector.get_columns(view)][-1] == "pass_id", view
     indexes = {i["name"] for i in inspector.get_indexes("frames")}
-    assert {"ix_frames_strip_id_pass_id_surface_position_m", "ix_frames_strip_id_pass_id_captured_at"} <= indexes
+    assert {
+        "ix_frames_strip_id_pass_id_surface_position_m",
+        "ix_frames_strip_id_pass_id_captured_at",
+    } <= indexes
 
     migrate.downgrade(database_url, "0007")
     inspector = sa.inspect(engine)

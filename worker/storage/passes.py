@@ -9,25 +9,29 @@ lock row held, so two writers never infer from the same state), by `infer_pass`:
 With R = PASS_RESTART_M, for a frame f at position x, ordered among the strip's frames by capture
 time (then frame id):
 
-1. f *fits* a pass p when one of p's NEIGHBOURS frames captured last before f, or first after f,
-   lies within R of x. Of the passes f fits, it joins the one whose fitting frame is nearest to f
-   in capture time (ties: the higher pass).
+1. f *fits* a pass p when p's frame captured last before f, or first after f, lies within R of x
+   (or the frame next to that one, when that one lies more than R from it: one wrong position does
+   not hide its pass) — counting a side only when fewer than NEIGHBOURS frames of other passes were
+   captured between that frame and f (a strip is in one pass at a time: a pass separated from f by
+   another pass's frames is not the one f continues). Of the passes f fits, it joins the one whose
+   fitting frame is nearest to f in capture time (ties: the higher pass).
 2. Otherwise, with b the strip's frame captured last before f and a the first after f (any pass):
    - x more than R behind b (the positions restart: the strip is rolled again) — f is the late head
      of a's pass when a exists, is of another pass than b and x ≤ a.x + R; else f starts a new
      pass, numbered one more than the strip's highest;
    - else f joins b's pass, or a's when nothing was captured before f, or pass 1 on a new strip.
 
-What it guarantees: the frames of one pass (positions growing with capture time) make one pass in
-whatever order they arrive — a late frame fits the frames captured next to it, or joins the pass
-of the frame captured before it, since step 2 starts a pass only for a frame more than R behind an
-earlier one; a frame captured after the strip's last one and more than R behind it starts the next
-pass; one frame whose position is wrong forms at most a pass of its own (the frames after it fit
-the pass they continue on several neighbours, so one bad frame does not capture them); the answer
-is a function of the stored frames and the new one, not of the clock.
-What it cannot do: tell a second pass from the first when the first frame of the second pass to
-arrive lies within R of where the first pass ended (most of the pass late), nor see passes shorter
-than R. Cameras that know the pass should send `pass_id`.
+What it guarantees (tests/test_strip_passes.py): the frames of one pass (positions growing with
+capture time) are one pass in whatever order they arrive — step 2 starts a pass only for a frame
+more than R behind one captured before it; a strip rolled again is a second pass, also when runs of
+either pass arrive late, once the second pass's first frames have arrived more than R behind the
+first pass's last two stored frames; one frame with a wrong position (0 in the middle of the strip,
+hundreds of metres behind or kilometres ahead) is at most a pass of its own — the frames after it
+still fit the pass they continue; the answer is a function of the stored frames and the new one,
+not of the clock or of anything in memory.
+What it cannot do: see a second pass whose first frames to arrive lie within R of where the first
+pass had got to (most of the first pass late, or a strip shorter than R), or keep two wrong frames
+in a row from starting a pass. Cameras that know the pass should send `pass_id`.
 """
 
 from __future__ import annotations
@@ -84,6 +88,9 @@ _AROUND = sa.text(
 )
 
 
+Order = tuple[datetime, str]  # capture time, then frame id
+
+
 @dataclass(frozen=True)
 class Placed:
     """A frame of the strip whose (inferred) pass is known, as the inference sees it."""
@@ -94,48 +101,65 @@ class Placed:
     pass_no: int
 
     @property
-    def order(self) -> tuple[datetime, str]:
+    def order(self) -> Order:
         return (self.captured_at, self.frame_id)
 
 
 def infer_pass(frame: Placed, known: Iterable[Placed], restart_m: float = DEFAULT_PASS_RESTART_M) -> int:
     """The pass number of `frame` (its `pass_no` is ignored) among the strip's frames `known`
-    (the module doc's rule). `known` may be any subset of the stored frames that holds, for each
-    pass, the NEIGHBOURS frames captured on each side of `frame`: the answer is the same."""
+    (the module doc's rule). Instead of every stored frame of the strip, `known` may be any subset
+    that holds, for each pass, its NEIGHBOURS frames captured last before and first after `frame`:
+    the answer is the same (the writer reads such a subset: `assign_passes`)."""
     me = frame.order
-    before: dict[int, list[Placed]] = defaultdict(list)
-    after: dict[int, list[Placed]] = defaultdict(list)
-    for other in known:
-        if other.frame_id == frame.frame_id:
-            continue
-        (before if other.order < me else after)[other.pass_no].append(other)
-    if not before and not after:
+    others = sorted((p for p in known if p.frame_id != frame.frame_id), key=lambda p: p.order)
+    if not others:
         return 1
+    split = next((i for i, p in enumerate(others) if p.order > me), len(others))
+    before, after = others[:split], others[split:]
     x = frame.position_m
     fits: dict[int, float] = {}
-    for number in {*before, *after}:
-        near_before = sorted(before[number], key=lambda p: p.order, reverse=True)[:NEIGHBOURS]
-        near_after = sorted(after[number], key=lambda p: p.order)[:NEIGHBOURS]
-        gaps = [
-            abs((frame.captured_at - p.captured_at).total_seconds())
-            for p in (*near_before, *near_after)
-            if abs(x - p.position_m) <= restart_m
-        ]
+    for number in sorted({p.pass_no for p in others}):
+        mine_before = [p for p in before if p.pass_no == number]
+        mine_after = [p for p in after if p.pass_no == number]
+        near: list[Placed] = []
+        if mine_before and _apart(before, mine_before[-1].order, me, number) < NEIGHBOURS:
+            near += _trusted(mine_before[::-1][:2], restart_m)
+        if mine_after and _apart(after, me, mine_after[0].order, number) < NEIGHBOURS:
+            near += _trusted(mine_after[:2], restart_m)
+        gaps = [_seconds(frame, p) for p in near if abs(x - p.position_m) <= restart_m]
         if gaps:
             fits[number] = min(gaps)
     if fits:
         return min(fits, key=lambda number: (fits[number], -number))
-    highest = max({*before, *after})
-    b = max((p for group in before.values() for p in group), key=lambda p: p.order, default=None)
-    a = min((p for group in after.values() for p in group), key=lambda p: p.order, default=None)
+    b = before[-1] if before else None
+    a = after[0] if after else None
     if b is not None and x < b.position_m - restart_m:
         if a is not None and a.pass_no != b.pass_no and x <= a.position_m + restart_m:
             return a.pass_no
-        return highest + 1
+        return max(p.pass_no for p in others) + 1
     if b is not None:
         return b.pass_no
     assert a is not None
     return a.pass_no
+
+
+def _apart(frames: Sequence[Placed], low: Order, high: Order, number: int) -> int:
+    """How many of `frames` of passes other than `number` were captured strictly between `low` and
+    `high` (only whether it reaches NEIGHBOURS matters)."""
+    return sum(1 for p in frames if low < p.order < high and p.pass_no != number)
+
+
+def _trusted(nearest: Sequence[Placed], restart_m: float) -> list[Placed]:
+    """Of a pass's two frames nearest in time on one side (nearest first), the ones f is compared
+    with: the nearest, and the next as well when the nearest lies more than R from it (the nearest
+    may be one wrong position)."""
+    if len(nearest) == 2 and abs(nearest[0].position_m - nearest[1].position_m) > restart_m:
+        return list(nearest)
+    return list(nearest[:1])
+
+
+def _seconds(frame: Placed, other: Placed) -> float:
+    return abs((frame.captured_at - other.captured_at).total_seconds())
 
 
 def lock_strips(conn: sa.Connection, strip_ids: Iterable[str]) -> list[str]:
