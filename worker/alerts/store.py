@@ -16,7 +16,7 @@ SELECT a.id, a.created_at, a.rule, a.severity, c.name AS class_name, c.cause, c.
        a.strip_id, a.roll, a.position_start_m, a.position_end_m, a.detection_count, a.pitch_m,
        a.evidence, a.details, a.published_at, a.acknowledged_by, a.acknowledged_at, a.rule_kind,
        a.surface, a.line, a.camera, a.frame_ids, a.max_confidence, a.model_version, a.observed_at,
-       c.display_name AS class_display_name
+       c.display_name AS class_display_name, a.pass_id
 FROM alerts AS a JOIN defect_classes AS c ON c.id = a.class_id
 """
 
@@ -24,7 +24,8 @@ FROM alerts AS a JOIN defect_classes AS c ON c.id = a.class_id
 @dataclass(frozen=True)
 class AlertRecord:
     """One stored alert with its class's cause and prevention; `details` is what the rule measured;
-    `class_display_name` is the class as people name it (`class_name` is the machine name)."""
+    `class_display_name` is the class as people name it (`class_name` is the machine name);
+    `pass_id` the pass of the strip it was seen on."""
 
     id: int
     created_at: datetime
@@ -53,6 +54,7 @@ class AlertRecord:
     acknowledged_at: datetime | None
     details: Mapping[str, Any] = field(default_factory=dict)
     class_display_name: str = ""
+    pass_id: str = "1"  # the pass of the strip ('1': the first; a strip id rolled again is another)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO 8601 strings)."""
@@ -94,6 +96,7 @@ def _record(row: sa.RowMapping) -> AlertRecord:
         acknowledged_at=row["acknowledged_at"],
         details=dict(row["details"]),
         class_display_name=row["class_display_name"],
+        pass_id=row["pass_id"],
     )
 
 
