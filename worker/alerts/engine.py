@@ -66,7 +66,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects.postgresql import insert
 
-from worker.alerts.config import AlertRules, Rule
+from worker.alerts.config import DEFAULT_MAX_POSITION_JUMP_M, AlertRules, Rule
 from worker.alerts.rules import Finding, RaisedSpan, StripDetection, admit, evaluate_rule
 from worker.core.catalogue import Catalogue
 from worker.core.errors import CatalogueError
@@ -84,9 +84,6 @@ LANE_MEMO_SIZE = 2048
 #: Window bounds move outwards to multiples of lookback_m / LOOKBACK_STEPS: windows of nearby
 #: batches hold the same lanes, and their searches come from the memo.
 LOOKBACK_STEPS = 5
-#: MAX_POSITION_JUMP_M's default: a frame with no other frame of its pass and surface this close
-#: is a position outlier.
-DEFAULT_MAX_POSITION_JUMP_M = 50.0
 #: What `on_rule_error` receives when a whole strip failed (not one rule).
 STRIP_FAILED = "(strip)"
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 
-from worker.alerts.config import AlertRules
-from worker.alerts.engine import DEFAULT_MAX_POSITION_JUMP_M, AlertEngine, NewAlert
+from worker.alerts.config import DEFAULT_MAX_POSITION_JUMP_M, AlertRules
+from worker.alerts.engine import AlertEngine, NewAlert
 from worker.alerts.outbox import publish_pending
 from worker.core.catalogue import Catalogue
 from worker.core.clients import Producer

@@ -20,8 +20,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from worker.alerts.config import DEFAULT_RULES_PATH
-from worker.alerts.engine import DEFAULT_MAX_POSITION_JUMP_M
+from worker.alerts.config import DEFAULT_MAX_POSITION_JUMP_M, DEFAULT_RULES_PATH
 from worker.core.errors import ConfigError
 from worker.model.acceleration import parse_providers
 from worker.model.runtimes import AUTO, RUNTIMES
