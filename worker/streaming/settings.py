@@ -308,7 +308,8 @@ OPTIONS: tuple[Option, ...] = (
         _metres,
         DEFAULT_MAX_POSITION_JUMP_M,
         "a frame with no other frame of its strip pass and surface within this many metres is a position"
-        " outlier: logged, counted, left out of the alert rules while so (docs/alerts.md)",
+        " outlier: logged, counted, left out of the alert rules while so (docs/alerts.md); set it above"
+        " the largest gap between a camera's frames",
     ),
     Option(
         "pass_restart_m",
