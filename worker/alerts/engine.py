@@ -107,19 +107,24 @@ _WRITTEN_COLUMNS = f"""
 _WRITTEN = sa.text(_WRITTEN_COLUMNS + "WHERE f.frame_id = ANY(:ids) AND f.strip_id = ANY(:strips)")
 #: Every frame of the strips (evaluating whole strips).
 _WHOLE = sa.text(_WRITTEN_COLUMNS + "WHERE f.strip_id = ANY(:strips)")
-#: The detections of the watched classes on placed frames starting inside one of the windows.
+#: The detections of the watched classes on placed frames starting inside one of the windows
+#: (whether a frame is placed is asked of the frames with such detections only).
 _DETECTIONS = sa.text(
     f"""
-    SELECT d.id, d.class_id, d.confidence, d.along_m, d.along_start_m, d.along_end_m, d.across_mm,
-           f.frame_id, f.strip_id, f.pass_id, f.surface, f.line, f.camera, f.model_version, f.captured_at
-    FROM unnest(CAST(:w_strips AS text[]), CAST(:w_passes AS text[]), CAST(:w_surfaces AS text[]),
-                CAST(:w_low AS float8[]), CAST(:w_high AS float8[]))
-         AS w(strip_id, pass_id, surface, low, high)
-    JOIN frames AS f
-      ON f.strip_id = w.strip_id AND f.pass_id = w.pass_id AND f.surface = w.surface
-     AND f.position_m BETWEEN w.low AND w.high
-    JOIN detections AS d ON d.frame_id = f.frame_id
-    WHERE d.class_id = ANY(:classes) AND {_PLACED}
+    WITH found AS MATERIALIZED (
+        SELECT d.id, d.class_id, d.confidence, d.along_m, d.along_start_m, d.along_end_m, d.across_mm,
+               f.frame_id, f.strip_id, f.pass_id, f.surface, f.line, f.camera, f.model_version,
+               f.captured_at, f.position_m
+        FROM unnest(CAST(:w_strips AS text[]), CAST(:w_passes AS text[]), CAST(:w_surfaces AS text[]),
+                    CAST(:w_low AS float8[]), CAST(:w_high AS float8[]))
+             AS w(strip_id, pass_id, surface, low, high)
+        JOIN frames AS f
+          ON f.strip_id = w.strip_id AND f.pass_id = w.pass_id AND f.surface = w.surface
+         AND f.position_m BETWEEN w.low AND w.high
+        JOIN detections AS d ON d.frame_id = f.frame_id
+        WHERE d.class_id = ANY(:classes)
+    )
+    SELECT * FROM found AS f WHERE {_PLACED}
     """
 )
 
