@@ -76,13 +76,13 @@ def test_the_frames_of_one_pass_are_one_pass_in_whatever_order_they_arrive(frame
 
 @st.composite
 def two_passes_arriving_in_runs(draw: st.DrawFn) -> tuple[list[Placed], set[str]]:
-    """The strip rolled twice (each pass 20 to 120 m long, the second an hour after the first),
+    """The strip rolled twice (each pass 20 to 60 m long, the second an hour after the first),
     each pass in runs arriving in any order; some runs of the first pass may come after the second
     began. What the rule needs (the module doc's limits): the second pass's head (its first three
     frames) comes before the rest of it, and the first pass's last two frames stored by then lie
     more than PASS_RESTART_M beyond that head. Returns the frames and the ids of the second pass."""
-    first = _pass("a", _steady(draw(st.floats(2 * R, 120.0))), 0.0)
-    second = _pass("b", _steady(draw(st.floats(2 * R, 120.0))), 3600.0)
+    first = _pass("a", _steady(draw(st.floats(2 * R, 60.0))), 0.0)
+    second = _pass("b", _steady(draw(st.floats(2 * R, 60.0))), 3600.0)
     head, rest = second[:3], second[3:]
     late_first = draw(st.booleans())  # some runs of the first pass come after the second began
     first_runs = _runs(draw, first)
@@ -93,7 +93,7 @@ def two_passes_arriving_in_runs(draw: st.DrawFn) -> tuple[list[Placed], set[str]
     return order, {f.frame_id for f in second}
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(case=two_passes_arriving_in_runs())
 def test_a_strip_rolled_again_is_a_second_pass_also_when_frames_of_either_come_late(
     case: tuple[list[Placed], set[str]],
