@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from worker.alerts.rules import StripDetection
@@ -65,10 +65,13 @@ def strip_results(
     start: datetime = T0,
     surface: str = "top",
     frames: Sequence[int] | None = None,
+    tag: str = "",
+    pass_id: str | None = None,
 ) -> list[FrameResult]:
     """Results of every frame of a strip `length_m` long (default: to the last defect + 1 m), or
     only of the frame indices `frames`. Two defects on one tile and class keep the higher
-    confidence."""
+    confidence. `tag` goes into the frame ids (another pass of the strip needs other ids);
+    `pass_id` into frame-meta (None: the worker infers the pass)."""
     defects = list(defects)
     last = max((d.along_m for d in defects), default=0.0)
     count = frame_index(length_m if length_m is not None else last + 1.0) + 1
@@ -78,13 +81,19 @@ def strip_results(
         key = (d.lane, d.class_name)
         tiles[key] = max(tiles.get(key, 0.0), d.confidence)
     indices = range(count) if frames is None else frames
-    return [_frame(strip_id, k, found.get(k, {}), start, surface) for k in indices]
+    return [_frame(strip_id, k, found.get(k, {}), start, surface, tag, pass_id) for k in indices]
 
 
-def _frame(
-    strip_id: str, k: int, tiles: dict[tuple[int, str], float], start: datetime, surface: str
+def _frame(  # noqa: PLR0917
+    strip_id: str,
+    k: int,
+    tiles: dict[tuple[int, str], float],
+    start: datetime,
+    surface: str,
+    tag: str = "",
+    pass_id: str | None = None,
 ) -> FrameResult:
-    frame_id = f"{strip_id}-{surface}-f{k:06d}"
+    frame_id = f"{strip_id}{tag}-{surface}-f{k:06d}"
     position = k * FRAME_M
     meta = FrameMeta(
         frame_id=frame_id,
@@ -99,6 +108,7 @@ def _frame(
         edge_offset_mm=0.0,
         width=1600,
         height=256,
+        pass_id=pass_id,
     )
     detections = tuple(
         Detection(
@@ -176,3 +186,55 @@ def strip_detections(results: Iterable[FrameResult]) -> list[StripDetection]:
                 )
             )
     return out
+
+
+def moved(result: FrameResult, position_m: float, frame_id: str) -> FrameResult:
+    """`result` as a frame `frame_id` whose position reads `position_m` (a wrong number: the
+    detections move with it, as the worker computes them from the frame's position)."""
+    shift = position_m - result.meta.position_m
+    detections = tuple(
+        replace(
+            d,
+            frame_id=frame_id,
+            along_m=d.along_m + shift,
+            along_start_m=d.along_start_m + shift,
+            along_end_m=d.along_end_m + shift,
+        )
+        for d in result.detections
+    )
+    meta = replace(result.meta, frame_id=frame_id, position_m=position_m)
+    return replace(result, meta=meta, detections=detections)
+
+
+def cluster(class_name: str, first_m: float, count: int, confidence: float = 0.9) -> list[Defect]:
+    """`count` defects of `class_name` a frame apart from `first_m`, in lanes 0, 1, … (a density
+    pattern: `count` detections within (count − 1) × 0.256 m)."""
+    return [
+        Defect(first_m + n * FRAME_M, class_name, confidence, lane=n % TILES_ACROSS) for n in range(count)
+    ]
+
+
+def batches(results: Sequence[FrameResult], size: int) -> list[list[FrameResult]]:
+    """`results` cut into batches of `size` frames, in order (as the worker writes them)."""
+    return [list(results[i : i + size]) for i in range(0, len(results), size)]
+
+
+#: Pitch of the default rules file's "F7 top work roll" (diameter 0.64 m).
+WORK_ROLL_PITCH_M = math.pi * 0.64
+
+
+def busy_defects(seed: int = 3) -> list[Defect]:
+    """A 200 m strip that raises 15 alerts under the default rules file, 5 of them in its first
+    15 m: a roll mark of the F7 work roll (8 prints from 0.6 m, lane 6), a holes, a scratches and a
+    rolling cluster and a severe rolling detection; further on, holes clusters every 25 m from 40 m,
+    scratches clusters at 52, 102 and 152 m, and another roll mark from 120 m (12 prints, lane 6;
+    more than the roll-marks cooldown of 100 m after the first)."""
+    defects = periodic_defects(WORK_ROLL_PITCH_M, 8, seed=seed, first_m=0.6, lane=6)
+    defects += cluster("holes", 3.0, 6) + cluster("scratches", 8.0, 6) + cluster("rolling", 11.5, 5)
+    defects.append(Defect(6.1, "rolling", 0.99, lane=5))
+    for first_m in (40.0, 65.0, 90.0, 115.0, 140.0, 165.0):
+        defects += cluster("holes", first_m, 6)
+    for first_m in (52.0, 102.0, 152.0):
+        defects += cluster("scratches", first_m, 6)
+    defects += periodic_defects(WORK_ROLL_PITCH_M, 12, seed=seed + 1, first_m=120.0, lane=6)
+    return defects

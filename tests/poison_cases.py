@@ -27,6 +27,7 @@ from frames import grey_image, jpeg_bytes, make_meta, png_bytes
 from worker.core import contracts
 from worker.core import refusals as r
 from worker.streaming.decode import DecodeLimits
+from worker.streaming.validation import DEFAULT_MAX_STRIP_LENGTH_M
 
 PROCESSED = "processed"
 MAX_FRAME_BYTES = 1_500_000
@@ -244,7 +245,14 @@ def cases(uris: dict[str, str]) -> list[Case]:  # noqa: PLR0915  (one table)
     )
     add("mm_per_px_along 1e-300 (valid)", PROCESSED, headers=_headers(_meta(fid(), mm_per_px_along=1e-300)))
     add(
-        "position_m near the maximum (valid)", PROCESSED, headers=_headers(_meta(fid(), position_m=999_999.9))
+        "position_m at MAX_STRIP_LENGTH_M (valid)",
+        PROCESSED,
+        headers=_headers(_meta(fid(), position_m=DEFAULT_MAX_STRIP_LENGTH_M)),
+    )
+    add(
+        "position_m in millimetres (over MAX_STRIP_LENGTH_M)",
+        r.POSITION_OUT_OF_RANGE,
+        headers=_headers(_meta(fid(), position_m=950_000.0)),
     )
     add("edge_offset_mm negative (valid)", PROCESSED, headers=_headers(_meta(fid(), edge_offset_mm=-500.0)))
 

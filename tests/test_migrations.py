@@ -566,6 +566,7 @@ def test_revision_0007_adds_display_names_to_the_classes_and_their_views_and_dow
     """Existing classes get their name as display name; each class view gains its display column as
     the last one (the others stay where analysts' queries expect them); the downgrade drops both,
     keeps the analysts' SELECT on the re-made views, and the upgrade after it matches tables.py."""
+    migrate.downgrade(database_url, "0007")  # as 0007 left them (0008 appends pass_id to two views)
     inspector = sa.inspect(engine)
     for view, column in DISPLAY_COLUMNS.items():
         assert [c["name"] for c in inspector.get_columns(view)][-1] == column, view
@@ -606,3 +607,57 @@ def test_revision_0009_gives_the_console_its_sessions_and_the_schema_revision_an
     migrate.upgrade(database_url)
     migrate.check(database_url)
     assert _privileges(engine, CONSOLE_ROLE)[SESSIONS_TABLE] == {"SELECT", "INSERT", "DELETE"}
+
+
+def test_revision_0008_adds_the_pass_to_frames_alerts_and_their_views_and_downgrade_removes_it(
+    database_url: str, engine: sa.Engine
+) -> None:
+    """Rows stored before 0008 are the first pass (inferred); the views show the pass as their last
+    column; the downgrade drops the columns and the indexes, keeps the analysts' SELECT on the
+    re-made views (their display-name column last again), and the upgrade after it matches tables.py."""
+    migrate.downgrade(database_url, "0007")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO models (version, backbone, input_size, class_names, thresholds)"
+                " VALUES ('m', 'resnet50', 256, '{holes}', '{}')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO frames (frame_id, strip_id, line, camera, surface, captured_at, position_m,"
+                " model_version, kafka_topic, kafka_partition, kafka_offset, tile_count, detection_count,"
+                " processed_at)"
+                " VALUES ('f1', 'S1', 'L1', 'c1', 'top', now(), 1.5, 'm', 't', 0, 0, 1, 0, now())"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO alerts (dedup_key, rule, class_id, strip_id, severity, position_start_m,"
+                " position_end_m, detection_count, evidence, rule_kind, surface, line, camera, frame_ids,"
+                " max_confidence, model_version) VALUES ('k', 'r', 1, 'S1', 'high', 1, 2, 1, '{}',"
+                " 'density', 'top', 'L1', 'c1', '{f1}', 0.9, 'm')"
+            )
+        )
+    migrate.upgrade(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT pass_id, pass_inferred FROM frames")).one() == ("1", True)
+        assert conn.execute(sa.text("SELECT pass_id FROM alerts_with_cause")).scalar() == "1"
+    inspector = sa.inspect(engine)
+    for view in ("detections_with_cause", "alerts_with_cause"):
+        assert [c["name"] for c in inspector.get_columns(view)][-1] == "pass_id", view
+    indexes = {i["name"] for i in inspector.get_indexes("frames")}
+    assert {
+        "ix_frames_strip_id_pass_id_surface_position_m",
+        "ix_frames_strip_id_pass_id_captured_at",
+    } <= indexes
+
+    migrate.downgrade(database_url, "0007")
+    inspector = sa.inspect(engine)
+    assert "pass_id" not in {c["name"] for c in inspector.get_columns("frames")}
+    assert "pass_id" not in {c["name"] for c in inspector.get_columns("alerts")}
+    for view in ("detections_with_cause", "alerts_with_cause"):
+        assert [c["name"] for c in inspector.get_columns(view)][-1] == "class_display_name", view
+        assert _privileges(engine, ANALYST_ROLE).get(view) == {"SELECT"}, view
+    migrate.upgrade(database_url)
+    migrate.check(database_url)

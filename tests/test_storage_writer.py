@@ -175,6 +175,8 @@ def test_ledger_and_detection_rows_hold_the_frame_and_detection_fields(
         "processed_at": T0 + timedelta(seconds=3, milliseconds=300),
         "message_sha256": None,
         "quality_flags": [],  # revision 0010: a good frame
+        "pass_id": "1",  # no pass_id in frame-meta: inferred, the strip's first
+        "pass_inferred": True,
     }
     d = result.detections[0]
     assert detection["class_name"] == "rolling"
@@ -325,7 +327,7 @@ def test_numpy_numbers_from_the_model_are_stored(writer: StorageWriter, engine: 
 def test_a_batch_is_written_with_a_constant_number_of_statements(
     writer: StorageWriter, engine: sa.Engine
 ) -> None:
-    """Bulk: 200 frames and 150 detections cost the same few round trips as 4 frames."""
+    """Bulk: 200 frames and 150 detections of a strip cost the same few round trips as 4 frames."""
     statements: list[str] = []
 
     def count(conn: object, cursor: object, statement: str, *args: object) -> None:
@@ -342,7 +344,9 @@ def test_a_batch_is_written_with_a_constant_number_of_statements(
     finally:
         sa.event.remove(engine, "before_cursor_execute", count)
     assert _count(engine, "frames") == 208
-    assert large == small == 2  # ledger rows, then detections
+    # the strip's lock row (made if missing, then locked) and its frames around the batch's capture
+    # times (the pass inference), ledger rows, then detections
+    assert large == small == 5
 
 
 # ---------------------------------------------------------------------------------------------

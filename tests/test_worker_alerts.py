@@ -15,7 +15,7 @@ import copy
 import json
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -300,3 +300,108 @@ def test_rules_naming_a_class_the_model_lacks_are_refused_and_none_turns_the_rul
     settings = worker_settings(broker.bootstrap_servers, database_url, model_dir, topics, alert_rules="none")
     with open_worker(settings, classifier) as worker:
         assert worker.alerts is None
+
+
+# --- alerts over what was written (issue 20) -------------------------------------------------------
+
+
+STRIP_START = datetime.fromisoformat("2024-05-01T08:30:00+00:00")
+
+
+def _holes_frames(
+    prefix: str, positions: tuple[float, ...], start: datetime = STRIP_START
+) -> list[FrameMessage]:
+    """Frames of STRIP at `positions` (two holes each, as the holes_everywhere model sees them),
+    captured as the strip passes the camera at 2 m/s from `start`."""
+    return [
+        frame_record(
+            make_meta(
+                f"{prefix}-{i:02d}",
+                strip_id=STRIP,
+                position_m=position,
+                captured_at=start + timedelta(seconds=position / 2),
+            ),
+            grey_image(256, 512, seed=i),
+        )
+        for i, position in enumerate(positions)
+    ]
+
+
+def test_a_position_in_millimetres_is_dead_lettered_and_late_frames_still_raise_their_alert(
+    broker, make_topic, database_url: str, *, holes_everywhere: Classifier, rules_file: Path
+) -> None:
+    """Frames 200 to 260 m along the strip come first, then one whose position_m reads 950 000
+    (inside the schema's bound; millimetres sent as metres), then — late — the cluster at 1 m.
+    The 950 000 m frame is refused at the door (position-out-of-range, over MAX_STRIP_LENGTH_M);
+    the late cluster raises its alert. (Main took the glitch in as the strip's tip and never
+    evaluated the cluster: no alert, nothing dead-lettered.)"""
+    topics = make_topics(make_topic)
+    ahead = _holes_frames("far", (200.0, 220.0, 240.0, 260.0))
+    wrong = _holes_frames("mm", (950_000.0,))
+    cluster_frames = _holes_frames("late", CLUSTER_M)
+    messages = ahead + wrong + cluster_frames
+    settings = worker_settings(
+        broker.bootstrap_servers,
+        database_url,
+        holes_everywhere.model_dir,
+        topics,
+        alert_rules=str(rules_file),
+    )
+    with running_worker(settings, holes_everywhere):
+        publish(broker.bootstrap_servers, topics.frames, messages)
+        wait_until(lambda: len(ledger(database_url)) == len(messages) - 1, 60, "every other frame stored")
+        end = end_offsets(broker.bootstrap_servers, topics.frames)
+        wait_until(
+            lambda: committed_offsets(broker.bootstrap_servers, topics.group, topics.frames) == end,
+            20,
+            f"offsets {end} committed",
+        )
+    (dead,) = read_topic(broker.bootstrap_servers, topics.dlq, at_least=1)
+    headers = {k: v.decode() for k, v in dead.headers}
+    assert (headers["dlq-reason"], headers["dlq-stage"]) == ("position-out-of-range", "validate")
+    assert "MAX_STRIP_LENGTH_M" in headers["dlq-detail"] and "950000" in headers["dlq-detail"]
+    (row,) = _alert_rows(database_url)
+    assert (row["rule"], row["strip_id"], row["pass_id"]) == ("holes-cluster", STRIP, "1")
+    assert row["frame_ids"] == ["late-00", "late-01", "late-02"]
+
+
+def test_a_strip_rolled_again_raises_its_alert_again_and_a_key_that_is_not_the_strip_is_counted(
+    broker, make_topic, database_url: str, *, holes_everywhere: Classifier, rules_file: Path
+) -> None:
+    """The cluster strip, then the same strip id an hour later (positions from 0 again, no pass_id):
+    the second pass raises its own alert, on the table and the topic, with pass_id 2 (main: the
+    first pass's alert covered it — one alert). One frame of the second pass carries a message key
+    that is not its strip id: it is processed, logged once and counted."""
+    topics = make_topics(make_topic)
+    first = _holes_frames("p1", CLUSTER_M + SPARSE_M)
+    second = _holes_frames("p2", CLUSTER_M + SPARSE_M, start=STRIP_START + timedelta(hours=1))
+    key, value, headers = second[1]
+    second[1] = (b"not-" + key, value, headers)
+    messages = first + second
+    settings = worker_settings(
+        broker.bootstrap_servers,
+        database_url,
+        holes_everywhere.model_dir,
+        topics,
+        alert_rules=str(rules_file),
+    )
+    with structlog.testing.capture_logs() as logs, running_worker(settings, holes_everywhere) as running:
+        publish(broker.bootstrap_servers, topics.frames, messages)
+        wait_until(lambda: len(ledger(database_url)) == len(messages), 60, "every frame in the ledger")
+        wait_until(lambda: len(_alert_rows(database_url)) == 2, 20, "an alert per pass")
+        wait_until(lambda: all(r["published_at"] for r in _alert_rows(database_url)), 20, "alerts published")
+        mismatches = running.worker.metrics.value("steel_worker_key_mismatches_total")
+    assert mismatches == 1
+    assert [e["frame_id"] for e in logs if e["event"] == "frame.key_mismatch"] == ["p2-01"]
+    rows = _alert_rows(database_url)
+    assert [(r["pass_id"], r["rule"], r["detection_count"]) for r in rows] == [
+        ("1", "holes-cluster", 5),
+        ("2", "holes-cluster", 5),
+    ]
+    assert rows[1]["dedup_key"] == rows[0]["dedup_key"] + "/2"
+    assert rows[1]["frame_ids"] == ["p2-00", "p2-01", "p2-02"]
+    records = read_topic(broker.bootstrap_servers, topics.alerts, at_least=2)
+    messages_out = sorted((json.loads(r.value) for r in records), key=lambda m: m["record_id"])
+    for message in messages_out:
+        contracts.validate(contracts.ALERT, message)
+    assert [m["pass_id"] for m in messages_out] == ["1", "2"]

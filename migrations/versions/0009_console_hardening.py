@@ -1,7 +1,7 @@
 """console hardening: server-side sessions, and the console may read the schema revision
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-07 23:30:00+00:00
 
 - `console_sessions`: one row per logged-in browser. The session cookie holds a random token; the
@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -21,7 +21,7 @@ Create Date: 2026-12-07 23:30:00+00:00
   prevention from their `details`.
 
 The downgrade deletes the camera alerts (a class is required again: they have none; their rows
-in `camera_health` go with the table), restores the view of revision 0007, the NOT NULL and the
+in `camera_health` go with the table), restores the view of revision 0009, the NOT NULL and the
 column comment, and drops the table and the column.
 """
 
@@ -69,7 +69,8 @@ SELECT a.id AS alert_id,
        a.max_confidence,
        a.model_version,
        a.observed_at,
-       {display_name} AS class_display_name
+       {display_name} AS class_display_name,
+       a.pass_id
 FROM alerts AS a {join} defect_classes AS c ON c.id = a.class_id
 """
 VIEW_AT_HEAD = VIEW.format(
@@ -79,7 +80,7 @@ VIEW_AT_HEAD = VIEW.format(
     display_name="coalesce(c.display_name, a.rule_kind)",
     join="LEFT JOIN",
 )
-VIEW_AT_0007 = VIEW.format(
+VIEW_AT_0009 = VIEW.format(
     class_name="c.name",
     cause="c.cause",
     prevention="c.prevention",
@@ -90,7 +91,7 @@ VIEW_COMMENT = (
     "Each alert with its class's cause and preventive action, the rule that raised it, the roll a"
     " roll-mark alert names, who acknowledged it when, and where it was seen (line, camera, frames,"
     " highest confidence, model version, time of the evidence); class_display_name: the class as"
-    " people name it"
+    " people name it; pass_id: the pass of the strip (a strip id rolled again is another pass)"
 )
 CAMERA_SUFFIX = (
     "; camera alerts (rule_kind camera) have no class: class_id NULL, class_name camera, the cause and"
@@ -195,7 +196,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(VIEW_AT_0007)
+    op.execute(VIEW_AT_0009)
     op.execute(_comment(VIEW_COMMENT))
     op.drop_table("camera_health")
     op.execute("DELETE FROM alerts WHERE class_id IS NULL")

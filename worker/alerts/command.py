@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
 def format_alert(record: AlertRecord) -> str:
     """Four lines about one alert, for people."""
-    where = f"strip {record.strip_id}" + (f" ({record.surface})" if record.surface else "")
+    where = f"strip {record.strip_id}" + (f" pass {record.pass_id}" if record.pass_id != "1" else "")
+    where += f" ({record.surface})" if record.surface else ""
     head = (
         f"#{record.id}  {record.severity.upper()}  {record.rule} ({record.kind})  {where}"
         f"  {record.position_start_m:.2f}–{record.position_end_m:.2f} m  {record.detection_count} detections"

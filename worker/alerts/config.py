@@ -34,6 +34,9 @@ KINDS = (DENSITY, PERIODIC, SEVERE_SINGLE)
 SEVERITIES = ("low", "medium", "high")
 
 DEFAULT_LOOKBACK_M = 150.0
+#: MAX_POSITION_JUMP_M's default (a worker setting, not the file's): a frame with no other frame of
+#: its strip pass and surface this close is a position outlier (`worker.alerts.engine`).
+DEFAULT_MAX_POSITION_JUMP_M = 50.0
 DEFAULT_JITTER_M = 0.03
 DEFAULT_MAX_MISSING = 2
 DEFAULT_MIN_FILL = 0.5

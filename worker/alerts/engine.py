@@ -1,19 +1,38 @@
 """The alert engine: evaluates the rules over what the database holds and raises each alert once.
 
-`AlertEngine.evaluate(conn, strip_ids)` reads, for each strip and surface, the detections of the
-watched classes in the last `lookback_m` metres (from the strip's furthest frame; the window's
-start moves in steps of a fifth of that, so it is up to 20 % longer; not those of frames the
-image-quality gate flagged for their pixels, `worker.core.quality.IMAGE_CHECKS`) and the alerts
-already raised on those strips, runs the pure rules (`worker.alerts.rules`), drops findings within
-a cooldown of an earlier alert (`rules.admit`), and inserts the rest into `alerts` with
-`INSERT … ON CONFLICT (dedup_key) DO NOTHING`. It returns the alerts this call inserted.
+What it reads — the window around what was written. `AlertEngine.evaluate(conn, strip_ids,
+frame_ids)` takes, for each strip *pass* and surface (`frames.pass_id`: a strip id rolled again is
+another pass, `worker.storage.passes`), the frames just written (`frame_ids`) and reads the
+detections of the watched classes of that pass and surface whose frames start within `reach` of
+one of them, reach = max(lookback_m, MAX_POSITION_JUMP_M) (each bound moved outwards to a multiple
+of a fifth of lookback_m; overlapping windows merge). A finding that needs a written detection lies
+within the rules' reach of it (`config.load_rules` checks that lookback_m covers every rule), so
+it is found whatever order the frames arrive in: late frames (a camera's store-and-forward, a
+lagging partition, a replay) are evaluated like frames in order, and a far-away frame cannot hide
+the others (there is no "tip"). Without `frame_ids` the whole of each strip is evaluated.
+
+Frames far from their pass are left out: a frame with no other frame of its strip, pass and
+surface within MAX_POSITION_JUMP_M — when that pass and surface has other frames — is a position
+*outlier* (one wrong number, a position in other units): it opens no window and its detections are
+not evaluated, it is logged (`frame.position_outlier`) and reported to `on_position_outlier` (the
+worker counts it). It stays stored, and stops being an outlier when frames near it are stored (the
+first frame after a gap in the stream, say): their windows then take it in.
+
+Each window's detections go through the pure rules (`worker.alerts.rules`), findings within a
+cooldown of an alert already raised on that pass and surface are dropped (`rules.admit`), and the
+rest are inserted into `alerts` with `INSERT … ON CONFLICT (dedup_key) DO NOTHING`. It returns the
+alerts this call inserted.
+Detections of frames the image-quality gate flagged for their pixels (`worker.core.quality.
+IMAGE_CHECKS`: a dead lamp, a white-out) are not read: the camera's fault, not the steel's.
 
 Guarantees (why exactly one row per alert, also across crashes, restarts and rebalances):
 - State lives in the database only: the same stored detections give the same findings, and the
   dedup key is a function of the finding (rule, strip, surface, class, roll, start position in
-  mm), so evaluating again inserts nothing new.
+  mm, and the pass for passes after the first: `dedup_key`), so evaluating again inserts nothing
+  new.
 - Evaluations of one strip are serialised by a row lock: the strip's row in `alert_strip_locks`
-  is inserted if missing and locked `FOR UPDATE` for the rest of the transaction, so two workers
+  is inserted if missing and locked `FOR UPDATE` for the rest of the transaction
+  (`storage.passes.lock_strips`, also taken by the writer while it infers passes), so two workers
   (during a rebalance) cannot both pass the cooldown check for the same finding. Strips are taken
   in sorted order, so two evaluators never wait on each other in a cycle. Only `steel_worker` may
   lock those rows: the read-only analysts have no privilege on the table, so they cannot stall
@@ -29,10 +48,16 @@ Guarantees (why exactly one row per alert, also across crashes, restarts and reb
   the frames are redelivered, `write_results` finds them in the ledger and writes nothing, and
   the evaluation then raises the alerts from the stored detections. Keeping it out of the write
   transaction keeps that transaction short and lets a slow or failing rule never cost a frame.
+
+What depends on arrival order: a finding that a cooldown blocks. Of two findings of one rule,
+class and roll within its cooldown, the one evaluated first is raised and the other is not; when
+frames arrive out of order that may be the later one on the strip (the same alert, found at
+another place of the same pattern).
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +68,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects.postgresql import insert
 
-from worker.alerts.config import AlertRules, Rule
+from worker.alerts.config import DEFAULT_MAX_POSITION_JUMP_M, AlertRules, Rule
 from worker.alerts.rules import Finding, RaisedSpan, StripDetection, admit, evaluate_rule
 from worker.core.catalogue import Catalogue
 from worker.core.errors import CatalogueError
@@ -51,6 +76,7 @@ from worker.core.failures import DATA, classify, describe
 from worker.core.quality import IMAGE_CHECKS
 from worker.core.records import FrameResult
 from worker.core.refusals import shown
+from worker.storage.passes import FIRST_PASS, lock_strips
 from worker.storage.tables import alerts, defect_classes
 
 log = structlog.get_logger("worker.alerts")
@@ -58,39 +84,55 @@ log = structlog.get_logger("worker.alerts")
 #: Lane searches remembered (see `rules.LaneCache`): a pure function's results, so a memo only
 #: saves time; the database stays the only state.
 LANE_MEMO_SIZE = 2048
-#: The window's start moves in steps of lookback_m / LOOKBACK_STEPS (so it is lookback_m to
-#: lookback_m × (1 + 1/LOOKBACK_STEPS) long): lanes a batch does not touch stay the same, and
-#: their searches come from the memo.
+#: Window bounds move outwards to multiples of lookback_m / LOOKBACK_STEPS: windows of nearby
+#: batches hold the same lanes, and their searches come from the memo.
 LOOKBACK_STEPS = 5
 #: What `on_rule_error` receives when a whole strip failed (not one rule).
 STRIP_FAILED = "(strip)"
 
-_ADD_STRIP_LOCKS = sa.text(
-    "INSERT INTO alert_strip_locks (strip_id) SELECT unnest(:strips) ON CONFLICT DO NOTHING"
-)
-_LOCK_STRIPS = sa.text(
-    "SELECT strip_id FROM alert_strip_locks WHERE strip_id = ANY(:strips) ORDER BY strip_id FOR UPDATE"
+#: Whether frame `f` is placed among its pass: a frame of its strip, pass and surface within
+#: :jump of it, or none at all (the pass's first frame). Not placed: a position outlier.
+_PLACED = """(
+        EXISTS (SELECT 1 FROM frames AS o
+                WHERE o.strip_id = f.strip_id AND o.pass_id = f.pass_id AND o.surface = f.surface
+                  AND o.position_m BETWEEN f.position_m - :jump AND f.position_m + :jump
+                  AND o.frame_id <> f.frame_id)
+        OR NOT EXISTS (SELECT 1 FROM frames AS o
+                       WHERE o.strip_id = f.strip_id AND o.pass_id = f.pass_id AND o.surface = f.surface
+                         AND o.frame_id <> f.frame_id)
+    )"""
+_WRITTEN_COLUMNS = f"""
+    SELECT f.frame_id, f.strip_id, f.pass_id, f.surface, f.position_m,
+           f.position_m + coalesce(f.length_m, 0) AS end_m, {_PLACED} AS placed
+    FROM frames AS f
+"""
+#: The frames just written (with whether each is placed).
+_WRITTEN = sa.text(_WRITTEN_COLUMNS + "WHERE f.frame_id = ANY(:ids) AND f.strip_id = ANY(:strips)")
+#: Every frame of the strips (evaluating whole strips).
+_WHOLE = sa.text(_WRITTEN_COLUMNS + "WHERE f.strip_id = ANY(:strips)")
+#: The detections of the watched classes on placed frames starting inside one of the windows
+#: (whether a frame is placed is asked of the frames with such detections only).
+_DETECTIONS = sa.text(
+    f"""
+    WITH found AS MATERIALIZED (
+        SELECT d.id, d.class_id, d.confidence, d.along_m, d.along_start_m, d.along_end_m, d.across_mm,
+               f.frame_id, f.strip_id, f.pass_id, f.surface, f.line, f.camera, f.model_version,
+               f.captured_at, f.position_m
+        FROM unnest(CAST(:w_strips AS text[]), CAST(:w_passes AS text[]), CAST(:w_surfaces AS text[]),
+                    CAST(:w_low AS float8[]), CAST(:w_high AS float8[]))
+             AS w(strip_id, pass_id, surface, low, high)
+        JOIN frames AS f
+          ON f.strip_id = w.strip_id AND f.pass_id = w.pass_id AND f.surface = w.surface
+         AND f.position_m BETWEEN w.low AND w.high
+        JOIN detections AS d ON d.frame_id = f.frame_id
+        WHERE d.class_id = ANY(:classes)
+          AND NOT (f.quality_flags && CAST(:image_flags AS text[]))  -- the camera's fault, not the steel's
+    )
+    SELECT * FROM found AS f WHERE {_PLACED}
+    """
 )
 
-_DETECTIONS = sa.text(
-    """
-    WITH tip AS (
-        SELECT strip_id, surface, max(position_m + coalesce(length_m, 0)) AS end_m
-        FROM frames
-        WHERE strip_id = ANY(:strips)
-        GROUP BY strip_id, surface
-    )
-    SELECT d.id, d.class_id, d.confidence, d.along_m, d.along_start_m, d.along_end_m, d.across_mm,
-           f.frame_id, f.strip_id, f.surface, f.line, f.camera, f.model_version, f.captured_at
-    FROM frames AS f
-    JOIN tip ON tip.strip_id = f.strip_id AND tip.surface = f.surface
-    JOIN detections AS d ON d.frame_id = f.frame_id
-    WHERE f.strip_id = ANY(:strips)
-      AND f.position_m + coalesce(f.length_m, 0) >= floor((tip.end_m - :lookback) / :step) * :step
-      AND d.class_id = ANY(:classes)
-      AND NOT (f.quality_flags && CAST(:image_flags AS text[]))  -- the camera's fault, not the steel's
-    """
-)
+Group = tuple[str, str, str]  # (strip, pass, surface)
 
 
 @dataclass(frozen=True)
@@ -113,6 +155,7 @@ class NewAlert:
     pitch_m: float | None
     evidence: tuple[int, ...]
     details: Mapping[str, Any] = field(default_factory=dict)
+    pass_id: str = FIRST_PASS
 
 
 @dataclass(frozen=True)
@@ -125,11 +168,41 @@ class _Stored:
     model_version: str
 
 
-def dedup_key(strip_id: str, surface: str, finding: Finding) -> str:
-    """`rule/strip/surface/class/roll/start-in-mm`, each part percent-encoded (so unambiguous)."""
+def dedup_key(strip_id: str, surface: str, finding: Finding, pass_id: str = FIRST_PASS) -> str:
+    """`rule/strip/surface/class/roll/start-in-mm`, and `/pass` after it for passes other than the
+    first (so the keys of first-pass alerts are the ones raised before passes existed), each part
+    percent-encoded (so unambiguous: a key of the first pass has one part fewer)."""
     parts = (finding.rule, strip_id, surface, finding.class_name, finding.roll or "-")
     encoded = "/".join(quote(p, safe=" -_.:") for p in parts)
-    return f"{encoded}/{round(finding.start_m * 1000)}"
+    key = f"{encoded}/{round(finding.start_m * 1000)}"
+    return key if pass_id == FIRST_PASS else f"{key}/{quote(pass_id, safe=' -_.:')}"
+
+
+@dataclass(frozen=True)
+class _Written:
+    """A stored frame as the windows see it."""
+
+    frame_id: str
+    group: Group
+    start_m: float
+    end_m: float
+    placed: bool
+
+
+def windows(spans: Iterable[tuple[float, float]], reach_m: float, step_m: float) -> list[tuple[float, float]]:
+    """The merged windows [start − reach, end + reach] of `spans` (a frame's start and end along
+    the strip), each bound moved outwards to a multiple of `step_m`; sorted."""
+    raw = sorted(
+        (math.floor((start - reach_m) / step_m) * step_m, math.ceil((end + reach_m) / step_m) * step_m)
+        for start, end in spans
+    )
+    merged: list[tuple[float, float]] = []
+    for low, high in raw:
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
 
 
 class _LaneMemo(OrderedDict[Any, Any]):
@@ -160,30 +233,44 @@ class AlertEngine:
         rules: AlertRules,
         catalogue: Catalogue,
         on_rule_error: Callable[[str], None] | None = None,
+        *,
+        max_position_jump_m: float = DEFAULT_MAX_POSITION_JUMP_M,
+        on_position_outlier: Callable[[], None] | None = None,
     ) -> None:
-        """`on_rule_error(rule)` is called for each rule (or `STRIP_FAILED`) that failed on a strip."""
+        """`on_rule_error(rule)` is called for each rule (or `STRIP_FAILED`) that failed on a strip;
+        `on_position_outlier()` for each written frame found to be a position outlier (module doc)
+        farther than `max_position_jump_m` (MAX_POSITION_JUMP_M) from the rest of its pass."""
         rules.check_classes(catalogue)
         self.on_rule_error = on_rule_error or (lambda rule: None)
+        self.on_position_outlier = on_position_outlier or (lambda: None)
         self._engine = engine
         self.rules = rules
         self.catalogue = catalogue
+        self.max_position_jump_m = max_position_jump_m
+        self.reach_m = max(rules.lookback_m, max_position_jump_m)
+        self._step_m = rules.lookback_m / LOOKBACK_STEPS
         self._cooldowns = {r.name: r.cooldown for r in rules.rules}
         self._severity = {r.name: r.severity for r in rules.rules}
         self._class_ids: dict[str, int] = {}
         self._lanes = _LaneMemo(LANE_MEMO_SIZE)
 
     def evaluate_results(self, results: Sequence[FrameResult]) -> list[NewAlert]:
-        """Evaluate the strips of `results` that have detections, in a transaction of its own.
+        """Evaluate the windows around the frames of `results` (clean ones too: a frame stored next
+        to an outlier takes it in), strip by strip, each in a transaction of its own.
 
         Call it after `StorageWriter.write_results(results)` returned, with the same results (new
-        or redelivered frames alike). Each strip is evaluated in a transaction of its own; a strip
-        that fails on its data is logged, counted and skipped (see the module doc); outages
-        propagate (retry the call: strips done already raise nothing twice).
+        or redelivered frames alike). A strip that fails on its data is logged, counted and skipped
+        (see the module doc); outages propagate (retry the call: strips done already raise nothing
+        twice).
         """
+        written: dict[str, set[str]] = defaultdict(set)
+        for result in results:
+            written[result.meta.strip_id].add(result.meta.frame_id)
         created: list[NewAlert] = []
-        for strip in sorted({r.meta.strip_id for r in results if r.detections}):
+        for strip in sorted(written):
             try:
-                created += self.evaluate_strips([strip])
+                with self._engine.begin() as conn:
+                    created += self.evaluate(conn, [strip], written[strip])
             except Exception as error:
                 if classify(error) != DATA:
                     raise
@@ -197,34 +284,48 @@ class AlertEngine:
         return created
 
     def evaluate_strips(self, strip_ids: Iterable[str]) -> list[NewAlert]:
-        """`evaluate` in a transaction of its own."""
+        """`evaluate` of the whole strips, in a transaction of its own."""
         with self._engine.begin() as conn:
             return self.evaluate(conn, strip_ids)
 
-    def evaluate(self, conn: sa.Connection, strip_ids: Iterable[str]) -> list[NewAlert]:
-        """Evaluate every rule on `strip_ids` within the caller's transaction; the inserted alerts."""
-        strips = sorted(set(strip_ids))
+    def evaluate(
+        self, conn: sa.Connection, strip_ids: Iterable[str], frame_ids: Iterable[str] | None = None
+    ) -> list[NewAlert]:
+        """Evaluate every rule within the caller's transaction, over the windows around `frame_ids`
+        (frames of `strip_ids`), or over the whole strips when `frame_ids` is None; the inserted
+        alerts."""
+        strips = lock_strips(conn, strip_ids)
         if not strips:
             return []
-        # the strips' lock rows, in a fixed order: two evaluators never wait on each other in a cycle
-        conn.execute(_ADD_STRIP_LOCKS, {"strips": strips})
-        conn.execute(_LOCK_STRIPS, {"strips": strips})
+        written = self._written(conn, strips, frame_ids)
+        spans: dict[Group, list[tuple[float, float]]] = defaultdict(list)
+        for frame in written:
+            if frame.placed:
+                spans[frame.group].append((frame.start_m, frame.end_m))
+            else:
+                self._outlier(frame)
+        bounds = [(group, low, high) for group in sorted(spans) for low, high in self._windows(spans[group])]
+        if not bounds:
+            return []
         class_ids = self._ids(conn)
         names = {v: k for k, v in class_ids.items()}
-        sequences: dict[tuple[str, str], list[StripDetection]] = defaultdict(list)
+        sequences: dict[Group, list[StripDetection]] = defaultdict(list)
         stored: dict[int, _Stored] = {}
         rows = conn.execute(
             _DETECTIONS,
             {
-                "strips": strips,
-                "lookback": self.rules.lookback_m,
-                "step": self.rules.lookback_m / LOOKBACK_STEPS,
+                "w_strips": [g[0] for g, _, _ in bounds],
+                "w_passes": [g[1] for g, _, _ in bounds],
+                "w_surfaces": [g[2] for g, _, _ in bounds],
+                "w_low": [low for _, low, _ in bounds],
+                "w_high": [high for _, _, high in bounds],
+                "jump": self.max_position_jump_m,
                 "classes": [class_ids[c] for c in self.rules.class_names],
                 "image_flags": list(IMAGE_CHECKS),
             },
         )
         for row in rows:
-            sequences[(row.strip_id, row.surface)].append(
+            sequences[(row.strip_id, row.pass_id, row.surface)].append(
                 StripDetection(
                     id=row.id,
                     class_name=names[row.class_id],
@@ -237,12 +338,14 @@ class AlertEngine:
                 )
             )
             stored[row.id] = _Stored(row.frame_id, row.line, row.camera, row.model_version)
+        if not sequences:
+            return []
         raised = self._raised(conn, strips, names)
         new_rows = []
-        for (strip, surface), sequence in sorted(sequences.items()):
-            findings = [f for rule in self.rules.rules for f in self._findings(rule, strip, sequence)]
-            for finding in admit(findings, raised.get((strip, surface), ()), self._cooldowns):
-                new_rows.append(self._row(strip, surface, finding, class_ids, stored))
+        for group, sequence in sorted(sequences.items()):
+            findings = [f for rule in self.rules.rules for f in self._findings(rule, group[0], sequence)]
+            for finding in admit(findings, raised.get(group, ()), self._cooldowns):
+                new_rows.append(self._row(group, finding, class_ids, stored))
         if not new_rows:
             return []
         inserted = conn.execute(
@@ -259,6 +362,7 @@ class AlertEngine:
                 alert_id=alert.id,
                 rule=alert.rule,
                 strip_id=alert.strip_id,
+                pass_id=alert.pass_id,
                 class_name=alert.class_name,
                 roll=alert.roll,
                 start_m=round(alert.position_start_m, 3),
@@ -268,6 +372,37 @@ class AlertEngine:
         return created
 
     # -- helpers -----------------------------------------------------------------------------------
+
+    def _written(
+        self, conn: sa.Connection, strips: list[str], frame_ids: Iterable[str] | None
+    ) -> list[_Written]:
+        if frame_ids is None:
+            rows = conn.execute(_WHOLE, {"strips": strips, "jump": self.max_position_jump_m})
+        else:
+            params = {"ids": sorted(set(frame_ids)), "strips": strips, "jump": self.max_position_jump_m}
+            rows = conn.execute(_WRITTEN, params)
+        return [
+            _Written(r.frame_id, (r.strip_id, r.pass_id, r.surface), r.position_m, r.end_m, r.placed)
+            for r in rows
+        ]
+
+    def _windows(self, spans: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+        return windows(spans, self.reach_m, self._step_m)
+
+    def _outlier(self, frame: _Written) -> None:
+        strip, pass_id, surface = frame.group
+        log.warning(
+            "frame.position_outlier",
+            frame_id=shown(frame.frame_id, 200),
+            strip_id=shown(strip, 200),
+            pass_id=shown(pass_id, 200),
+            surface=surface,
+            position_m=frame.start_m,
+            max_position_jump_m=self.max_position_jump_m,
+            note="no other frame of its strip pass and surface this close: its detections are not"
+            " evaluated, and it opens no window, until frames near it are stored",
+        )
+        self.on_position_outlier()
 
     def _findings(self, rule: Rule, strip: str, sequence: Sequence[StripDetection]) -> list[Finding]:
         """`rule`'s findings on one strip; a rule that raises is logged and counted, not fatal."""
@@ -300,10 +435,11 @@ class AlertEngine:
 
     def _raised(
         self, conn: sa.Connection, strips: list[str], names: Mapping[int, str]
-    ) -> dict[tuple[str, str], list[RaisedSpan]]:
+    ) -> dict[Group, list[RaisedSpan]]:
         rows = conn.execute(
             sa.select(
                 alerts.c.strip_id,
+                alerts.c.pass_id,
                 alerts.c.rule,
                 alerts.c.class_id,
                 alerts.c.roll,
@@ -313,9 +449,9 @@ class AlertEngine:
                 alerts.c.observed_at,
             ).where(alerts.c.strip_id.in_(strips))
         )
-        raised: dict[tuple[str, str], list[RaisedSpan]] = defaultdict(list)
+        raised: dict[Group, list[RaisedSpan]] = defaultdict(list)
         for row in rows:
-            raised[(row.strip_id, row.surface)].append(
+            raised[(row.strip_id, row.pass_id, row.surface)].append(
                 RaisedSpan(
                     rule=row.rule,
                     class_name=names.get(row.class_id, str(row.class_id)),
@@ -329,15 +465,16 @@ class AlertEngine:
 
     def _row(
         self,
-        strip: str,
-        surface: str,
+        group: Group,
         finding: Finding,
         class_ids: Mapping[str, int],
         stored: Mapping[int, _Stored],
     ) -> dict[str, Any]:
+        strip, pass_id, surface = group
         sources = [stored[i] for i in finding.evidence]
         return {
-            "dedup_key": dedup_key(strip, surface, finding),
+            "dedup_key": dedup_key(strip, surface, finding, pass_id),
+            "pass_id": pass_id,
             "rule": finding.rule,
             "class_id": class_ids[finding.class_name],
             "strip_id": strip,
@@ -378,4 +515,5 @@ class AlertEngine:
             pitch_m=row["pitch_m"],
             evidence=tuple(row["evidence"]),
             details=row["details"],
+            pass_id=row["pass_id"],
         )

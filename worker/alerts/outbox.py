@@ -48,7 +48,7 @@ _ROWS = sa.text(
            coalesce(c.prevention, a.details ->> 'prevention', '') AS prevention,
            a.strip_id, a.roll, a.severity, a.position_start_m, a.position_end_m, a.detection_count,
            a.pitch_m, a.evidence, a.details, a.created_at, a.rule_kind, a.surface, a.line, a.camera,
-           a.frame_ids, a.max_confidence, a.model_version, a.observed_at
+           a.frame_ids, a.max_confidence, a.model_version, a.observed_at, a.pass_id
     FROM alerts AS a LEFT JOIN defect_classes AS c ON c.id = a.class_id  -- camera alerts have no class
     WHERE a.id = ANY(:ids)
     ORDER BY a.id
@@ -74,6 +74,7 @@ def alert_message(row: Mapping[str, Any]) -> dict[str, Any]:
         "cause": row["cause"],
         "prevention": row["prevention"],
         "strip_id": row["strip_id"],
+        "pass_id": row["pass_id"],
         "line": row["line"],
         "camera": row["camera"],
         "surface": row["surface"],

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 
-from worker.alerts.config import AlertRules
+from worker.alerts.config import DEFAULT_MAX_POSITION_JUMP_M, AlertRules
 from worker.alerts.engine import AlertEngine, NewAlert
 from worker.alerts.outbox import publish_pending
 from worker.core.catalogue import Catalogue
@@ -38,18 +38,29 @@ class AlertStage:
         *,
         on_rule_error: Callable[[str], None] | None = None,
         on_undeliverable: Callable[[], None] | None = None,
+        max_position_jump_m: float = DEFAULT_MAX_POSITION_JUMP_M,
+        on_position_outlier: Callable[[], None] | None = None,
     ) -> None:
         """`on_rule_error(rule)`: a rule failed on a strip (counted by the worker's metrics);
-        `on_undeliverable()`: the broker refused an alert for good (see `worker.alerts.outbox`)."""
+        `on_undeliverable()`: the broker refused an alert for good (see `worker.alerts.outbox`);
+        `on_position_outlier()`: a frame written lies farther than `max_position_jump_m`
+        (MAX_POSITION_JUMP_M) from the rest of its strip pass (see `worker.alerts.engine`)."""
         self.engine = engine
         self.rules = rules
         self.topic = topic
-        self.alert_engine = AlertEngine(engine, rules, catalogue, on_rule_error)
+        self.alert_engine = AlertEngine(
+            engine,
+            rules,
+            catalogue,
+            on_rule_error,
+            max_position_jump_m=max_position_jump_m,
+            on_position_outlier=on_position_outlier,
+        )
         self.on_undeliverable = on_undeliverable
 
     def evaluate(self, results: Sequence[FrameResult]) -> list[NewAlert]:
         """After `StorageWriter.write_results(results)` returned: raise the alerts the stored
-        detections call for, once (see `worker.alerts.engine`)."""
+        detections around these frames call for, once (see `worker.alerts.engine`)."""
         return self.alert_engine.evaluate_results(results)
 
     def publish(self, producer: Producer) -> int:

@@ -18,7 +18,7 @@ SELECT a.id, a.created_at, a.rule, a.severity, coalesce(c.name, a.rule_kind) AS 
        a.strip_id, a.roll, a.position_start_m, a.position_end_m, a.detection_count, a.pitch_m,
        a.evidence, a.details, a.published_at, a.acknowledged_by, a.acknowledged_at, a.rule_kind,
        a.surface, a.line, a.camera, a.frame_ids, a.max_confidence, a.model_version, a.observed_at,
-       coalesce(c.display_name, a.rule_kind) AS class_display_name
+       coalesce(c.display_name, a.rule_kind) AS class_display_name, a.pass_id
 FROM alerts AS a LEFT JOIN defect_classes AS c ON c.id = a.class_id
 """
 
@@ -26,8 +26,9 @@ FROM alerts AS a LEFT JOIN defect_classes AS c ON c.id = a.class_id
 @dataclass(frozen=True)
 class AlertRecord:
     """One stored alert with its class's cause and prevention; `details` is what the rule measured;
-    `class_display_name` is the class as people name it (`class_name` is the machine name). A camera
-    alert (kind `camera`) has no class: both names are `camera`, cause and prevention its own."""
+    `class_display_name` is the class as people name it (`class_name` is the machine name); `pass_id`
+    the pass of the strip it was seen on. A camera alert (kind `camera`) has no class: both names
+    are `camera`, cause and prevention its own."""
 
     id: int
     created_at: datetime
@@ -56,6 +57,7 @@ class AlertRecord:
     acknowledged_at: datetime | None
     details: Mapping[str, Any] = field(default_factory=dict)
     class_display_name: str = ""
+    pass_id: str = "1"  # the pass of the strip ('1': the first; a strip id rolled again is another)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (times as ISO 8601 strings)."""
@@ -97,6 +99,7 @@ def _record(row: sa.RowMapping) -> AlertRecord:
         acknowledged_at=row["acknowledged_at"],
         details=dict(row["details"]),
         class_display_name=row["class_display_name"],
+        pass_id=row["pass_id"],
     )
 
 

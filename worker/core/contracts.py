@@ -123,7 +123,7 @@ def frame_meta_dict(meta: FrameMeta) -> dict[str, Any]:
         "mm_per_px_across": meta.mm_per_px_across,
         "edge_offset_mm": meta.edge_offset_mm,
     }
-    for optional in ("width", "height", "image_uri"):
+    for optional in ("width", "height", "image_uri", "pass_id"):
         if getattr(meta, optional) is not None:
             data[optional] = getattr(meta, optional)
     return data

@@ -5,7 +5,9 @@
                   TileImage (the crop of each tile with a detection, and of sampled clean tiles)
 
 Positions on the strip: a frame's rows run along the strip (row 0 is at `position_m` metres from
-the strip head), its columns across it (column 0 is `edge_offset_mm` from the strip edge).
+the strip head), its columns across it (column 0 is `edge_offset_mm` from the strip edge). A strip
+id rolled more than once has one position axis per *pass* (`pass_id`, or inferred when stored:
+`worker.storage.passes`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class FrameMeta:
     width: int | None = None  # required for raw 8-bit frames
     height: int | None = None
     image_uri: str | None = None  # claim check: the image is fetched from here instead
+    pass_id: str | None = None  # the pass of the strip, when the camera knows it (else inferred)
 
     def along_m(self, row: float) -> float:
         """Position along the strip, in metres, of pixel row `row` of this frame."""

@@ -25,6 +25,7 @@ INVALID_METADATA = "invalid-metadata"
 NON_FINITE_NUMBER = "non-finite-number"
 INVALID_IDENTIFIER = "invalid-identifier"
 TIMESTAMP_OUT_OF_RANGE = "timestamp-out-of-range"
+POSITION_OUT_OF_RANGE = "position-out-of-range"  # position_m beyond MAX_STRIP_LENGTH_M
 UNSUPPORTED_CONTENT_TYPE = "unsupported-content-type"
 EMPTY_PAYLOAD = "empty-payload"
 OVERSIZE_PAYLOAD = "oversize-payload"
@@ -48,6 +49,7 @@ REASONS = (
     NON_FINITE_NUMBER,
     INVALID_IDENTIFIER,
     TIMESTAMP_OUT_OF_RANGE,
+    POSITION_OUT_OF_RANGE,
     UNSUPPORTED_CONTENT_TYPE,
     EMPTY_PAYLOAD,
     OVERSIZE_PAYLOAD,

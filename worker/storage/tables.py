@@ -5,14 +5,15 @@ Alembic migrations in `migrations/` create these tables (never `metadata.create_
 `timestamptz`. Constraint names follow `NAMING_CONVENTION`, so migrations can name what they drop.
 
 Tables: `defect_classes` (the catalogue, id = catalogue id), `models` (version = sha256 of the
-weights), `frames` (ledger of processed frames, one row per frame id), `detections` (one row per
-frame, tile and class over threshold), `alerts` (cause-linked alerts; an outbox for the alerts
-topic via `published_at`), `tile_images` (the evidence crop of each tile with a detection,
-partitioned by month), `console_users`, `console_sessions` and `reviews` (the console's users,
-their logged-in sessions, and their verdicts on crops), `alert_strip_locks` (one row per strip,
-locked FOR UPDATE to serialise alert evaluation), `camera_health` (each camera's run of frames
-failing the image-quality gate). Views and the roles `steel_analyst` (read-only) and
-`steel_worker` (what the worker needs, nothing more) live in the migrations.
+weights), `frames` (ledger of processed frames, one row per frame id, with the pass of the strip
+it shows), `detections` (one row per frame, tile and class over threshold), `alerts` (cause-linked
+alerts; an outbox for the alerts topic via `published_at`), `tile_images` (the evidence crop of
+each tile with a detection, partitioned by month), `console_users`, `console_sessions` and
+`reviews` (the console's users, their logged-in sessions, and their verdicts on crops),
+`alert_strip_locks` (one row per strip, locked FOR UPDATE to serialise alert evaluation and the
+pass inference of a strip's new frames), `camera_health` (each camera's run of frames failing the
+image-quality gate). Views and the roles `steel_analyst` (read-only) and `steel_worker` (what the
+worker needs, nothing more) live in the migrations.
 """
 
 from __future__ import annotations
@@ -123,8 +124,28 @@ frames = sa.Table(
             " empty for a good frame; the alert rules skip the detections of a frame with an image flag"
         ),
     ),
+    # revision 0008: the pass of the strip (a strip id rolled again is another pass)
+    sa.Column(
+        "pass_id",
+        sa.Text,
+        nullable=False,
+        server_default="1",
+        comment=(
+            "the pass of the strip this frame shows: frame-meta's pass_id, or the number inferred when"
+            " it was stored ('1', '2', ...; see pass_inferred)"
+        ),
+    ),
+    sa.Column(
+        "pass_inferred",
+        sa.Boolean,
+        nullable=False,
+        server_default=sa.true(),
+        comment="true: pass_id was inferred by the worker; false: the camera sent it",
+    ),
     sa.CheckConstraint("tile_count >= 0 AND detection_count >= 0", name="counts_not_negative"),
     sa.Index("ix_frames_strip_id_position_m", "strip_id", "position_m"),
+    sa.Index("ix_frames_strip_id_pass_id_surface_position_m", "strip_id", "pass_id", "surface", "position_m"),
+    sa.Index("ix_frames_strip_id_pass_id_captured_at", "strip_id", "pass_id", "captured_at"),
     comment="Ledger of processed frames: one row per frame id, written with its detections",
 )
 
@@ -198,6 +219,13 @@ alerts = sa.Table(
             "why the alert could not be put on the alerts topic, when the broker refused it"
             " permanently; published_at is then set too so it is not retried forever"
         ),
+    ),
+    sa.Column(
+        "pass_id",
+        sa.Text,
+        nullable=False,
+        server_default="1",
+        comment="the pass of the strip the alert's evidence was seen on (frames.pass_id)",
     ),
     sa.CheckConstraint("max_confidence >= 0 AND max_confidence <= 1", name="max_confidence_range"),
     sa.CheckConstraint("class_id IS NOT NULL OR rule_kind = 'camera'", name="class_unless_camera"),

@@ -1,7 +1,9 @@
 """Writes the worker's results to PostgreSQL: the frame ledger, its detections and their evidence
 crops, idempotently.
 
-`StorageWriter.write_results` runs ONE transaction per call: a bulk insert of the ledger rows,
+`StorageWriter.write_results` runs ONE transaction per call: the pass of each new frame's strip
+(frame-meta's `pass_id`, else inferred from the strip's stored frames with the strip's lock row
+held: `worker.storage.passes`), a bulk insert of the ledger rows,
 then a bulk insert of the new frames' detections, both `ON CONFLICT DO NOTHING`, then the new
 frames' crops (`tile_images`: only a frame the ledger took in this call writes its crops, so each
 is written once). A frame id
@@ -39,6 +41,7 @@ from worker.core.catalogue import Catalogue
 from worker.core.errors import CatalogueError, ModelError, SchemaError
 from worker.core.records import Detection, FrameMeta, FrameResult, KafkaCoordinates, TileImage
 from worker.core.thresholds import ClassThresholds
+from worker.storage.passes import DEFAULT_PASS_RESTART_M, assign_passes
 from worker.storage.tables import defect_classes, detections, frames, models, tile_images
 
 
@@ -65,8 +68,10 @@ class WriteOutcome:
 class StorageWriter:
     """The worker's only writer to the defect database. Thread-compatible, not thread-safe."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, pass_restart_m: float = DEFAULT_PASS_RESTART_M) -> None:
+        """`pass_restart_m` (PASS_RESTART_M): how far back positions must go for a new pass."""
         self._engine = engine
+        self.pass_restart_m = pass_restart_m
         self._class_ids: dict[str, int] = {}
         self._class_names: dict[int, str] = {}
 
@@ -215,6 +220,9 @@ class StorageWriter:
         """Insert the ledger rows, the new frames' detections and crops: (new ids, ids already in
         the ledger, frame id → the new frame as stored, with its detections' row ids)."""
         frame_rows = [_frame_row(r) for r in unique.values()]
+        passes = assign_passes(conn, list(unique.values()), self.pass_restart_m)
+        for frame_row in frame_rows:
+            frame_row["pass_id"], frame_row["pass_inferred"] = passes[frame_row["frame_id"]]
         class_ids = self._class_ids_for(conn, {d.class_name for r in unique.values() for d in r.detections})
         inserted = set(
             conn.execute(

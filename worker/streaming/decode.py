@@ -5,8 +5,8 @@ raise. Every refusal is a `Rejected(reason, stage, detail)` that the loop dead-l
 are those of `worker.core.refusals`. Checks, in order:
 
     validate: headers and frame-meta (`worker.streaming.validation`: sizes, numbers, identifiers,
-              timestamps), content-type supported, payload not empty, not over MAX_FRAME_BYTES,
-              raw frames carry width/height
+              timestamps, position within MAX_STRIP_LENGTH_M), content-type supported, payload not
+              empty, not over MAX_FRAME_BYTES, raw frames carry width/height
     fetch:    claim check (`image_uri`), only when CLAIM_CHECK_ROOT is set: a file:// URI without a
               host naming a regular file under that folder (symbolic links resolved first), read
               up to MAX_FRAME_BYTES within CLAIM_CHECK_TIMEOUT_MS; every failure past the URI's form
@@ -70,7 +70,7 @@ from worker.core.refusals import (
 )
 from worker.core.tiling import tile_count
 from worker.streaming.image_quality import QualityGate
-from worker.streaming.validation import check_headers, parse_frame_meta
+from worker.streaming.validation import DEFAULT_MAX_STRIP_LENGTH_M, check_headers, parse_frame_meta
 
 log = structlog.get_logger("worker.streaming")
 
@@ -129,8 +129,9 @@ class Rejected:
 @dataclass(frozen=True)
 class DecodeLimits:
     """Guards against abuse: payload bytes, image pixels, tiles per frame (at `tile_size` with
-    `tile_min_overlap`), the claim check (off while `claim_check_root` is None), and the
-    container's structure (JPEG scans, JPEG segments or PNG chunks)."""
+    `tile_min_overlap`), the claim check (off while `claim_check_root` is None), the container's
+    structure (JPEG scans, JPEG segments or PNG chunks), the position along the strip
+    (`max_strip_length_m`) and the image-quality gate (`quality`)."""
 
     max_frame_bytes: int
     max_frame_pixels: int
@@ -142,6 +143,7 @@ class DecodeLimits:
     max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
     max_image_segments: int = DEFAULT_MAX_IMAGE_SEGMENTS
     quality: QualityGate | None = None  # the image-quality gate (`worker.streaming.image_quality`)
+    max_strip_length_m: float = DEFAULT_MAX_STRIP_LENGTH_M
 
 
 def image_dimensions(data: bytes, content_type: str) -> tuple[int, int]:
@@ -461,7 +463,7 @@ def decode_message(message: InboundMessage, limits: DecodeLimits) -> DecodedFram
     meta: FrameMeta | None = None
     try:
         check_headers(message.headers)
-        meta = parse_frame_meta(message.header(contracts.FRAME_META_HEADER))
+        meta = parse_frame_meta(message.header(contracts.FRAME_META_HEADER), limits.max_strip_length_m)
         content_type = _content_type(message, meta, limits)
         data = message.value or b""
         if not data:

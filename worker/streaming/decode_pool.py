@@ -15,6 +15,9 @@ Guarantees:
 - While it waits, `keep_alive()` is called at least every `keep_alive_s` (the loop polls Kafka
   with its partitions paused there, so that the group keeps the worker however long a poll's
   frames take).
+- A frame whose message key is not its strip id is decoded all the same, and reported:
+  `on_key_mismatch()` is called (the worker counts it) and a warning is logged, once per strip id
+  among the last KEY_MISMATCH_MEMO reported (a producer without keys would log every frame).
 - The processes are made by a fork server (`multiprocessing`'s "forkserver" method), never forked
   from the worker, whose threads (TensorFlow, kafka-python) would not survive a fork; they import
   only the decoder. `close()` ends them; they also end when the worker dies (their pipe closes).
@@ -26,7 +29,7 @@ import contextlib
 import multiprocessing
 import signal
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -36,10 +39,10 @@ import structlog
 
 from worker.core import contracts
 from worker.core.records import DecodedFrame, FrameMeta
-from worker.core.refusals import DECODE, DECODE_TIMEOUT, DECODER_ERROR
+from worker.core.refusals import DECODE, DECODE_TIMEOUT, DECODER_ERROR, shown
 from worker.streaming.decode import DecodeLimits, InboundMessage, Rejected, decode_message
 from worker.streaming.observability import configure_logging
-from worker.streaming.validation import parse_frame_meta
+from worker.streaming.validation import key_mismatch, parse_frame_meta
 
 log = structlog.get_logger("worker.streaming")
 
@@ -47,6 +50,8 @@ log = structlog.get_logger("worker.streaming")
 DEFAULT_TIMEOUT_S = 5.0
 #: How often `keep_alive` is called while a decode takes long.
 KEEP_ALIVE_S = 1.0
+#: Strip ids whose key mismatch was logged, remembered (a mismatch is logged once per strip id).
+KEY_MISMATCH_MEMO = 1024
 _CLOSE_WAIT_S = 2.0
 
 Outcome = DecodedFrame | Rejected
@@ -90,6 +95,7 @@ class Decoder:
         keep_alive_s: float = KEEP_ALIVE_S,
         log_format: str = "auto",
         log_level: str = "info",
+        on_key_mismatch: Callable[[], None] | None = None,
     ) -> None:
         if workers < 1 or timeout_s <= 0:
             raise ValueError(f"workers >= 1 and timeout_s > 0 expected, received {workers} and {timeout_s}")
@@ -98,6 +104,8 @@ class Decoder:
         self.timeout_s = timeout_s
         self.keep_alive_s = keep_alive_s
         self._logging = (log_format, log_level)
+        self._on_key_mismatch = on_key_mismatch or (lambda: None)
+        self._mismatched: OrderedDict[str, None] = OrderedDict()
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(["worker.streaming.decode_pool"])
         self._slots: list[_Slot] = []
@@ -177,7 +185,31 @@ class Decoder:
             if keep_alive is not None and now - last_alive >= self.keep_alive_s:
                 keep_alive()
                 last_alive = time.monotonic()
-        return [outcome for outcome in outcomes if outcome is not None]
+        decoded = [outcome for outcome in outcomes if outcome is not None]
+        for message, outcome in zip(messages, decoded, strict=True):
+            if isinstance(outcome, DecodedFrame):
+                self._check_key(message, outcome.meta)
+        return decoded
+
+    def _check_key(self, message: InboundMessage, meta: FrameMeta) -> None:
+        detail = key_mismatch(message.key, meta)
+        if detail is None:
+            return
+        self._on_key_mismatch()
+        if meta.strip_id in self._mismatched:
+            self._mismatched.move_to_end(meta.strip_id)
+            return
+        self._mismatched[meta.strip_id] = None
+        while len(self._mismatched) > KEY_MISMATCH_MEMO:
+            self._mismatched.popitem(last=False)
+        log.warning(
+            "frame.key_mismatch",
+            source=str(message.source),
+            frame_id=shown(meta.frame_id, 200),
+            detail=detail,
+            note="frame kept; the strip's frames may be spread over partitions and workers: fix the"
+            " producer's key (logged once per strip, counted every time)",
+        )
 
     def _assign(self, slot: _Slot, task: int, messages: Sequence[InboundMessage]) -> None:
         try:

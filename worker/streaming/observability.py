@@ -5,9 +5,10 @@
   contextvars, so every line logged while handling a message names it.
 - Metrics: `Metrics` holds the Prometheus series in its own registry (several workers may live in
   one test process): frames, tiles, detections by class, dead-lettered by reason, frames isolated
-  by step, frame-id collisions, unreadable records skipped, alert rules failing, messages given
-  up, image-quality flags by check, camera alerts, retries, how long the current batch has been
-  failing, batch latency, consumer lag.
+  by step, frame-id collisions, unreadable records skipped, alert rules failing, position
+  outliers, frames whose key is not their strip id, messages given up, image-quality flags by
+  check, camera alerts, retries, how long the current batch has been failing, batch latency,
+  consumer lag, positions reset.
 - Health: `Health` is the loop's heartbeat and the state of the batch in flight;
   `ObservabilityServer` serves, on METRICS_PORT, `/metrics`, `/healthz` (liveness: 200 while the
   loop is alive and not stuck — also while it retries a transient outage —; 503 while starting,
@@ -131,6 +132,17 @@ class Metrics:
             "steel_worker_alert_rule_errors",
             "Alert rule evaluations that failed for one strip (logged; the other rules and strips ran)",
             ["rule"],
+            registry=r,
+        )
+        self.position_outliers = Counter(
+            "steel_worker_position_outliers",
+            "Frames written farther than MAX_POSITION_JUMP_M from every other frame of their strip pass"
+            " and surface: not evaluated by the alert rules while so (counted at each evaluation)",
+            registry=r,
+        )
+        self.key_mismatches = Counter(
+            "steel_worker_key_mismatches",
+            "Frames whose message key is not their strip id (kept and processed; the producer needs fixing)",
             registry=r,
         )
         self.undeliverable = Counter(

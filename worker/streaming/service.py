@@ -178,7 +178,7 @@ def open_worker(
         )
         inferencer = Inferencer(model, settings.tile_size, settings.tile_min_overlap, settings.model_tta)
         warm_up(inferencer, settings)
-        writer = StorageWriter(engine)
+        writer = StorageWriter(engine, settings.pass_restart_m)
         writer.ensure_catalogue(model.catalogue)
         writer.register_model(
             version=model.version,
@@ -200,6 +200,8 @@ def open_worker(
                 settings.alerts_topic,
                 on_rule_error=lambda rule: metrics.rule_errors.labels(rule=rule).inc(),
                 on_undeliverable=lambda: metrics.undeliverable.labels(kind="alert").inc(),
+                max_position_jump_m=settings.max_position_jump_m,
+                on_position_outlier=metrics.position_outliers.inc,
             )
         )
         health = Health(
@@ -217,6 +219,7 @@ def open_worker(
                 settings.decode_timeout_ms / 1000,
                 log_format=settings.log_format,
                 log_level=settings.log_level,
+                on_key_mismatch=metrics.key_mismatches.inc,
             )
         )
         kafka = settings.kafka_options()
@@ -319,6 +322,7 @@ def decode_limits(settings: Settings, quality: QualityGate | None = None) -> Dec
         max_jpeg_scans=settings.max_jpeg_scans,
         max_image_segments=settings.max_image_segments,
         quality=quality,
+        max_strip_length_m=settings.max_strip_length_m,
     )
 
 

@@ -20,14 +20,16 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from worker.alerts.config import DEFAULT_RULES_PATH
+from worker.alerts.config import DEFAULT_MAX_POSITION_JUMP_M, DEFAULT_RULES_PATH
 from worker.core.errors import ConfigError
 from worker.core.quality import CHECKS, parse_checks
 from worker.model.acceleration import parse_providers
 from worker.model.runtimes import AUTO, RUNTIMES
+from worker.storage.passes import DEFAULT_PASS_RESTART_M
 from worker.streaming.decode import DEFAULT_MAX_IMAGE_SEGMENTS, DEFAULT_MAX_JPEG_SCANS
 from worker.streaming.decode_pool import DEFAULT_TIMEOUT_S as DEFAULT_DECODE_TIMEOUT_S
 from worker.streaming.positions import POLICIES as POSITION_POLICIES
+from worker.streaming.validation import DEFAULT_MAX_STRIP_LENGTH_M
 
 MASK = "**********"
 HEADER_ROOM_BYTES = 65_536  # room for a message's key and headers next to its value
@@ -74,6 +76,7 @@ LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MODEL_RUNTIMES = (*RUNTIMES, AUTO)  # MODEL_RUNTIME's choices
 ALERT_RULES_OFF = "none"  # ALERT_RULES=none (or --alert-rules none): no alert rules evaluated
+MAX_POSITION_M = 1_000_000.0  # frame-meta.v1's bound on position_m
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,13 @@ def _switch(text: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"expected on or off (true/false, yes/no, 1/0), received {text!r}")
+
+
+def _metres(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= MAX_POSITION_M:  # NaN and infinities fail too
+        raise ValueError(f"expected metres over 0 and at most {MAX_POSITION_M:g}, received {text!r}")
+    return value
 
 
 def _share(text: str) -> float:
@@ -302,6 +312,23 @@ OPTIONS: tuple[Option, ...] = (
         f" `{ALERT_RULES_OFF}` turns the rules off",
         shown_default="config/alert-rules.yaml",
     ),
+    Option(
+        "max_position_jump_m",
+        "MAX_POSITION_JUMP_M",
+        _metres,
+        DEFAULT_MAX_POSITION_JUMP_M,
+        "a frame with no other frame of its strip pass and surface within this many metres is a position"
+        " outlier: logged, counted, left out of the alert rules while so (docs/alerts.md); set it above"
+        " the largest gap between a camera's frames",
+    ),
+    Option(
+        "pass_restart_m",
+        "PASS_RESTART_M",
+        _metres,
+        DEFAULT_PASS_RESTART_M,
+        "without pass_id in frame-meta, a frame more than this many metres behind the strip's frame"
+        " captured before it starts a new pass of the strip (docs/alerts.md states the rule)",
+    ),
     Option("dlq_topic", "DLQ_TOPIC", _text, "mill.frames.dlq", "dead-letter topic for frames refused"),
     Option("consumer_group", "CONSUMER_GROUP", _text, "steel-worker", "Kafka consumer group of the workers"),
     Option(
@@ -406,6 +433,14 @@ OPTIONS: tuple[Option, ...] = (
         256,
         "refuse images that make more tiles, before decoding (too-many-tiles): bounds the memory a"
         " thin or huge image costs",
+    ),
+    Option(
+        "max_strip_length_m",
+        "MAX_STRIP_LENGTH_M",
+        _metres,
+        DEFAULT_MAX_STRIP_LENGTH_M,
+        "refuse frames whose position_m is larger (position-out-of-range): the longest plausible strip"
+        " (a hot-rolled coil is 2-3 km long)",
     ),
     Option(
         "claim_check_root",
@@ -634,6 +669,8 @@ class Settings:
     detections_topic: str
     alerts_topic: str
     alert_rules: Path | None  # None: rules off
+    max_position_jump_m: float
+    pass_restart_m: float
     dlq_topic: str
     consumer_group: str
     batch_tiles: int
@@ -651,6 +688,7 @@ class Settings:
     max_frame_bytes: int
     max_frame_pixels: int
     max_frame_tiles: int
+    max_strip_length_m: float
     claim_check_root: Path | None
     claim_check_timeout_ms: int
     max_decompressed_bytes: int

@@ -14,12 +14,19 @@ escapes. The bounds:
 - numbers: finite — `NaN`, `Infinity` and literals that overflow a float such as `1e999` are refused
   (`non-finite-number`; JSON Schema's bounds let NaN through, since every comparison with it is
   false) — then within the schema's ranges, so that no product of them overflows downstream.
-- identifiers (`frame_id`, `line`, `camera`, `strip_id`): printable characters only — no white
-  space, control, format (bidirectional controls, zero-width spaces) or unpaired surrogate
+- identifiers (`frame_id`, `line`, `camera`, `strip_id`, `pass_id`): printable characters only — no
+  white space, control, format (bidirectional controls, zero-width spaces) or unpaired surrogate
   characters, which PostgreSQL cannot store or which forge log lines (`invalid-identifier`).
+- `position_m`: at most the plausible length of a strip (`MAX_STRIP_LENGTH_M`, default
+  DEFAULT_MAX_STRIP_LENGTH_M; `position-out-of-range`): the schema's 1 000 000 m lets a position
+  sent in millimetres through, and such a frame would sit on its strip kilometres from the others.
 - `captured_at`: an RFC 3339 time with an offset within ±15:59 (PostgreSQL's range), whose UTC time
   lies in [1970-01-01, 2200-01-01) (`timestamp-out-of-range`): inside it every value can be stored,
   read back by psycopg2 (which fails on years past 9999 or before 1), and compared.
+
+The message key is not refused here: `key_mismatch` says when it is not the strip id (the worker
+counts and logs such frames, `worker.streaming.decode.Decoder`; see docs/alerts.md for why they
+are kept).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from worker.core.refusals import (
     INVALID_METADATA,
     MISSING_METADATA,
     NON_FINITE_NUMBER,
+    POSITION_OUT_OF_RANGE,
     TIMESTAMP_OUT_OF_RANGE,
     VALIDATE,
     shown,
@@ -51,7 +59,10 @@ MAX_INTEGER_DIGITS = 18
 MAX_UTC_OFFSET = timedelta(hours=15, minutes=59)
 EARLIEST_CAPTURE = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_CAPTURE = datetime(2200, 1, 1, tzinfo=UTC)  # exclusive
-IDENTIFIERS = ("frame_id", "line", "camera", "strip_id")
+IDENTIFIERS = ("frame_id", "line", "camera", "strip_id", "pass_id")
+#: MAX_STRIP_LENGTH_M's default: a hot-rolled coil is up to 2–3 km long, a thin cold-rolled one
+#: (tinplate) several kilometres; no strip is 10 km long.
+DEFAULT_MAX_STRIP_LENGTH_M = 10_000.0
 
 
 def _refuse(reason: str, detail: str) -> NoReturn:
@@ -170,8 +181,10 @@ def _captured_at(text: str) -> datetime:
     return value
 
 
-def parse_frame_meta(raw: bytes | None) -> FrameMeta:
-    """The `frame-meta` header as a FrameMeta, every bound checked; RefusalError says which one broke."""
+def parse_frame_meta(raw: bytes | None, max_strip_length_m: float = DEFAULT_MAX_STRIP_LENGTH_M) -> FrameMeta:
+    """The `frame-meta` header as a FrameMeta, every bound checked; RefusalError says which one broke.
+
+    `max_strip_length_m`: the largest `position_m` accepted (MAX_STRIP_LENGTH_M)."""
     if raw is None:
         _refuse(MISSING_METADATA, f"expected a {contracts.FRAME_META_HEADER!r} header")
     data = _json_object(raw)
@@ -180,6 +193,12 @@ def parse_frame_meta(raw: bytes | None) -> FrameMeta:
         contracts.validate(contracts.FRAME_META, data)
     except SchemaError as exc:
         _refuse(INVALID_METADATA, str(exc))
+    if data["position_m"] > max_strip_length_m:
+        _refuse(
+            POSITION_OUT_OF_RANGE,
+            f"frame-meta: at position_m: expected at most {max_strip_length_m:g} m (MAX_STRIP_LENGTH_M, the"
+            f" longest plausible strip), received {data['position_m']!r} m; a position in millimetres?",
+        )
     return FrameMeta(
         frame_id=data["frame_id"],
         line=data["line"],
@@ -194,4 +213,15 @@ def parse_frame_meta(raw: bytes | None) -> FrameMeta:
         width=data.get("width"),
         height=data.get("height"),
         image_uri=data.get("image_uri"),
+        pass_id=data.get("pass_id"),
     )
+
+
+def key_mismatch(key: bytes | None, meta: FrameMeta) -> str | None:
+    """None when the message key is `meta.strip_id` (UTF-8), as the frames contract asks (a strip's
+    frames then stay in order on one partition, with one worker); else what differs, for a log line."""
+    expected = meta.strip_id.encode("utf-8")
+    if key == expected:
+        return None
+    received = "no key" if key is None else f"the key {shown(key, 80)}"
+    return f"expected the message key to be the strip id {shown(meta.strip_id, 80)}, received {received}"
