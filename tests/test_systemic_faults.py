@@ -76,6 +76,19 @@ def _end_sessions(conn: sa.Connection, database: str) -> None:
     )
 
 
+def _sessions(url: str) -> list[tuple[Any, ...]]:
+    """The database's sessions (for a failure's message): when each began, its state and read-only."""
+    with _admin(url) as admin:
+        rows = admin.execute(
+            sa.text(
+                "SELECT pid, backend_start, state, left(query, 60) FROM pg_stat_activity WHERE datname = :db"
+            ),
+            {"db": _database_name(url)},
+        )
+        read_only = admin.execute(sa.text("SHOW default_transaction_read_only")).scalar()
+        return [*map(tuple, rows), ("a new session's default_transaction_read_only", read_only)]
+
+
 @pytest.fixture
 def writer(engine: sa.Engine) -> StorageWriter:
     writer = StorageWriter(engine)
@@ -276,7 +289,11 @@ def test_a_read_only_window_stalls_the_worker_and_stores_every_frame_once_afterw
             assert len(ledger(database_url)) == 5
         finally:
             admin.execute(sa.text(f'ALTER DATABASE "{database}" RESET default_transaction_read_only'))
-        wait_until(lambda: len(ledger(database_url)) == 30, 60, "every frame after the window")
+        wait_until(
+            lambda: len(ledger(database_url)) == 30,
+            60,
+            lambda: f"every frame after the window; the sessions now: {_sessions(database_url)}",
+        )
         wait_until(lambda: running.worker.health.readiness()[0], 20, "/readyz 200 again")
     assert sorted(r.frame_id for r in ledger(database_url)) == sorted(messages)
     _no_dead_letters(broker.bootstrap_servers, topics.dlq)

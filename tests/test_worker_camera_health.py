@@ -15,6 +15,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 import sqlalchemy as sa
 from frames import frame_record, grey_image, make_meta
 from streaming_harness import (
@@ -168,6 +169,7 @@ def test_a_dead_lamp_run_is_flagged_raises_one_camera_alert_and_a_skewed_clock_i
     )  # flagged, not refused
 
 
+@pytest.mark.slow  # a worker subprocess killed and a second one started: about 30 s (`make test-slow`)
 def test_kill_9_right_after_a_run_is_counted_then_a_new_worker_counts_each_frame_once_and_alerts_once(  # noqa: PLR0917
     broker: Any, make_topic: Any, database_url: str, tmp_path: Path, model_dir: Path, classifier: Classifier
 ) -> None:

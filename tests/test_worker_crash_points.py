@@ -163,8 +163,9 @@ def test_a_database_outage_that_starts_in_the_middle_of_a_batch_loses_nothing(
     model_dir: Path,
     classifier: Classifier,
 ) -> None:
-    """The database stops right after a batch's write committed: its alert rules, and everything
-    after, wait; consumption pauses; the worker reports retrying; then it all goes through."""
+    """The database stops right after a batch's write committed: the step after it (the camera
+    health's count, then the alert rules), and everything after, wait; consumption pauses; the
+    worker reports retrying; then it all goes through."""
     topics = make_topics(make_topic)
     settings = worker_settings(broker.bootstrap_servers, private_database_url, model_dir, topics)
     messages = frame_messages(12)
@@ -179,12 +180,14 @@ def test_a_database_outage_that_starts_in_the_middle_of_a_batch_loses_nothing(
         publish(broker.bootstrap_servers, topics.frames, list(messages.values()))
         assert stopped.wait(60), "the database was never stopped"
         metrics = running.worker.metrics
+        after_write = running.worker.sinks[1].name
+        assert after_write == "camera-health"
         wait_until(
-            lambda: metrics.value("steel_worker_retries_total", {"step": "evaluate"}) >= 2, 30, "retries"
+            lambda: metrics.value("steel_worker_retries_total", {"step": after_write}) >= 2, 30, "retries"
         )
         assert running.worker.health.report()[1]["state"] == RETRYING
         ready, body = running.worker.health.readiness()
-        assert not ready and body["failing"]["step"] == "evaluate"
+        assert not ready and body["failing"]["step"] == after_write
         private_postgres.start()
         wait_until(lambda: len(ledger(private_database_url)) == len(messages), 60, "every frame written")
         _assert_exactly_once_and_consistent(

@@ -33,9 +33,10 @@ CHECK_VIOLATION = "23514"
 
 
 def watch_faults(engine: sa.Engine) -> sa.Engine:
-    """Install the listener (see the module doc) on `engine`; returns it."""
-    if not sa.event.contains(engine, "handle_error", _on_error):
-        sa.event.listen(engine, "handle_error", _on_error, retval=True)
+    """Install the listener (see the module doc) on a new `engine`; returns it. (No `event.contains`
+    guard: SQLAlchemy keys its registry by `id(target)`, and a new engine that reuses a collected
+    one's id would be taken for it and left without the listener.)"""
+    sa.event.listen(engine, "handle_error", _on_error, retval=True)
     return engine
 
 

@@ -29,7 +29,8 @@ commits offsets past it. Nothing is half-written: the transaction commits all ro
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -39,8 +40,10 @@ from sqlalchemy.dialects.postgresql import insert
 
 from worker.core.catalogue import Catalogue
 from worker.core.errors import CatalogueError, ModelError, SchemaError
+from worker.core.failures import sqlstate
 from worker.core.records import Detection, FrameMeta, FrameResult, KafkaCoordinates, TileImage
 from worker.core.thresholds import ClassThresholds
+from worker.storage.faults import READ_ONLY_TRANSACTION
 from worker.storage.passes import DEFAULT_PASS_RESTART_M, assign_passes
 from worker.storage.tables import defect_classes, detections, frames, models, tile_images
 
@@ -194,7 +197,7 @@ class StorageWriter:
                 collisions[result.source] = first.source
         if not unique:
             return WriteOutcome()
-        with self._engine.begin() as conn:
+        with self._fresh_connections_after_read_only(), self._engine.begin() as conn:
             new_ids, existing_ids, as_stored = self._insert(conn, unique)
             redelivered: set[str] = set()
             if existing_ids:
@@ -263,12 +266,25 @@ class StorageWriter:
         The worker calls it before blaming a frame for a write that failed (`LedgerSink`).
         """
         canary = _canary(model_version, self._any_class_name())
-        with self._engine.connect() as conn:
+        with self._fresh_connections_after_read_only(), self._engine.connect() as conn:
             transaction = conn.begin()
             try:
                 self._insert(conn, {canary.meta.frame_id: canary})
             finally:
                 transaction.rollback()
+
+    @contextmanager
+    def _fresh_connections_after_read_only(self) -> Iterator[None]:
+        """A read-only server (a standby after a failover, a freeze) drops the whole pool, so that
+        the next write connects again — to the new primary once the failover moved its address.
+        (`worker.storage.faults` also marks the connection lost; this makes sure no connection
+        made before the server changed, checked in meanwhile, is used again.)"""
+        try:
+            yield
+        except sa.exc.DBAPIError as error:
+            if sqlstate(error) == READ_ONLY_TRANSACTION:
+                self._engine.dispose()
+            raise
 
     def _any_class_name(self) -> str | None:
         if not self._class_ids:
