@@ -373,6 +373,7 @@ def _disagreeing(report: dict[str, Any]) -> None:
     report["classes"]["scratches"]["f1_export"] = report["classes"]["scratches"]["f1_reference"] - 0.2
 
 
+@pytest.mark.slow  # the INT8 exports (NNCF, ONNX Runtime) take about a minute to make (`make test-slow`)
 @pytest.mark.parametrize("runtime", INT8)
 def test_an_int8_export_is_calibrated_measured_and_recorded(
     int8_master: dict[str, Any], runtime: str
@@ -414,6 +415,7 @@ def test_an_int8_export_is_calibrated_measured_and_recorded(
     assert 0 < report["max_abs_difference"] < 0.5  # quantised: near Keras, not equal
 
 
+@pytest.mark.slow  # the INT8 exports (NNCF, ONNX Runtime) take about a minute to make (`make test-slow`)
 def test_the_cli_prints_the_agreement_per_class(int8_master: dict[str, Any]) -> None:
     out = int8_master["cli_out"]
     assert int8_master["cli_code"] == 0
@@ -423,6 +425,7 @@ def test_the_cli_prints_the_agreement_per_class(int8_master: dict[str, Any]) -> 
     assert "inside the agreement limits: MODEL_RUNTIME=onnxruntime-int8 will load it" in out
 
 
+@pytest.mark.slow  # the INT8 exports (NNCF, ONNX Runtime) take about a minute to make (`make test-slow`)
 @pytest.mark.parametrize("runtime", INT8)
 def test_an_int8_export_outside_the_limits_is_refused_at_load(int8_exported: Path, runtime: str) -> None:
     from worker.model.agreement import AgreementLimits  # noqa: PLC0415
@@ -438,6 +441,7 @@ def test_an_int8_export_outside_the_limits_is_refused_at_load(int8_exported: Pat
     assert load_runtime_classifier(int8_exported, runtime, limits=loose).runtime == runtime
 
 
+@pytest.mark.slow  # the INT8 exports (NNCF, ONNX Runtime) take about a minute to make (`make test-slow`)
 def test_the_cli_exits_1_when_the_int8_export_is_outside_the_limits(
     int8_exported: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -459,6 +463,7 @@ def test_the_cli_exits_1_when_the_int8_export_is_outside_the_limits(
     assert "agreement with Keras on 8 tiles" in captured.out
 
 
+@pytest.mark.slow  # the INT8 exports (NNCF, ONNX Runtime) take about a minute to make (`make test-slow`)
 def test_an_int8_export_is_refused_after_the_thresholds_change(int8_exported: Path) -> None:
     _set_thresholds(int8_exported, 0.5)  # the weights, and so the export's record, stay valid
     with pytest.raises(
@@ -467,6 +472,7 @@ def test_an_int8_export_is_refused_after_the_thresholds_change(int8_exported: Pa
         load_runtime_classifier(int8_exported, "openvino-int8")
 
 
+@pytest.mark.slow  # the INT8 exports (NNCF, ONNX Runtime) take about a minute to make (`make test-slow`)
 def test_an_int8_export_without_its_agreement_is_refused(int8_exported: Path) -> None:
     meta = json.loads((int8_exported / "model.json").read_text())
     del meta["exports"]["openvino-int8"]["files"]["openvino-int8/agreement.json"]
@@ -475,6 +481,7 @@ def test_an_int8_export_without_its_agreement_is_refused(int8_exported: Path) ->
         load_runtime_classifier(int8_exported, "openvino-int8")
 
 
+@pytest.mark.slow  # the INT8 exports (NNCF, ONNX Runtime) take about a minute to make (`make test-slow`)
 def test_a_changed_agreement_report_is_refused(int8_exported: Path) -> None:
     path = int8_exported / "onnx-int8" / "agreement.json"
     report = json.loads(path.read_text())
@@ -484,6 +491,7 @@ def test_a_changed_agreement_report_is_refused(int8_exported: Path) -> None:
         load_runtime_classifier(int8_exported, "onnxruntime-int8")
 
 
+@pytest.mark.slow  # the INT8 exports (NNCF, ONNX Runtime) take about a minute to make (`make test-slow`)
 def test_an_int8_export_needs_a_test_split_or_a_tile_set(
     artefact: Path, int8_master: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -501,6 +509,7 @@ def test_an_int8_export_needs_a_test_split_or_a_tile_set(
     assert record["agreement"]["tiles"] == 40
 
 
+@pytest.mark.slow  # the INT8 exports (NNCF, ONNX Runtime) take about a minute to make (`make test-slow`)
 def test_auto_takes_the_first_runtime_that_loads_and_says_why_it_passed_the_others(
     int8_exported: Path, artefact: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -539,6 +548,7 @@ def test_auto_on_a_model_without_exports_is_keras(artefact: Path) -> None:
     assert chosen.runtime == "tensorflow" and len(chosen.auto_skipped or {}) == 4
 
 
+@pytest.mark.slow  # the INT8 exports (NNCF, ONNX Runtime) take about a minute to make (`make test-slow`)
 def test_a_damaged_model_is_not_hidden_by_auto(int8_exported: Path) -> None:
     """auto passes over exports, never the weights: damaged weights stop the start."""
     weights = int8_exported / "model.weights.h5"
@@ -568,6 +578,7 @@ def test_the_agreement_limits_are_settings(variable: str, value: str, field: str
             load_settings({**env, variable: bad}, {})
 
 
+@pytest.mark.slow  # the INT8 exports (NNCF, ONNX Runtime) take about a minute to make (`make test-slow`)
 def test_the_worker_on_auto_runs_the_int8_export_and_says_so(
     broker, make_topic, database_url: str, int8_exported: Path
 ) -> None:
@@ -587,6 +598,7 @@ def test_the_worker_on_auto_runs_the_int8_export_and_says_so(
     assert len(detection_rows(database_url)) == 3 * 3 * 3  # thresholds 0: every tile has every class
 
 
+@pytest.mark.slow  # the INT8 exports (NNCF, ONNX Runtime) take about a minute to make (`make test-slow`)
 @pytest.mark.slow  # two exports (20 s); the demo's own end-to-end test checks its runtime line too
 def test_the_demo_exports_for_auto_and_says_what_the_worker_runs(
     int8_master: dict[str, Any], tmp_path: Path

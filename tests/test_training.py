@@ -212,6 +212,7 @@ def test_cosine_schedule_settings_are_checked(
         _config(tmp_path, **changes)
 
 
+@pytest.mark.slow  # about 40 s of training on 2 cores (`make test-slow`)
 def test_cosine_run_trains_its_fixed_budget_without_plateau_callbacks(tmp_path: Path) -> None:
     """A cosine run does every epoch asked (no early stop) and ends with a learning rate near 0."""
     write_shape_tileset(tmp_path / "tiles", per_class=8, clean=16, pairs=4, size=32)

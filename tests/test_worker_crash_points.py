@@ -117,8 +117,10 @@ def _tail(path: Path) -> str:
     "failpoint",
     [
         "write:2",  # the second batch is in the database; nothing of it published, its offsets not committed
-        "evaluate:2",  # ... and its alert rules evaluated
-        "publish:2",  # ... and its detection messages on the topic; its offsets not committed
+        # ... and its alert rules evaluated; ... and its detection messages on the topic, its offsets
+        # not committed. A worker subprocess killed and another started: ~25 s each (`make test-slow`).
+        pytest.param("evaluate:2", marks=pytest.mark.slow),
+        pytest.param("publish:2", marks=pytest.mark.slow),
     ],
 )
 def test_kill_9_between_two_steps_then_a_new_worker_leaves_every_frame_once_and_the_topic_consistent(
