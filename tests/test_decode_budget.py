@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 from frames import grey_image, inbound, jpeg_bytes, make_meta, png_bytes
 from hostile_images import jpeg_scan_bomb, png_chunk_flood, segments
@@ -102,6 +103,22 @@ def test_a_png_chunk_flood_is_refused_and_ordinary_chunking_is_not() -> None:
     assert isinstance(ordinary, DecodedFrame)
     np.testing.assert_array_equal(ordinary.image, image)
     assert isinstance(_decode(png_bytes(image), contracts.PNG), DecodedFrame)
+
+
+def test_a_png_whose_samples_decode_to_more_than_four_bytes_a_pixel_is_refused() -> None:
+    """16-bit RGBA (8 bytes a pixel) over half of MAX_FRAME_PIXELS: OpenCV would allocate all of it
+    before reducing it to grey. 16-bit grey of the same size (a 12-bit camera) decodes."""
+    limits = replace(LIMITS, max_frame_pixels=1_000_000)
+    rgba16 = np.zeros((800, 800, 4), np.uint16)
+    ok, encoded = cv2.imencode(".png", rgba16)
+    assert ok
+    outcome = _decode(encoded.tobytes(), contracts.PNG, limits)
+    assert isinstance(outcome, d.Rejected) and outcome.reason == r.IMAGE_TOO_COSTLY
+    assert "decodes to 5120000 bytes (800x800, 4 samples of 16 bits), limit 4000000" in outcome.detail
+    ok, grey16 = cv2.imencode(
+        ".png", (np.arange(800 * 800, dtype=np.uint32) % 4096).astype(np.uint16).reshape(800, 800)
+    )
+    assert ok and isinstance(_decode(grey16.tobytes(), contracts.PNG, limits), DecodedFrame)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

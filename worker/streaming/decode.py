@@ -17,8 +17,9 @@ are those of `worker.core.refusals`. Checks, in order:
               container's structure within what real cameras write (at most MAX_JPEG_SCANS scans
               — libjpeg walks every block of the image once per scan, so a progressive JPEG whose
               scan repeats tens of thousands of times takes minutes and libjpeg only warns — and
-              at most MAX_IMAGE_SEGMENTS JPEG segments or PNG chunks), content matches its
-              content-type, OpenCV decodes it to the declared size
+              at most MAX_IMAGE_SEGMENTS JPEG segments or PNG chunks; a PNG's samples at most
+              4 bytes per pixel of MAX_FRAME_PIXELS), content matches its content-type, OpenCV
+              decodes it to the declared size
     quality:  the image-quality gate (`worker.streaming.image_quality`, when `DecodeLimits.quality`
               is set): a frame failing a refusing check is refused (`image-quality`); the checks
               that only flag travel on the DecodedFrame (`quality_flags`)
@@ -256,7 +257,35 @@ def _check_jpeg_scans(data: bytes, limits: DecodeLimits) -> None:
                 raise _too_costly("scans", scans, limits.max_jpeg_scans, "MAX_JPEG_SCANS")
 
 
+#: PNG colour type → samples per pixel (grey, RGB, palette — expanded to RGB —, grey+alpha, RGBA).
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+#: The most bytes per pixel a decoder may allocate: RGBA at 8 bits, grey+alpha or grey at 16 bits.
+DECODED_BYTES_PER_PIXEL = 4
+
+
+def _check_png_decoded_size(data: bytes, limits: DecodeLimits) -> None:
+    """Refuse a PNG whose pixels decode to more than DECODED_BYTES_PER_PIXEL × MAX_FRAME_PIXELS
+    bytes (OpenCV decodes all samples before reducing them to grey): the bound on what a small
+    payload can make the decoder allocate. The ratio to the payload is not bounded — a black frame
+    compresses a thousandfold, and must reach the image-quality gate."""
+    if len(data) < 26:
+        return  # `image_dimensions` refused it already
+    width, height = struct.unpack(">II", data[16:24])
+    bit_depth, colour = data[24], data[25]
+    decoded = width * height * _PNG_SAMPLES.get(colour, 4) * max(1, bit_depth // 8)
+    limit = DECODED_BYTES_PER_PIXEL * limits.max_frame_pixels
+    if decoded > limit:
+        raise RefusalError(
+            IMAGE_TOO_COSTLY,
+            DECODE,
+            f"the image decodes to {decoded} bytes ({width}x{height}, {_PNG_SAMPLES.get(colour, 4)} samples"
+            f" of {bit_depth} bits), limit {limit} ({DECODED_BYTES_PER_PIXEL} bytes per pixel of"
+            " MAX_FRAME_PIXELS)",
+        )
+
+
 def _check_png_chunks(data: bytes, limits: DecodeLimits) -> None:
+    _check_png_decoded_size(data, limits)
     position, chunks = 8, 0
     while position + 8 <= len(data):
         (length,) = struct.unpack(">I", data[position : position + 4])
