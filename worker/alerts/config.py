@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 from jsonschema.exceptions import best_match
 
 from worker.core.catalogue import Catalogue
 from worker.core.contracts import SCHEMAS_DIR
 from worker.core.errors import ConfigError
 from worker.core.resources import shipped_dir
+from worker.core.yaml_files import read_yaml
 
 RULES_SCHEMA = "alert-rules.v1"
 DEFAULT_RULES_PATH = shipped_dir("config") / "alert-rules.yaml"
@@ -182,19 +182,7 @@ class AlertRules:
 def load_rules(path: str | Path | None = None, catalogue: Catalogue | None = None) -> AlertRules:
     """Read and check a rules file (default `config/alert-rules.yaml`); see the module doc."""
     file = Path(path) if path is not None else DEFAULT_RULES_PATH
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"alert rules file {file} does not exist") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"alert rules file {file}: cannot read it as UTF-8 text ({exc})") from None
-    try:
-        data = yaml.safe_load(text)  # JSON is YAML too
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"alert rules file {file}: expected YAML or JSON, {problem}{where}") from None
+    data = read_yaml(file, f"alert rules file {file}", "it does not exist")
     return parse_rules(data, source=str(file), catalogue=catalogue)
 
 

@@ -8,7 +8,7 @@ refused, and `shown()`), `failures` (what a failure means: retry, wait for peopl
 (the crops kept with detections: sampling, encoding, decoding), `clients`
 (the Kafka consumer and producer as Protocols), `resources` (the schemas, migrations and rules
 shipped in the package), `native_logs` (TensorFlow's native start-up lines kept off the terminal),
-`quality` (the image-quality checks by name). All public.
+`quality` (the image-quality checks by name), `yaml_files` (reading a settings file). All public.
 """
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "thresholds",
     "tileset",
     "tiling",
+    "yaml_files",
 ]

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jsonschema.exceptions import best_match
 
 from worker.core.errors import ConfigError
+from worker.core.yaml_files import read_yaml
 
 SCHEMA = "camera-calibration.v1"
 
@@ -68,19 +68,7 @@ def load_calibrations(path: Path | None) -> CameraCalibrations:
     """The calibrations in `path` (None: the built-in defaults for every camera); see the module doc."""
     if path is None:
         return CameraCalibrations()
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"CAMERA_CALIBRATION={path}: expected a calibration file, there is none") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"CAMERA_CALIBRATION={path}: cannot read it as UTF-8 text ({exc})") from None
-    try:
-        data = yaml.safe_load(text)  # JSON is YAML too
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"CAMERA_CALIBRATION={path}: expected YAML or JSON, {problem}{where}") from None
+    data = read_yaml(Path(path), f"CAMERA_CALIBRATION={path}", "expected a calibration file, there is none")
     return parse_calibrations(data, source=str(path))
 
 
