@@ -279,6 +279,7 @@ class Worker:
                 self._release_held()
             for message, outcome in zip(messages, outcomes, strict=True):
                 self._queue.append(Entry(message, self._tile_or_refusal(message, outcome), now))
+            self._apply_revocations()  # a rebalance during a long decode (`_keep_group`'s polls)
         self._update_lag()
         self.health.tick(queued=len(self._queue))
 
